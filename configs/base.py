@@ -1,0 +1,84 @@
+"""Defaults of every optiscale config: the single source of each field's default value.
+
+Use directly (`--config=configs/base.py`, or `configs/base.py:d256_l4` for a ladder size) or
+from another config file that edits `get_config()`. Every field can be overridden on the command
+line: `--config.optimizer.lr=1e-3`.
+"""
+import ml_collections
+
+from configs import ladder
+
+
+def get_config(size: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict(dict(
+        vocab_size=0,          # 0: the tokenizer's vocabulary size
+        d_model=128,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=0,          # 0: = n_heads (multi-head); fewer: grouped-query attention
+        head_dim=0,            # 0: d_model // n_heads
+        d_ff=0,                # 0: 4 * d_model
+        norm="rmsnorm",        # rmsnorm | layernorm (LayerNorm has scale and bias)
+        activation="gelu",     # gelu | swiglu
+        qk_norm=False,         # normalise queries and keys per head (Dehghani et al. 2023)
+        tie_embeddings=True,   # output logits use the input embedding table
+        rope_base=10000.0,
+        max_seq_len=1024,      # size of the rotary table; data.seq_len must not exceed it
+        init_std=0.02,         # N(0, 0.02^2); residual-output projections / sqrt(2 n_layers)
+        z_loss=0.0,            # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
+    ))
+    if size:
+        ladder.apply_size(c.model, size)
+
+    c.data = ml_collections.ConfigDict(dict(
+        root="",               # "": $OPTISCALE_DATA_DIR, else ~/.cache/optiscale
+        corpus="en_docs",      # training corpus (python -m data.fetch lists them)
+        eval_corpora=("en_docs", "code_py"),  # one validation set per corpus
+        tokenizer="byte",      # byte (257 symbols) | bpe (trained offline with `tokenizers`)
+        vocab_size=8192,       # bpe only
+        tokenizer_corpora=("en_docs", "code_py"),  # bpe only: what the tokenizer is trained on
+        val_fraction=0.02,     # fraction of documents held out for validation
+        seq_len=256,
+        eval_batches=8,        # fixed validation windows: eval_batches x eval_batch_size
+        eval_batch_size=32,
+    ))
+
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adamw",
+        lr=3e-3,               # peak learning rate
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        weight_decay=0.1,      # decoupled, multiplied by the scheduled lr (optax.adamw)
+        decay_embeddings=False,
+        grad_clip=1.0,         # global-norm clipping; 0 disables
+    ))
+
+    c.schedule = ml_collections.ConfigDict(dict(
+        name="cosine",         # cosine | wsd | linear | constant
+        warmup_steps=100,
+        final_lr_fraction=0.1,  # lr at the end, as a fraction of the peak
+        decay_fraction=0.2,    # wsd: share of the steps spent decaying
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000,
+        batch_size=32,         # global batch, in sequences
+        microbatches=1,        # gradient accumulation: batch_size / microbatches per pass
+        seed=0,                # parameters and data order
+        eval_every=100,
+        checkpoint_every=500,
+        keep_checkpoints=3,
+        log_every=10,
+    ))
+
+    c.mesh = ml_collections.ConfigDict(dict(
+        data=-1,               # data-parallel devices; -1: all devices
+    ))
+
+    c.precision = ml_collections.ConfigDict(dict(
+        activation_dtype="float32",  # float32 | bfloat16; parameters are always float32
+    ))
+    return c

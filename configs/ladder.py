@@ -1,0 +1,49 @@
+"""Model size ladder, from ~100K to ~1B parameters: name -> (d_model, n_layers, n_heads).
+
+Names read `d<width>_l<depth>`. Widths and depths follow the GPT-2/Chinchilla aspect ratios
+(d_model / n_layers between 32 and 128) with head_dim 32 below d_model 256 and 64 from there.
+Use one as `--config=configs/base.py:d256_l4`; `python -m configs.ladder` prints the exact
+parameter counts (the table in README.md comes from it).
+"""
+SIZES = {
+    "d64_l2": (64, 2, 2),
+    "d128_l4": (128, 4, 4),
+    "d256_l4": (256, 4, 4),
+    "d384_l6": (384, 6, 6),
+    "d512_l8": (512, 8, 8),
+    "d768_l12": (768, 12, 12),
+    "d1024_l16": (1024, 16, 16),
+    "d1536_l20": (1536, 20, 24),
+    "d2048_l20": (2048, 20, 32),
+}
+
+
+def apply_size(model_cfg, name: str) -> None:
+    """Sets d_model, n_layers and n_heads of `model_cfg` to ladder size `name`."""
+    if name not in SIZES:
+        raise ValueError(f"unknown model size {name!r}; the ladder has: {', '.join(SIZES)}")
+    model_cfg.d_model, model_cfg.n_layers, model_cfg.n_heads = SIZES[name]
+
+
+def main() -> None:
+    """Prints the ladder's parameter counts (byte and 8192-token BPE vocabularies, tied)."""
+    from configs import base
+    from lm.model import ModelConfig
+    from lm.model_info import flops_per_token, param_counts
+
+    print("| size | d_model | layers | heads | non-embedding | total (byte vocab 257) | "
+          "total (BPE 8192) | train FLOPs/token (seq 1024, BPE 8192) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in SIZES:
+        cfg = base.get_config(name).model
+        cfg.max_seq_len = 1024
+        byte = ModelConfig.from_config(cfg, 257, "float32")
+        bpe = ModelConfig.from_config(cfg, 8192, "float32")
+        counts = param_counts(bpe)
+        print(f"| {name} | {bpe.d_model} | {bpe.n_layers} | {bpe.n_heads} | "
+              f"{counts['non_embedding']:,} | {param_counts(byte)['total']:,} | "
+              f"{counts['total']:,} | {flops_per_token(bpe, 1024):.3e} |")
+
+
+if __name__ == "__main__":
+    main()

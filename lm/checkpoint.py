@@ -1,0 +1,87 @@
+"""Orbax checkpoints of the train state: save every k steps, keep the last n, async writes, and a
+resume that falls back past a corrupt latest checkpoint without deleting any good one.
+
+Layout: WORKDIR/checkpoints/<step>/{state,meta}; a checkpoint that fails to restore is moved,
+not deleted, to WORKDIR/checkpoints_corrupt/<step> so that the next save of that step can land.
+"""
+import os
+import shutil
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+    """A thin wrapper of `ocp.CheckpointManager` with the restore policy described above."""
+
+    def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.corrupt_directory = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                     enable_async_checkpointing=async_save)
+        self._manager = self._open()
+
+    def _open(self):
+        return ocp.CheckpointManager(self.directory, options=self._options,
+                                     item_names=("state", "meta"))
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, meta: dict) -> None:
+        """Starts saving `state` (a pytree of arrays) and JSON `meta` at `step`; returns once
+        the arrays are copied off the training buffers, writing on in the background."""
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         meta=ocp.args.JsonSave(meta)))
+
+    def restore_latest(self, abstract_state):
+        """(step, state, meta) of the newest checkpoint that restores, or None if none exists.
+
+        A checkpoint that fails to restore is reported and moved aside; the next older one is
+        tried. Raises if checkpoints exist but none restores (nothing is deleted).
+        """
+        for step in reversed(self.steps()):
+            try:
+                restored = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                return step, restored.state, restored.meta
+            except Exception as err:  # orbax raises many types for truncated/missing files
+                self._set_aside(step, err)
+        if os.path.isdir(self.corrupt_directory) and os.listdir(self.corrupt_directory):
+            raise RuntimeError(
+                f"no checkpoint in {self.directory} could be restored; the unreadable ones are "
+                f"in {self.corrupt_directory}. Start a new run with another --workdir, or "
+                "repair them and move them back.")
+        return None
+
+    def _set_aside(self, step: int, err: Exception) -> None:
+        os.makedirs(self.corrupt_directory, exist_ok=True)
+        target = os.path.join(self.corrupt_directory, str(step))
+        suffix = 1
+        while os.path.exists(target):
+            target = os.path.join(self.corrupt_directory, f"{step}.{suffix}")
+            suffix += 1
+        message = (f"checkpoint at step {step} is incomplete or corrupt "
+                   f"({type(err).__name__}: {str(err)[:300]}); moved it to {target} and "
+                   "falling back to the previous checkpoint")
+        logging.warning(message)
+        print(f"WARNING: {message}", flush=True)
+        self._manager.close()
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        self._manager = self._open()
+
+    def wait(self) -> None:
+        """Blocks until every async save has been written (raises if one failed)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree):
+    """ShapeDtypeStructs (with shardings) of `tree`, the restore target orbax needs."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        tree)

@@ -1,0 +1,128 @@
+"""Checks of a config and a workdir that run before any data is read or anything compiles.
+
+Each failure raises `ConfigError` with a message that names the field, the problem and the fix.
+"""
+import difflib
+import json
+import os
+import runpy
+
+import jax.numpy as jnp
+
+from lm.model import ACTIVATIONS, NORMS, ModelConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config or workdir that cannot run; the message says how to fix it."""
+
+
+def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
+    """Rejects `--config.a.b=v` flags whose key path is not in the config file's config.
+
+    ml_collections would fail with a bare AttributeError; this names the key and close matches.
+    """
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag_name}=")), None)
+    if path is None:
+        return
+    file_path, _, arg = path.partition(":")
+    if not os.path.exists(file_path):
+        raise ConfigError(f"config file {file_path!r} does not exist; pass e.g. "
+                          f"--{flag_name}=configs/quickstart.py")
+    get_config = runpy.run_path(file_path)["get_config"]
+    config = get_config(arg) if arg else get_config()
+    for flag in argv:
+        if not flag.startswith(f"--{flag_name}."):
+            continue
+        key = flag[len(flag_name) + 3:].split("=", 1)[0]
+        node, walked = config, []
+        for part in key.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                options = sorted(node.keys()) if hasattr(node, "keys") else []
+                close = difflib.get_close_matches(part, options, n=3)
+                where = ".".join([flag_name, *walked]) or flag_name
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown config key --{flag_name}.{key}: {where} has no field "
+                                  f"{part!r}.{hint} Valid fields: {', '.join(options)}.")
+            node = node[part]
+            walked.append(part)
+
+
+def check_config(config, num_devices: int) -> None:
+    """Semantic checks of model, data, train, mesh and precision fields."""
+    m, d, t = config.model, config.data, config.train
+    _require(m.norm in NORMS, f"model.norm={m.norm!r} is not one of {NORMS}")
+    _require(m.activation in ACTIVATIONS,
+             f"model.activation={m.activation!r} is not one of {ACTIVATIONS}")
+    for key in ("d_model", "n_layers", "n_heads"):
+        _require(m[key] > 0, f"model.{key}={m[key]} must be positive")
+    if not m.head_dim:
+        _require(m.d_model % m.n_heads == 0,
+                 f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
+                 "choose n_heads dividing d_model, or set model.head_dim explicitly")
+    kv = m.n_kv_heads or m.n_heads
+    _require(m.n_heads % kv == 0,
+             f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={kv}; grouped-"
+             "query attention needs each kv head to serve a whole number of query heads")
+    head_dim = m.head_dim or m.d_model // m.n_heads
+    _require(head_dim % 2 == 0, f"head dimension {head_dim} is odd; rotary embedding rotates "
+             "pairs of dimensions: choose an even model.head_dim (or d_model / n_heads)")
+    _require(d.seq_len <= m.max_seq_len,
+             f"data.seq_len={d.seq_len} is larger than the rotary table "
+             f"(model.max_seq_len={m.max_seq_len}); lower data.seq_len or raise "
+             "model.max_seq_len")
+    _require(d.seq_len > 0, f"data.seq_len={d.seq_len} must be positive")
+    _require(config.precision.activation_dtype in DTYPES,
+             f"precision.activation_dtype={config.precision.activation_dtype!r} is not one "
+             f"of {DTYPES}")
+    for key in ("steps", "batch_size", "microbatches", "eval_every", "checkpoint_every",
+                "log_every", "keep_checkpoints"):
+        _require(t[key] > 0, f"train.{key}={t[key]} must be positive")
+    _require(t.batch_size % t.microbatches == 0,
+             f"train.batch_size={t.batch_size} is not divisible by train.microbatches="
+             f"{t.microbatches}")
+    data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
+    _require(1 <= data_devices <= num_devices,
+             f"mesh.data={config.mesh.data} but {num_devices} devices are visible; use -1 "
+             "(all devices) or a count up to the device count")
+    _require((t.batch_size // t.microbatches) % data_devices == 0,
+             f"the microbatch of {t.batch_size // t.microbatches} sequences "
+             f"(train.batch_size / train.microbatches) does not split over {data_devices} "
+             "data-parallel devices; make it a multiple of mesh.data")
+    _require(d.eval_batch_size % data_devices == 0,
+             f"data.eval_batch_size={d.eval_batch_size} does not split over {data_devices} "
+             "data-parallel devices; make it a multiple of mesh.data")
+
+
+def check_workdir(workdir: str, model_cfg: ModelConfig) -> None:
+    """A workdir that already holds a run must hold one of the same model shape."""
+    path = os.path.join(workdir, "model.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        previous = json.load(f)["model"]
+    current = _shape_fields(model_cfg)
+    diff = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
+    if diff:
+        changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(diff.items()))
+        raise ConfigError(f"workdir {workdir} holds a run with a different model shape "
+                          f"({changes}); use a new --workdir, or the model config of that run "
+                          f"(see {path})")
+
+
+def _shape_fields(model_cfg: ModelConfig) -> dict:
+    """The model fields that fix parameter shapes and meaning (dtype may change on resume)."""
+    fields = dict(vars(model_cfg))
+    fields.pop("dtype")
+    return fields
+
+
+def model_record(model_cfg: ModelConfig, info: dict) -> dict:
+    """What WORKDIR/model.json holds: the resolved model config and its size figures."""
+    return {"model": _shape_fields(model_cfg), "dtype": str(jnp.dtype(model_cfg.dtype)), **info}
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

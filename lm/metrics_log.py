@@ -1,0 +1,54 @@
+"""WORKDIR/metrics.jsonl: one JSON object per logged step, the file the scaling fits read.
+
+Schema (keys are slash-separated, as TensorBoard and wandb group them):
+    step                  optimizer steps completed
+    tokens                training tokens seen (step * batch_size * seq_len)
+    flops                 training FLOPs so far (tokens * flops_per_token, see lm/model_info.py)
+    train/loss            cross-entropy of this step's batch, nats/token
+    train/objective       loss + z-loss (the minimised quantity)
+    train/grad_norm       global L2 norm of the (accumulated, unclipped) gradient
+    train/update_norm     global L2 norm of the applied update
+    train/param_norm      global L2 norm of the parameters after the step
+    train/lr              learning rate used for this step
+    time/step_s           mean wall time per step since the previous row
+    time/tokens_per_s     training tokens per second since the previous row
+    eval/<set>/loss       validation cross-entropy on <set>, nats/token (eval steps only)
+    eval/<set>/bpb        the same in bits per byte (loss / ln 2 / bytes_per_token)
+"""
+import json
+import os
+
+
+class MetricsLog:
+    """Appends rows; on resume, rows after the restored step are set aside, since the resumed
+    run recomputes them (bit-identically) and the file must read as one uninterrupted run."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+
+    def resume_at(self, step: int) -> None:
+        """Keeps rows with step <= `step`; later rows move to metrics.jsonl.after_<step>."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        keep = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(keep) == len(lines):
+            return
+        with open(f"{self.path}.after_{step}", "w") as f:
+            f.writelines(lines[len(keep):])
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.path)
+        print(f"metrics.jsonl: {len(lines) - len(keep)} rows after step {step} moved to "
+              f"{self.path}.after_{step}; the resumed run recomputes them", flush=True)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,167 @@
+"""Decoder-only transformer LM in Flax linen: pure `init` / `apply`.
+
+    model = Transformer(ModelConfig.from_config(config.model, vocab_size, dtype))
+    params = model.init(rng, tokens)["params"]
+    logits = model.apply({"params": params}, tokens)
+
+Pre-norm blocks (GPT-2, Radford et al. 2019): x += Attn(Norm(x)); x += MLP(Norm(x)); a final
+norm; rotary positions (RoPE); optional grouped-query attention (Ainslie et al. 2023), QK-norm
+(Dehghani et al. 2023; Wortsman et al. 2024), SwiGLU (Shazeer 2020) and tied embeddings.
+
+Initialisation (GPT-2 / nanoGPT): every matrix N(0, init_std^2), init_std = 0.02 by default;
+the two residual-output projections (attention out, MLP out) N(0, (init_std / sqrt(2 L))^2) so
+the residual stream's variance does not grow with depth L; norm scales 1, biases 0.
+"""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm import matmul
+from lm.layers import DenseGeneral, Norm, apply_rotary, normal_init, rotary_table
+
+NORMS = ("rmsnorm", "layernorm")
+ACTIVATIONS = ("gelu", "swiglu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Resolved model hyperparameters (the defaults live in `configs/base.py`)."""
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    norm: str
+    activation: str
+    qk_norm: bool
+    tie_embeddings: bool
+    rope_base: float
+    max_seq_len: int
+    init_std: float
+    dtype: str
+
+    @classmethod
+    def from_config(cls, model_cfg, vocab_size: int, dtype: str) -> "ModelConfig":
+        """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
+        head_dim = d_model / heads, d_ff = 4 d_model."""
+        fields = dict(model_cfg)
+        fields.pop("z_loss")  # a loss setting, read by the train step
+        if not fields["vocab_size"]:
+            fields["vocab_size"] = vocab_size
+        if not fields["n_kv_heads"]:
+            fields["n_kv_heads"] = fields["n_heads"]
+        if not fields["head_dim"]:
+            fields["head_dim"] = fields["d_model"] // max(fields["n_heads"], 1)
+        if not fields["d_ff"]:
+            fields["d_ff"] = 4 * fields["d_model"]
+        return cls(dtype=dtype, **fields)
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def d_attn(self) -> int:
+        return self.n_heads * self.head_dim
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with RoPE, optional GQA and QK-norm."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin):
+        c = self.cfg
+        dt = c.compute_dtype
+        out_std = c.init_std / math.sqrt(2 * c.n_layers)
+        q = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_heads, c.head_dim),
+                         ("embed", "heads", "head_dim"), c.init_std, dt, name="query")(x)
+        k = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_kv_heads, c.head_dim),
+                         ("embed", "kv_heads", "head_dim"), c.init_std, dt, name="key")(x)
+        v = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_kv_heads, c.head_dim),
+                         ("embed", "kv_heads", "head_dim"), c.init_std, dt, name="value")(x)
+        if c.qk_norm:
+            q = Norm(c.norm, dt, axis_name="head_dim", name="query_norm")(q)
+            k = Norm(c.norm, dt, axis_name="head_dim", name="key_norm")(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        batch, seq = x.shape[0], x.shape[1]
+        groups = c.n_heads // c.n_kv_heads
+        q = q.reshape(batch, seq, c.n_kv_heads, groups, c.head_dim)
+        scores = matmul.einsum("btkgh,bskh->bkgts", q, k, dtype=jnp.float32)
+        scores = scores / math.sqrt(c.head_dim)
+        causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
+        out = out.reshape(batch, seq, c.n_heads, c.head_dim)
+        return DenseGeneral("bthk,hkd->btd", (c.n_heads, c.head_dim, c.d_model),
+                            ("heads", "head_dim", "embed"), out_std, dt, name="out")(out)
+
+
+class Mlp(nn.Module):
+    """GELU MLP (two matrices) or SwiGLU (three: gate, up, down)."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.cfg
+        dt = c.compute_dtype
+        out_std = c.init_std / math.sqrt(2 * c.n_layers)
+
+        def up(name):
+            return DenseGeneral("btd,df->btf", (c.d_model, c.d_ff), ("embed", "mlp"),
+                                c.init_std, dt, name=name)(x)
+
+        if c.activation == "swiglu":
+            h = nn.silu(up("gate").astype(jnp.float32)) * up("up").astype(jnp.float32)
+        else:
+            h = nn.gelu(up("up").astype(jnp.float32))
+        return DenseGeneral("btf,fd->btd", (c.d_ff, c.d_model), ("mlp", "embed"),
+                            out_std, dt, name="down")(h.astype(dt))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin):
+        c = self.cfg
+        x = x + Attention(c, name="attn")(Norm(c.norm, c.compute_dtype, name="attn_norm")(x),
+                                          cos, sin)
+        return x + Mlp(c, name="mlp")(Norm(c.norm, c.compute_dtype, name="mlp_norm")(x))
+
+
+class Transformer(nn.Module):
+    """tokens (batch, seq) int -> logits (batch, seq, vocab) float32."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens):
+        c = self.cfg
+        dt = c.compute_dtype
+        embedding = self.param("embedding", normal_init(c.init_std, ("vocab", "embed")),
+                               (c.vocab_size, c.d_model), jnp.float32)
+        x = jnp.take(embedding, tokens, axis=0).astype(dt)
+        cos, sin = rotary_table(c.max_seq_len, c.head_dim, c.rope_base)
+        seq = tokens.shape[1]
+        cos, sin = cos[:seq], sin[:seq]
+        for i in range(c.n_layers):
+            x = Block(c, name=f"block_{i}")(x, cos, sin)
+        x = Norm(c.norm, dt, name="final_norm")(x)
+        if c.tie_embeddings:
+            return matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32)
+        return DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
+                            c.init_std, jnp.float32, name="unembed")(x)
+
+
+def init_params(model: Transformer, rng: jax.Array, seq_len: int):
+    """Float32 parameters (logical-axis boxes removed) for `model`."""
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    return nn.meta.unbox(model.init(rng, tokens)["params"])

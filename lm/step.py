@@ -1,0 +1,67 @@
+"""The pure train and eval steps: functions of (state, batch), jitted once by the trainer."""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lm.loss import next_token_loss
+
+
+class TrainState(NamedTuple):
+    """Everything a checkpoint must hold to resume exactly (data order is a function of step)."""
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+def init_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, z_loss: float):
+    """Returns train_step(state, windows) -> (state, metrics).
+
+    `windows` is (batch, seq_len + 1) int32; inputs are windows[:, :-1], targets windows[:, 1:].
+    The batch is split into `microbatches` equal parts whose gradients are averaged with a
+    `lax.scan` (gradient accumulation: the same update as one big batch, in less memory).
+    """
+
+    def loss_fn(params, windows):
+        logits = model.apply({"params": params}, windows[:, :-1])
+        return next_token_loss(logits, windows[:, 1:], z_loss)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, windows):
+        micro = windows.reshape(microbatches, -1, windows.shape[-1])
+
+        def accumulate(carry, mb):
+            (objective, ce), grads = grad_fn(state.params, mb)
+            return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads)), None
+
+        zeros = (jnp.zeros(()), jnp.zeros(()),
+                 jax.tree_util.tree_map(jnp.zeros_like, state.params))
+        (objective, ce, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+        objective, ce, grads = jax.tree_util.tree_map(lambda x: x / microbatches,
+                                                      (objective, ce, grads))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"train/loss": ce, "train/objective": objective,
+                   "train/grad_norm": optax.global_norm(grads),
+                   "train/update_norm": optax.global_norm(updates),
+                   "train/param_norm": optax.global_norm(params)}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model):
+    """Returns eval_step(params, windows) -> summed cross-entropy (nats) over the windows' tokens."""
+
+    def eval_step(params, windows):
+        logits = model.apply({"params": params}, windows[:, :-1])
+        _, ce = next_token_loss(logits, windows[:, 1:], 0.0)
+        return ce * windows[:, 1:].size
+
+    return eval_step

@@ -1,0 +1,72 @@
+"""Learning-rate schedules: a linear warmup from 0 to the peak, then one of SCHEDULES.
+
+All are built from optax's schedule primitives. Step `s` is the number of updates already
+applied, so update `s` uses `schedule(s)`; the decaying schedules reach their final value
+`final_lr_fraction * peak` at `s = total_steps`.
+
+    cosine    cosine decay to the final value (Loshchilov & Hutter 2017, SGDR).
+    linear    linear decay to the final value.
+    constant  the peak after warmup (final_lr_fraction unused).
+    wsd       warmup-stable-decay: the peak until the last decay_fraction * total_steps steps,
+              then linear decay to the final value (Hu et al. 2024, MiniCPM; Hägele et al.
+              2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+              Durations"). Both papers decay to 0: set final_lr_fraction=0 for that.
+"""
+import optax
+
+SCHEDULES = ("cosine", "wsd", "linear", "constant")
+
+
+def make_schedule(schedule_cfg, peak_lr: float, total_steps: int) -> optax.Schedule:
+    """Step -> learning rate, from `schedule_cfg` (name, warmup_steps, final_lr_fraction,
+    decay_fraction), the peak learning rate and the run's total step count."""
+    _check(schedule_cfg, peak_lr, total_steps)
+    warmup = schedule_cfg.warmup_steps
+    after_warmup = total_steps - warmup
+    end_lr = schedule_cfg.final_lr_fraction * peak_lr
+    name = schedule_cfg.name
+    if name == "cosine":
+        rest = optax.cosine_decay_schedule(peak_lr, after_warmup,
+                                           alpha=schedule_cfg.final_lr_fraction)
+    elif name == "linear":
+        rest = optax.linear_schedule(peak_lr, end_lr, after_warmup)
+    elif name == "wsd":
+        decay = _wsd_decay_steps(schedule_cfg.decay_fraction, total_steps)
+        rest = optax.linear_schedule(peak_lr, end_lr, decay,
+                                     transition_begin=after_warmup - decay)
+    else:
+        rest = optax.constant_schedule(peak_lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup), rest], [warmup])
+
+
+def _wsd_decay_steps(decay_fraction: float, total_steps: int) -> int:
+    """Length of the wsd final decay: decay_fraction * total_steps, rounded to a step."""
+    return round(decay_fraction * total_steps)
+
+
+def _check(schedule_cfg, peak_lr: float, total_steps: int) -> None:
+    c = schedule_cfg
+    if c.name not in SCHEDULES:
+        raise ValueError(f"schedule.name={c.name!r} is not a known schedule; use one of "
+                         f"{', '.join(SCHEDULES)}")
+    if not total_steps > 0:
+        raise ValueError(f"train.steps={total_steps} must be positive")
+    if not peak_lr > 0:
+        raise ValueError(f"optimizer.lr={peak_lr} (the peak learning rate) must be positive")
+    if not 0 <= c.warmup_steps < total_steps:
+        raise ValueError(f"schedule.warmup_steps={c.warmup_steps} must be in [0, train.steps="
+                         f"{total_steps}) so that the peak learning rate is reached; lower "
+                         "schedule.warmup_steps or raise train.steps")
+    if not 0 <= c.final_lr_fraction <= 1:
+        raise ValueError(f"schedule.final_lr_fraction={c.final_lr_fraction} must be in [0, 1] "
+                         "(the final learning rate as a fraction of optimizer.lr)")
+    if not 0 <= c.decay_fraction <= 1:
+        raise ValueError(f"schedule.decay_fraction={c.decay_fraction} must be in [0, 1] (the "
+                         "share of train.steps spent in the wsd decay)")
+    if c.name == "wsd":
+        decay = _wsd_decay_steps(c.decay_fraction, total_steps)
+        if c.warmup_steps + decay > total_steps:
+            raise ValueError(
+                f"schedule.warmup_steps={c.warmup_steps} plus the wsd decay ({decay} steps = "
+                f"schedule.decay_fraction={c.decay_fraction} x train.steps={total_steps}) "
+                "exceed train.steps; lower schedule.warmup_steps or schedule.decay_fraction")
