@@ -12,7 +12,7 @@ setuptools.setup(
     description="LM scaling studies and optimizer comparisons in JAX.",
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_data={"data": ["samples/*.jsonl", "samples/*.json"]},
+    package_data={"data": ["samples/*.jsonl", "samples/*.md"]},
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",

@@ -7,7 +7,6 @@ not deleted, to WORKDIR/checkpoints_corrupt/<step> so that the next save of that
 import os
 import shutil
 
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -79,9 +78,3 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-
-def abstract_like(tree):
-    """ShapeDtypeStructs (with shardings) of `tree`, the restore target orbax needs."""
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)

@@ -63,7 +63,7 @@ class Norm(nn.Module):
 
 
 def rotary_table(max_len: int, head_dim: int, base: float) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """cos/sin tables of shape (max_len, head_dim // 2) for RoPE (Su et al. 2021, RoFormer eq. 34)."""
+    """cos/sin tables (max_len, head_dim // 2) for RoPE (Su et al. 2021, RoFormer eq. 34)."""
     inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
     angles = jnp.arange(max_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
     return jnp.cos(angles), jnp.sin(angles)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 
 def einsum(spec: str, lhs, rhs, *, dtype) -> jnp.ndarray:
-    """`jnp.einsum(spec, lhs, rhs)` with operands in `dtype`, float32 accumulation, result in `dtype`."""
+    """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`."""
     out = jnp.einsum(spec, lhs.astype(dtype), rhs.astype(dtype),
                      preferred_element_type=jnp.float32)
     return out.astype(dtype)

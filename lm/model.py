@@ -69,6 +69,11 @@ class ModelConfig:
     def d_attn(self) -> int:
         return self.n_heads * self.head_dim
 
+    @property
+    def residual_init_std(self) -> float:
+        """Init std of the projections that write into the residual stream (GPT-2)."""
+        return self.init_std / math.sqrt(2 * self.n_layers)
+
 
 class Attention(nn.Module):
     """Causal multi-head self-attention with RoPE, optional GQA and QK-norm."""
@@ -78,7 +83,6 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin):
         c = self.cfg
         dt = c.compute_dtype
-        out_std = c.init_std / math.sqrt(2 * c.n_layers)
         q = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_heads, c.head_dim),
                          ("embed", "heads", "head_dim"), c.init_std, dt, name="query")(x)
         k = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_kv_heads, c.head_dim),
@@ -101,7 +105,8 @@ class Attention(nn.Module):
         out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
         out = out.reshape(batch, seq, c.n_heads, c.head_dim)
         return DenseGeneral("bthk,hkd->btd", (c.n_heads, c.head_dim, c.d_model),
-                            ("heads", "head_dim", "embed"), out_std, dt, name="out")(out)
+                            ("heads", "head_dim", "embed"), c.residual_init_std, dt,
+                            name="out")(out)
 
 
 class Mlp(nn.Module):
@@ -112,7 +117,6 @@ class Mlp(nn.Module):
     def __call__(self, x):
         c = self.cfg
         dt = c.compute_dtype
-        out_std = c.init_std / math.sqrt(2 * c.n_layers)
 
         def up(name):
             return DenseGeneral("btd,df->btf", (c.d_model, c.d_ff), ("embed", "mlp"),
@@ -123,7 +127,7 @@ class Mlp(nn.Module):
         else:
             h = nn.gelu(up("up").astype(jnp.float32))
         return DenseGeneral("btf,fd->btd", (c.d_ff, c.d_model), ("mlp", "embed"),
-                            out_std, dt, name="down")(h.astype(dt))
+                            c.residual_init_std, dt, name="down")(h.astype(dt))
 
 
 class Block(nn.Module):

@@ -57,7 +57,7 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
 
 
 def make_eval_step(model):
-    """Returns eval_step(params, windows) -> summed cross-entropy (nats) over the windows' tokens."""
+    """Returns eval_step(params, windows) -> summed cross-entropy (nats) of the windows' targets."""
 
     def eval_step(params, windows):
         logits = model.apply({"params": params}, windows[:, :-1])

@@ -17,13 +17,14 @@ import sys
 import time
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
 import optim
+from data.clients import FetchError
 from lm import inputs
-from lm.checkpoint import Checkpointer, abstract_like
+from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
 from lm.metrics_log import MetricsLog
@@ -60,7 +61,10 @@ def run(config, workdir: str) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     mesh = inputs.make_mesh(config.mesh)
-    data = inputs.load(config)  # prepares data on first use; clear error if impossible
+    try:
+        data = inputs.load(config)  # prepares data on first use
+    except ValueError as err:  # unknown corpus, too-short split, stale preparation
+        raise ConfigError(str(err)) from err
     model_cfg = ModelConfig.from_config(config.model, data.vocab_size,
                                         config.precision.activation_dtype)
     check_workdir(workdir, model_cfg)
@@ -86,6 +90,13 @@ def run(config, workdir: str) -> dict:
         start = 0
     else:
         start, state, _ = restored
+        if start >= config.train.steps:
+            checkpointer.close()
+            print(f"the run in {workdir} is complete: its checkpoint is at step {start} and "
+                  f"train.steps={config.train.steps}; raise --config.train.steps to train "
+                  "further", flush=True)
+            return {"step": start, "tokens": start * config.train.batch_size
+                    * config.data.seq_len, "stopped": None}
         print(f"resumed from the checkpoint at step {start}", flush=True)
     metrics_log.resume_at(start)
     n_params = count_pytree_params(state.params)
@@ -95,16 +106,6 @@ def run(config, workdir: str) -> dict:
                                          config.model.z_loss), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model))
     tokens_per_step = config.train.batch_size * config.data.seq_len
-
-    def evaluate(params) -> dict:
-        out = {}
-        for name, eval_set in data.eval_sets.items():
-            nats = sum(float(eval_step(params, inputs.to_device(w, mesh)))
-                       for w in eval_set.batches)
-            loss = nats / eval_set.num_targets
-            out[f"eval/{name}/loss"] = loss
-            out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
-        return out
 
     def save(step: int, state: TrainState) -> None:
         checkpointer.save(step, state, {"step": step, "tokens": step * tokens_per_step})
@@ -120,16 +121,7 @@ def run(config, workdir: str) -> dict:
             state, metrics = train_step(state, inputs.to_device(windows, mesh))
             step += 1
             host = jax.device_get(metrics)  # one sync per step: a NaN is caught before saving
-            loss = float(host["train/loss"])
-            if not all(math.isfinite(float(v)) for v in host.values()):
-                checkpointer.wait()
-                good = checkpointer.steps()
-                raise FloatingPointError(
-                    f"training loss {loss}, gradient norm {float(host['train/grad_norm'])} at "
-                    f"step {step}: not finite; stopped without saving. The last "
-                    f"good checkpoint ({'step ' + str(good[-1]) if good else 'none'}) is kept in "
-                    f"{checkpointer.directory}. Lower optimizer.lr, raise schedule.warmup_steps "
-                    "or set model.z_loss / model.qk_norm, then rerun with a new --workdir.")
+            _check_finite(host, step, checkpointer)
             done = step == config.train.steps
             if step % config.train.log_every == 0 or done or step % config.train.eval_every == 0:
                 now = time.perf_counter()
@@ -141,11 +133,12 @@ def run(config, workdir: str) -> dict:
                        "train/lr": float(optimizer.schedule(step - 1)),
                        "time/step_s": seconds, "time/tokens_per_s": tokens_per_step / seconds}
                 if step % config.train.eval_every == 0 or done:
-                    row.update(evaluate(state.params))
+                    row.update(_evaluate(eval_step, state.params, data.eval_sets, mesh))
                     timer = (time.perf_counter(), step)  # eval time is not step time
                 metrics_log.write(row)
                 last_row = row
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['time/tokens_per_s']:.0f}")
+                bar.set_postfix(loss=f"{row['train/loss']:.3f}",
+                                tok_s=f"{row['time/tokens_per_s']:.0f}")
             if step % config.train.checkpoint_every == 0 or done:
                 save(step, state)
             bar.update(1)
@@ -163,6 +156,31 @@ def run(config, workdir: str) -> dict:
         print(f"done: {step} steps, {step * tokens_per_step:,} tokens, "
               f"train/loss={last_row.get('train/loss', float('nan')):.4f}  {evals}", flush=True)
     return {**summary, "stopped": stop.signal_name}
+
+
+def _check_finite(host_metrics: dict, step: int, checkpointer: Checkpointer) -> None:
+    """Stops the run at the first non-finite loss or norm, before that state can be saved."""
+    if all(math.isfinite(float(v)) for v in host_metrics.values()):
+        return
+    checkpointer.wait()
+    good = checkpointer.steps()
+    raise FloatingPointError(
+        f"training loss {float(host_metrics['train/loss'])}, gradient norm "
+        f"{float(host_metrics['train/grad_norm'])} at step {step}: not finite; stopped without "
+        f"saving. The last good checkpoint ({'step ' + str(good[-1]) if good else 'none'}) is "
+        f"kept in {checkpointer.directory}. Lower optimizer.lr, raise schedule.warmup_steps or "
+        "set model.z_loss / model.qk_norm, then rerun with a new --workdir.")
+
+
+def _evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
+    """Validation loss (nats/token) and bits per byte on each set's fixed windows."""
+    out = {}
+    for name, eval_set in eval_sets.items():
+        nats = sum(float(eval_step(params, inputs.to_device(w, mesh))) for w in eval_set.batches)
+        loss = nats / eval_set.num_targets
+        out[f"eval/{name}/loss"] = loss
+        out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
+    return out
 
 
 def _initial_state(model, tx, config) -> TrainState:
@@ -192,13 +210,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
 
 def main(argv) -> None:
     del argv
+    if not flags.FLAGS["verbosity"].present:  # absl would log INFO (orbax is chatty there)
+        logging.set_verbosity(logging.WARNING)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/quickstart")
     try:
         run(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
+    except (ConfigError, FileNotFoundError, FetchError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2 if isinstance(err, (ConfigError, FileNotFoundError)) else 3)
+        sys.exit(3 if isinstance(err, FloatingPointError) else 2)
 
 
 def entry_point() -> None:

@@ -1,0 +1,63 @@
+"""All-or-nothing publication of build outputs (corpora, tokenizers, prepared arrays).
+
+A build writes into a fresh temporary sibling of its destination, which is renamed into place
+only when the build returned, so a reader never sees a half-written directory. A lock file
+(`.NAME.lock`, empty, left in place) serialises builders of the same destination; the
+temporaries (`.NAME.tmp-PID`) of builds that were killed are removed by the next builder, which
+is safe because it holds the lock.
+"""
+import contextlib
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_once(final: Path, build: Callable[[Path], None], marker: str) -> Path:
+    """Runs `build(tmp_dir)` and renames `tmp_dir` to `final`, unless `final/marker` exists.
+
+    `build` must write `marker` last. Returns `final`. If `build` raises, its temporary is removed
+    and nothing is published.
+    """
+    final = Path(final)
+    if (final / marker).exists():
+        return final
+    with _locked(final.parent / f".{final.name}.lock"):
+        if (final / marker).exists():  # another process built it while we waited
+            return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale)
+        if final.exists():  # not complete (no marker): never published by build_once
+            shutil.rmtree(final)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            build(tmp)
+            if not (tmp / marker).exists():
+                raise RuntimeError(f"build of {final} did not write {marker}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.replace(tmp, final)
+    return final
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` via a temporary file and a rename: readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

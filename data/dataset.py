@@ -1,0 +1,92 @@
+"""Opens prepared data: `open_prepared(root, corpus, tokenizer_id)` -> `PreparedCorpus`.
+
+`data.prepare` writes `ROOT/prepared/<tokenizer_id>/<corpus>/{train.zarr, val.zarr, meta.json}`;
+meta.json is written last and marks a complete directory. A split is the concatenation of its
+documents' tokens, each document followed by EOS. Its `num_bytes` counts the documents' UTF-8
+bytes plus one byte per document for its EOS, so `bytes_per_token` turns a loss in nats per
+token into bits per byte (bpb = loss / ln 2 / bytes_per_token) with EOS counted as one byte.
+"""
+import dataclasses
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from data import store
+
+IN_MEMORY_LIMIT = 1 << 30  # splits smaller than this (in bytes) are read into memory at once
+SPLITS = ("train", "val")
+
+
+def default_root() -> str:
+    """$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale."""
+    return os.environ.get("OPTISCALE_DATA_DIR") or os.path.expanduser("~/.cache/optiscale")
+
+
+def prepared_path(root, tokenizer_id: str, corpus: str) -> str:
+    return store.join(root, "prepared", tokenizer_id, corpus)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    corpus: str
+    name: str  # "train" | "val"
+    tokens: Any  # np.ndarray, or a tensorstore.TensorStore for splits above IN_MEMORY_LIMIT
+    num_docs: int
+    num_tokens: int
+    num_bytes: int
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.num_bytes / self.num_tokens
+
+    def windows(self, starts, length: int) -> np.ndarray:
+        """int32 array [len(starts), length]: row i is tokens[starts[i] : starts[i] + length]."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if isinstance(self.tokens, np.ndarray):
+            return self.tokens[starts[:, None] + np.arange(length)].astype(np.int32)
+        reads = [self.tokens[s:s + length].read() for s in starts.tolist()]
+        return np.stack([r.result() for r in reads]).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedCorpus:
+    corpus: str
+    tokenizer: str  # tokenizer id: "byte" or "bpe<V>-<hash>"
+    path: str
+    vocab_size: int
+    eos_id: int
+    train: Split
+    val: Split
+    meta: dict
+
+
+def prepare_command(root, corpus: str, tokenizer_id: str) -> str:
+    """The command that prepares `corpus` for a tokenizer like `tokenizer_id`."""
+    bpe = re.fullmatch(r"bpe(\d+)-[0-9a-f]+", tokenizer_id)
+    tok = f"bpe --vocab_size {bpe[1]}" if bpe else tokenizer_id
+    return f"python -m data.prepare --corpus {corpus} --tokenizer {tok} --root {root}"
+
+
+def open_prepared(root, corpus: str, tokenizer_id: str) -> PreparedCorpus:
+    """The prepared train and validation splits of `corpus`; FileNotFoundError if not prepared."""
+    path = prepared_path(root, tokenizer_id, corpus)
+    meta = store.read_json(store.join(path, "meta.json"))
+    if meta is None:
+        raise FileNotFoundError(
+            f"no prepared data for corpus {corpus!r} with tokenizer {tokenizer_id!r} at {path} "
+            f"(meta.json, written when a preparation completes, is missing). Prepare it with "
+            f"`{prepare_command(root, corpus, tokenizer_id)}`"
+            + (" and the --tokenizer_corpora that tokenizer was trained on"
+               if tokenizer_id.startswith("bpe") else ""))
+    splits = {}
+    for name in SPLITS:
+        info = meta["splits"][name]
+        tokens = store.open_tokens(store.join(path, f"{name}.zarr"))
+        if info["num_tokens"] * tokens.dtype.numpy_dtype.itemsize < IN_MEMORY_LIMIT:
+            tokens = tokens.read().result()
+        splits[name] = Split(corpus, name, tokens, info["num_docs"], info["num_tokens"],
+                             info["num_bytes"])
+    return PreparedCorpus(corpus, tokenizer_id, path, meta["vocab_size"], meta["eos_id"],
+                          splits["train"], splits["val"], meta)

