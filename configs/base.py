@@ -6,6 +6,7 @@ line: `--config.optimizer.lr=1e-3`.
 """
 import ml_collections
 
+import optim
 from configs import ladder
 
 
@@ -46,14 +47,14 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     ))
 
     c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw",
+        name="adamw",          # any of optim.registered_optimizers()
         lr=3e-3,               # peak learning rate
-        b1=0.9,
-        b2=0.95,
-        eps=1e-8,
-        weight_decay=0.1,      # decoupled, multiplied by the scheduled lr (optax.adamw)
-        decay_embeddings=False,
         grad_clip=1.0,         # global-norm clipping; 0 disables
+        decay_embeddings=False,  # weight decay (decoupled, x scheduled lr) on embedding tables
+        # One section per optimizer with its own hyperparameters and their defaults, e.g.
+        # --config.optimizer.name=lion --config.optimizer.lion.b2=0.98
+        **{name: ml_collections.ConfigDict(hparams)
+           for name, hparams in optim.optimizer_defaults().items()},
     ))
 
     c.schedule = ml_collections.ConfigDict(dict(

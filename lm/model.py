@@ -83,18 +83,23 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin):
         c = self.cfg
         dt = c.compute_dtype
-        q = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_heads, c.head_dim),
-                         ("embed", "heads", "head_dim"), c.init_std, dt, name="query")(x)
-        k = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_kv_heads, c.head_dim),
-                         ("embed", "kv_heads", "head_dim"), c.init_std, dt, name="key")(x)
-        v = DenseGeneral("btd,dhk->bthk", (c.d_model, c.n_kv_heads, c.head_dim),
-                         ("embed", "kv_heads", "head_dim"), c.init_std, dt, name="value")(x)
+        batch, seq = x.shape[0], x.shape[1]
+
+        def project(name, heads, axis):
+            """(d_model, heads * head_dim) kernel: every weight is a plain matrix, which is what
+            matrix optimizers (Muon, SOAP, Shampoo) precondition."""
+            y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
+                             c.init_std, dt, name=name)(x)
+            return y.reshape(batch, seq, heads, c.head_dim)
+
+        q = project("query", c.n_heads, "heads")
+        k = project("key", c.n_kv_heads, "kv_heads")
+        v = project("value", c.n_kv_heads, "kv_heads")
         if c.qk_norm:
             q = Norm(c.norm, dt, axis_name="head_dim", name="query_norm")(q)
             k = Norm(c.norm, dt, axis_name="head_dim", name="key_norm")(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
-        batch, seq = x.shape[0], x.shape[1]
         groups = c.n_heads // c.n_kv_heads
         q = q.reshape(batch, seq, c.n_kv_heads, groups, c.head_dim)
         scores = matmul.einsum("btkgh,bskh->bkgts", q, k, dtype=jnp.float32)
@@ -103,10 +108,9 @@ class Attention(nn.Module):
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
         out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
-        out = out.reshape(batch, seq, c.n_heads, c.head_dim)
-        return DenseGeneral("bthk,hkd->btd", (c.n_heads, c.head_dim, c.d_model),
-                            ("heads", "head_dim", "embed"), c.residual_init_std, dt,
-                            name="out")(out)
+        out = out.reshape(batch, seq, c.d_attn)
+        return DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
+                            c.residual_init_std, dt, name="out")(out)
 
 
 class Mlp(nn.Module):

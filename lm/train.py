@@ -105,6 +105,7 @@ def run(config, workdir: str) -> dict:
     train_step = jax.jit(make_train_step(model, optimizer.tx, config.train.microbatches,
                                          config.model.z_loss), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model))
+    eval_params = jax.jit(optimizer.eval_params)
     tokens_per_step = config.train.batch_size * config.data.seq_len
 
     def save(step: int, state: TrainState) -> None:
@@ -133,7 +134,8 @@ def run(config, workdir: str) -> dict:
                        "train/lr": float(optimizer.schedule(step - 1)),
                        "time/step_s": seconds, "time/tokens_per_s": tokens_per_step / seconds}
                 if step % config.train.eval_every == 0 or done:
-                    row.update(_evaluate(eval_step, state.params, data.eval_sets, mesh))
+                    row.update(_evaluate(eval_step, eval_params(state.opt_state, state.params),
+                                         data.eval_sets, mesh))
                     timer = (time.perf_counter(), step)  # eval time is not step time
                 metrics_log.write(row)
                 last_row = row

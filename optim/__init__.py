@@ -1,12 +1,16 @@
-"""Optimizers, learning-rate schedules and weight-decay masks for optiscale.
+"""Optimizers, learning-rate schedules and parameter groups for optiscale.
 
     optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
-    optimizer.tx        # optax.GradientTransformation
-    optimizer.schedule  # step -> learning rate
+    optimizer.tx           # optax.GradientTransformation (schedule and weight decay included)
+    optimizer.schedule     # step -> learning rate
+    optimizer.eval_params  # (opt_state, params) -> the parameters to evaluate
+
+Each optimizer module registers its optimizers on import (see optim/registry.py).
 """
-from optim import adamw  # noqa: F401  (each optimizer module registers itself on import)
-from optim.masks import weight_decay_mask
-from optim.registry import build_optimizer, registered_optimizers
+from optim import from_optax  # noqa: F401  (registers the optax optimizers)
+from optim.masks import matrix_mask, weight_decay_mask
+from optim.registry import build_optimizer, optimizer_defaults, registered_optimizers
 from optim.schedules import make_schedule
 
-__all__ = ["build_optimizer", "make_schedule", "registered_optimizers", "weight_decay_mask"]
+__all__ = ["build_optimizer", "make_schedule", "matrix_mask", "optimizer_defaults",
+           "registered_optimizers", "weight_decay_mask"]

@@ -1,20 +1,31 @@
-"""Which parameters get decoupled weight decay."""
+"""Parameter groups: which parameters are embeddings, hidden weight matrices, or get weight
+decay. Masks are pytrees of bools like the params; they work on any nested dict, with or without
+flax's top-level "params" key, and on abstract leaves (jax.ShapeDtypeStruct, tracers)."""
 import jax
 import numpy as np
 
 
-def weight_decay_mask(params, decay_embeddings: bool):
-    """A pytree of bools like `params`: True where weight decay applies.
+def is_embedding(path) -> bool:
+    """An embedding table: a path component containing "embed" (any case: `embedding`,
+    `unembed`, flax's `Embed_0`)."""
+    return "embed" in jax.tree_util.keystr(path, simple=True, separator="/").lower()
 
-    Only matrices and higher-rank tensors decay (ndim >= 2), never vectors such as norm scales
-    and biases (as in GPT-2 / nanoGPT and Loshchilov & Hutter 2019's practice for LMs).
-    Embedding tables, i.e. leaves with a path component containing "embed" (any case: `embed`,
-    `embedding`, `unembed`, flax's `Embed_0`), decay only if `decay_embeddings`. Works on any
-    nested dict, with or without flax's top-level "params" key, and on abstract leaves
-    (jax.ShapeDtypeStruct, tracers).
-    """
+
+def is_matrix(path, leaf) -> bool:
+    """A hidden weight matrix, the group matrix optimizers (Muon, SOAP, Shampoo) precondition:
+    2-D and not an embedding table. Embeddings, norms and biases go to their fallback."""
+    return np.ndim(leaf) == 2 and not is_embedding(path)
+
+
+def matrix_mask(params):
+    return jax.tree_util.tree_map_with_path(is_matrix, params)
+
+
+def weight_decay_mask(params, decay_embeddings: bool):
+    """True where weight decay applies: matrices and higher-rank tensors (ndim >= 2), never
+    vectors such as norm scales and biases (GPT-2 / nanoGPT practice); embedding tables only if
+    `decay_embeddings`."""
     def decays(path, leaf) -> bool:
-        embedding = "embed" in jax.tree_util.keystr(path, simple=True, separator="/").lower()
-        return np.ndim(leaf) >= 2 and (decay_embeddings or not embedding)
+        return np.ndim(leaf) >= 2 and (decay_embeddings or not is_embedding(path))
 
     return jax.tree_util.tree_map_with_path(decays, params)

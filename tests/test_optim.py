@@ -23,9 +23,12 @@ def schedule_cfg(**overrides) -> ml_collections.ConfigDict:
 
 
 def optimizer_cfg(**overrides) -> ml_collections.ConfigDict:
-    cfg = dict(name="adamw", lr=PEAK, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-               decay_embeddings=False, grad_clip=1.0)
-    return ml_collections.ConfigDict({**cfg, **overrides})
+    """config.optimizer for AdamW; overrides of common keys go to the top, others to adamw."""
+    common = dict(name="adamw", lr=PEAK, grad_clip=1.0, decay_embeddings=False)
+    adamw = dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
+    for key, value in overrides.items():
+        (common if key in registry.COMMON_KEYS else adamw)[key] = value
+    return ml_collections.ConfigDict({**common, "adamw": adamw})
 
 
 def values(schedule, steps):
@@ -171,10 +174,11 @@ def reference_adamw(params, grads_per_step, lrs, c, mask):
         scale = min(1.0, c.grad_clip / norm) if c.grad_clip else 1.0
         for k in params:
             g = grads[k] * scale
-            m[k] = c.b1 * m[k] + (1 - c.b1) * g
-            v[k] = c.b2 * v[k] + (1 - c.b2) * g ** 2
-            m_hat, v_hat = m[k] / (1 - c.b1 ** t), v[k] / (1 - c.b2 ** t)
-            update = m_hat / (np.sqrt(v_hat) + c.eps) + c.weight_decay * mask[k] * params[k]
+            h = c.adamw
+            m[k] = h.b1 * m[k] + (1 - h.b1) * g
+            v[k] = h.b2 * v[k] + (1 - h.b2) * g ** 2
+            m_hat, v_hat = m[k] / (1 - h.b1 ** t), v[k] / (1 - h.b2 ** t)
+            update = m_hat / (np.sqrt(v_hat) + h.eps) + h.weight_decay * mask[k] * params[k]
             params[k] = params[k] - lr * update
         trajectory.append({k: p.copy() for k, p in params.items()})
     return trajectory
@@ -216,9 +220,10 @@ def test_adamw_matches_numpy_reference(decay_embeddings, grad_clip):
 def sgd(monkeypatch):
     """A test-only optimizer: update = -lr * gradient, so updates show the clipped gradient."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register("sgd", keys=())(lambda cfg, schedule: optax.sgd(schedule))
-    assert "sgd" in optim.registered_optimizers()
-    return ml_collections.ConfigDict(dict(name="sgd", lr=0.5, grad_clip=1.0))
+    registry.register("plain_sgd", defaults={})(lambda h, schedule, mask: optax.sgd(schedule))
+    assert "plain_sgd" in optim.registered_optimizers()
+    return ml_collections.ConfigDict(dict(name="plain_sgd", lr=0.5, grad_clip=1.0,
+                                          decay_embeddings=False, plain_sgd={}))
 
 
 @pytest.mark.parametrize("grad_norm, applied_norm", [(10.0, 1.0), (0.25, 0.25)])
@@ -282,13 +287,13 @@ def test_unknown_optimizer_lists_registered_names():
 def test_unknown_hyperparameter_names_key_and_accepted_keys():
     cfg = optimizer_cfg(momentum=0.9)
     with pytest.raises(ValueError, match="'momentum', unknown to optimizer 'adamw'.*accepts "
-                                         "exactly: name, lr, grad_clip, b1, b2, eps"):
+                                         "exactly: b1, b2, eps, weight_decay"):
         optim.build_optimizer(cfg, schedule_cfg(), 1000)
 
 
 def test_missing_hyperparameter_is_named():
     cfg = optimizer_cfg()
-    del cfg["b2"]
+    del cfg.adamw["b2"]
     with pytest.raises(ValueError, match="lacks 'b2'.*'adamw' accepts exactly"):
         optim.build_optimizer(cfg, schedule_cfg(), 1000)
 
@@ -300,4 +305,4 @@ def test_negative_grad_clip():
 
 def test_register_twice_raises():
     with pytest.raises(ValueError, match="'adamw' is already registered"):
-        registry.register("adamw", keys=())(lambda cfg, schedule: optax.identity())
+        registry.register("adamw", defaults={})(lambda h, schedule, mask: optax.identity())

@@ -1,0 +1,108 @@
+"""Optimizers optax already ships, registered with their papers' defaults.
+
+Each builder returns a transform that includes the learning-rate schedule and, where the
+optimizer has one, decoupled weight decay on the parameters `decay_mask` selects (matrices;
+embeddings only if optimizer.decay_embeddings). optax multiplies that decay by the scheduled lr
+(p <- p - lr_t * wd * p), the PyTorch convention.
+"""
+import jax
+import optax
+from optax import contrib
+
+from optim.masks import is_matrix
+from optim.registry import register
+
+
+@register("adamw", defaults=dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1))
+def adamw(h, schedule, decay_mask):
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay."""
+    return optax.adamw(learning_rate=schedule, b1=h.b1, b2=h.b2, eps=h.eps,
+                       weight_decay=h.weight_decay, mask=decay_mask)
+
+
+@register("sgd", defaults=dict(momentum=0.9, nesterov=False, weight_decay=0.0))
+def sgd(h, schedule, decay_mask):
+    """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013)."""
+    return optax.chain(optax.add_decayed_weights(h.weight_decay, decay_mask),
+                       optax.sgd(schedule, momentum=h.momentum or None, nesterov=h.nesterov))
+
+
+@register("lion", defaults=dict(b1=0.9, b2=0.99, weight_decay=0.1))
+def lion(h, schedule, decay_mask):
+    """Lion (Chen et al. 2023, Algorithm 2): sign of an interpolated momentum. The paper uses
+    a 3-10x smaller lr and 3-10x larger weight decay than AdamW."""
+    return optax.lion(schedule, b1=h.b1, b2=h.b2, weight_decay=h.weight_decay, mask=decay_mask)
+
+
+@register("signum", defaults=dict(b1=0.9, weight_decay=0.0))
+def signum(h, schedule, decay_mask):
+    """Signum (Bernstein et al. 2018): the sign of an EMA of gradients,
+    m <- b1 m + (1 - b1) g, update = -lr sign(m); the "signum" of Zhao et al. 2024."""
+    return optax.chain(optax.ema(h.b1, debias=False), optax.scale_by_sign(),
+                       optax.add_decayed_weights(h.weight_decay, decay_mask),
+                       optax.scale_by_learning_rate(schedule))
+
+
+@register("adafactor", defaults=dict(decay_rate=0.8, clipping_threshold=1.0, momentum=0.0,
+                                     multiply_by_parameter_scale=False, weight_decay=0.0,
+                                     min_dim_size_to_factor=128))
+def adafactor(h, schedule, decay_mask):
+    """Adafactor (Shazeer & Stern 2018): factored second moments, update clipping. With
+    multiply_by_parameter_scale off, `lr` is an absolute step size as in AdamW; momentum 0 is
+    the paper's momentum-free variant."""
+    return optax.adafactor(schedule, min_dim_size_to_factor=h.min_dim_size_to_factor,
+                           decay_rate=h.decay_rate, clipping_threshold=h.clipping_threshold,
+                           momentum=h.momentum or None,
+                           multiply_by_parameter_scale=h.multiply_by_parameter_scale,
+                           weight_decay_rate=h.weight_decay or None,
+                           weight_decay_mask=decay_mask)
+
+
+def _muon_dimension_numbers(params):
+    """Muon for every weight matrix (embedding tables excluded), AdamW for the rest."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: contrib.MuonDimensionNumbers() if is_matrix(path, x) else None, params)
+
+
+@register("muon", defaults=dict(beta=0.95, ns_steps=5, nesterov=True, weight_decay=0.0,
+                                adam_b1=0.9, adam_b2=0.95, adam_weight_decay=0.0,
+                                adam_lr_multiplier=1.0))
+def muon(h, schedule, decay_mask):
+    """Muon (Jordan et al. 2024): momentum orthogonalised by Newton-Schulz iterations on the
+    weight matrices; embeddings, norms and biases go to AdamW (adam_* keys), as in the
+    reference, with lr scaled by adam_lr_multiplier."""
+    return contrib.muon(schedule, ns_steps=h.ns_steps, beta=h.beta, nesterov=h.nesterov,
+                        weight_decay=h.weight_decay, weight_decay_mask=decay_mask,
+                        adam_b1=h.adam_b1, adam_b2=h.adam_b2,
+                        adam_weight_decay=h.adam_weight_decay,
+                        adam_learning_rate=lambda step: h.adam_lr_multiplier * schedule(step),
+                        muon_weight_dimension_numbers=_muon_dimension_numbers)
+
+
+def _schedule_free_eval_params(opt_state, params):
+    """Schedule-free methods train at y but are evaluated at the averaged iterate x."""
+    return contrib.schedule_free_eval_params(opt_state, params)
+
+
+@register("schedule_free_adamw", defaults=dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                               weight_lr_power=2.0),
+          eval_params=_schedule_free_eval_params)
+def schedule_free_adamw(h, schedule, decay_mask):
+    """Schedule-free AdamW (Defazio et al. 2024, Algorithm 1), composed as
+    optax.contrib.schedule_free_adamw is but with the weight-decay mask. Pair it with
+    schedule.name=constant (warmup only): the method replaces the decay schedule."""
+    base = optax.chain(optax.scale_by_rms(decay=h.b2, eps=h.eps, eps_in_sqrt=False,
+                                          bias_correction=True),
+                       optax.add_decayed_weights(h.weight_decay, decay_mask),
+                       optax.scale_by_learning_rate(schedule))
+    return contrib.schedule_free(base, learning_rate=schedule, b1=h.b1,
+                                 weight_lr_power=h.weight_lr_power)
+
+
+@register("adopt", defaults=dict(b1=0.9, b2=0.9999, eps=1e-6, weight_decay=0.0))
+def adopt(h, schedule, decay_mask):
+    """ADOPT (Taniguchi et al. 2024): Adam with the second moment of the previous step, so
+    the normalisation is independent of the current gradient; with the paper's clipping."""
+    return optax.chain(contrib.scale_by_adopt(b1=h.b1, b2=h.b2, eps=h.eps),
+                       optax.add_decayed_weights(h.weight_decay, decay_mask),
+                       optax.scale_by_learning_rate(schedule))
