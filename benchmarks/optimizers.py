@@ -25,12 +25,26 @@ from lm.model import ModelConfig, Transformer, init_params
 from lm.model_info import count_pytree_params
 from lm.step import init_state, make_train_step
 
-# Peak learning rates for the short loss check (sign methods and Muon take other step sizes).
-LOSS_CHECK_LR = {"sgd": 0.1, "lion": 3e-4, "signum": 3e-4, "muon": 0.02}
+# Peak learning rates for short runs of the quickstart model: sign methods and Muon take other
+# step sizes than Adam's 3e-3; Simplified-AdEMAMix sums its momentum (~1 / (1 - b1) gradients).
+SHORT_RUN_LR = {"sgd": 0.1, "lion": 3e-4, "signum": 3e-4, "muon": 0.02,
+                "simplified_ademamix": 5e-5}
+SHORT_RUN_SECTION = {"muon": dict(adam_lr_multiplier=0.15)}
 
 
-def build(config, name: str, seq_len: int, vocab_size: int):
+def short_run_config(name: str, steps: int):
+    """The quickstart config with optimizer `name` at a learning rate that suits it."""
+    config = quickstart.get_config()
     config.optimizer.name = name
+    config.optimizer.lr = SHORT_RUN_LR.get(name, 3e-3)
+    config.optimizer[name].update(SHORT_RUN_SECTION.get(name, {}))
+    config.schedule.update(dict(name="constant" if "schedule_free" in name else "cosine",
+                                warmup_steps=5))
+    config.train.steps = steps
+    return config
+
+
+def build(config, seq_len: int, vocab_size: int):
     cfg = ModelConfig.from_config(config.model, vocab_size, "float32")
     model = Transformer(cfg)
     opt = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
@@ -46,7 +60,8 @@ def step_seconds(name: str, args) -> tuple[float, float]:
     """(median step time, optimizer-state bytes per parameter) on ladder size --size."""
     config = base.get_config(args.size)
     config.model.max_seq_len = max(args.seq_len, config.model.max_seq_len)
-    state, step = build(config, name, args.seq_len, args.vocab_size)
+    config.optimizer.name = name
+    state, step = build(config, args.seq_len, args.vocab_size)
     bytes_per_param = state_bytes(state.opt_state) / count_pytree_params(state.params)
     windows = jnp.asarray(np.random.default_rng(0).integers(
         0, args.vocab_size, (args.batch_size, args.seq_len + 1)), jnp.int32)
@@ -54,22 +69,18 @@ def step_seconds(name: str, args) -> tuple[float, float]:
 
     def run_steps():
         for _ in range(args.steps):
-            holder[0], metrics = step(holder[0], windows)
+            holder[0], metrics, _ = step(holder[0], windows)
         jax.block_until_ready(metrics)
 
     return median_seconds(run_steps, args.repeats) / args.steps, bytes_per_param
 
 
 def short_run_losses(name: str, batches) -> tuple[float, float]:
-    config = quickstart.get_config()
-    config.optimizer.lr = LOSS_CHECK_LR.get(name, 3e-3)
-    config.schedule.update(dict(name="constant" if "schedule_free" in name else "cosine",
-                                warmup_steps=5))
-    config.train.steps = len(batches)
-    state, step = build(config, name, batches[0].shape[1] - 1, 257)
+    config = short_run_config(name, len(batches))
+    state, step = build(config, batches[0].shape[1] - 1, 257)
     losses = []
     for w in batches:
-        state, metrics = step(state, jnp.asarray(w))
+        state, metrics, _ = step(state, jnp.asarray(w))
         losses.append(float(metrics["train/loss"]))
     return losses[0], losses[-1]
 

@@ -57,7 +57,7 @@ def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int
 
     def run_steps():
         for _ in range(steps):
-            holder[0], metrics = step_fn(holder[0], windows)
+            holder[0], metrics, _ = step_fn(holder[0], windows)
         jax.block_until_ready(metrics)
 
     seconds = median_seconds(run_steps, repeats) / steps

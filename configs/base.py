@@ -29,6 +29,8 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         max_seq_len=1024,      # size of the rotary table; data.seq_len must not exceed it
         init_std=0.02,         # N(0, 0.02^2); residual-output projections / sqrt(2 n_layers)
         z_loss=0.0,            # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
+        mup_base_width=0,      # 0: standard parameterization; > 0: muP (Yang et al. 2022)
+                               # with width multiplier d_model / mup_base_width
     ))
     if size:
         ladder.apply_size(c.model, size)
@@ -73,6 +75,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         checkpoint_every=500,
         keep_checkpoints=3,
         log_every=10,
+        layer_stats_every=100,  # RMS of each parameter, gradient and update; 0 disables
     ))
 
     c.mesh = ml_collections.ConfigDict(dict(

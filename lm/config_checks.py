@@ -68,6 +68,9 @@ def check_config(config, num_devices: int) -> None:
     head_dim = m.head_dim or m.d_model // m.n_heads
     _require(head_dim % 2 == 0, f"head dimension {head_dim} is odd; rotary embedding rotates "
              "pairs of dimensions: choose an even model.head_dim (or d_model / n_heads)")
+    _require(m.mup_base_width >= 0,
+             f"model.mup_base_width={m.mup_base_width} must be >= 0 (0: standard "
+             "parameterization)")
     _require(d.seq_len <= m.max_seq_len,
              f"data.seq_len={d.seq_len} is larger than the rotary table "
              f"(model.max_seq_len={m.max_seq_len}); lower data.seq_len or raise "
@@ -79,6 +82,8 @@ def check_config(config, num_devices: int) -> None:
     for key in ("steps", "batch_size", "microbatches", "eval_every", "checkpoint_every",
                 "log_every", "keep_checkpoints"):
         _require(t[key] > 0, f"train.{key}={t[key]} must be positive")
+    _require(t.layer_stats_every >= 0,
+             f"train.layer_stats_every={t.layer_stats_every} must be >= 0 (0 disables)")
     _require(t.batch_size % t.microbatches == 0,
              f"train.batch_size={t.batch_size} is not divisible by train.microbatches="
              f"{t.microbatches}")

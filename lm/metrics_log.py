@@ -14,6 +14,9 @@ Schema (keys are slash-separated, as TensorBoard and wandb group them):
     time/tokens_per_s     training tokens per second since the previous row
     eval/<set>/loss       validation cross-entropy on <set>, nats/token (eval steps only)
     eval/<set>/bpb        the same in bits per byte (loss / ln 2 / bytes_per_token)
+    params_rms/<path>     RMS of parameter <path> (e.g. block_0/attn/query/kernel), and
+    grads_rms/<path>      of its gradient and
+    updates_rms/<path>    of its applied update, every train.layer_stats_every steps
 """
 import json
 import os

@@ -11,6 +11,13 @@ norm; rotary positions (RoPE); optional grouped-query attention (Ainslie et al. 
 Initialisation (GPT-2 / nanoGPT): every matrix N(0, init_std^2), init_std = 0.02 by default;
 the two residual-output projections (attention out, MLP out) N(0, (init_std / sqrt(2 L))^2) so
 the residual stream's variance does not grow with depth L; norm scales 1, biases 0.
+
+muP (Yang et al. 2022, "Tensor Programs V", Table 3 and App. B, as the `mup` package implements
+it), on when model.mup_base_width > 0, with width multiplier m = d_model / mup_base_width:
+hidden matrices are initialised with std init_std / sqrt(m) (and their Adam learning rate is
+divided by m, see optim.mup_lr_scale); embeddings, norms and biases are unchanged; the output
+logits are multiplied by 1 / m; attention scores are scaled by 1 / head_dim instead of
+1 / sqrt(head_dim). A model at m = 1 differs from the standard one only in that attention scale.
 """
 import dataclasses
 import math
@@ -24,6 +31,11 @@ from lm.layers import DenseGeneral, Norm, apply_rotary, normal_init, rotary_tabl
 
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("gelu", "swiglu")
+
+
+def mup_width_mult(model_cfg) -> float | None:
+    """muP width multiplier d_model / mup_base_width of a model config; None without muP."""
+    return model_cfg.d_model / model_cfg.mup_base_width if model_cfg.mup_base_width else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +55,7 @@ class ModelConfig:
     rope_base: float
     max_seq_len: int
     init_std: float
+    mup_base_width: int
     dtype: str
 
     @classmethod
@@ -70,9 +83,24 @@ class ModelConfig:
         return self.n_heads * self.head_dim
 
     @property
+    def width_mult(self) -> float:
+        """muP width multiplier m (1 under the standard parameterization)."""
+        return mup_width_mult(self) or 1.0
+
+    @property
+    def hidden_init_std(self) -> float:
+        """Init std of hidden matrices: init_std, divided by sqrt(m) under muP."""
+        return self.init_std / math.sqrt(self.width_mult)
+
+    @property
     def residual_init_std(self) -> float:
         """Init std of the projections that write into the residual stream (GPT-2)."""
-        return self.init_std / math.sqrt(2 * self.n_layers)
+        return self.hidden_init_std / math.sqrt(2 * self.n_layers)
+
+    @property
+    def attention_scale(self) -> float:
+        """1 / sqrt(head_dim) (Vaswani et al. 2017); 1 / head_dim under muP."""
+        return 1 / self.head_dim if self.mup_base_width else 1 / math.sqrt(self.head_dim)
 
 
 class Attention(nn.Module):
@@ -89,7 +117,7 @@ class Attention(nn.Module):
             """(d_model, heads * head_dim) kernel: every weight is a plain matrix, which is what
             matrix optimizers (Muon, SOAP, Shampoo) precondition."""
             y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
-                             c.init_std, dt, name=name)(x)
+                             c.hidden_init_std, dt, name=name)(x)
             return y.reshape(batch, seq, heads, c.head_dim)
 
         q = project("query", c.n_heads, "heads")
@@ -103,7 +131,7 @@ class Attention(nn.Module):
         groups = c.n_heads // c.n_kv_heads
         q = q.reshape(batch, seq, c.n_kv_heads, groups, c.head_dim)
         scores = matmul.einsum("btkgh,bskh->bkgts", q, k, dtype=jnp.float32)
-        scores = scores / math.sqrt(c.head_dim)
+        scores = scores * c.attention_scale
         causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
@@ -124,7 +152,7 @@ class Mlp(nn.Module):
 
         def up(name):
             return DenseGeneral("btd,df->btf", (c.d_model, c.d_ff), ("embed", "mlp"),
-                                c.init_std, dt, name=name)(x)
+                                c.hidden_init_std, dt, name=name)(x)
 
         if c.activation == "swiglu":
             h = nn.silu(up("gate").astype(jnp.float32)) * up("up").astype(jnp.float32)
@@ -164,9 +192,11 @@ class Transformer(nn.Module):
             x = Block(c, name=f"block_{i}")(x, cos, sin)
         x = Norm(c.norm, dt, name="final_norm")(x)
         if c.tie_embeddings:
-            return matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32)
-        return DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
-                            c.init_std, jnp.float32, name="unembed")(x)
+            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32)
+        else:
+            logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
+                                  c.init_std, jnp.float32, name="unembed")(x)
+        return logits / c.width_mult if c.mup_base_width else logits
 
 
 def init_params(model: Transformer, rng: jax.Array, seq_len: int):

@@ -19,12 +19,21 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def layer_rms(prefix: str, tree) -> dict:
+    """{"<prefix>/<param path>": RMS of that leaf}: per-weight scale statistics."""
+    return {f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}":
+            jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+            for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, z_loss: float):
-    """Returns train_step(state, windows) -> (state, metrics).
+    """Returns train_step(state, windows) -> (state, metrics, layer_stats).
 
     `windows` is (batch, seq_len + 1) int32; inputs are windows[:, :-1], targets windows[:, 1:].
     The batch is split into `microbatches` equal parts whose gradients are averaged with a
     `lax.scan` (gradient accumulation: the same update as one big batch, in less memory).
+    `layer_stats` holds the RMS of every parameter, gradient and update leaf; they stay on the
+    device unless the trainer fetches them (at train.layer_stats_every).
     """
 
     def loss_fn(params, windows):
@@ -51,7 +60,9 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
                    "train/grad_norm": optax.global_norm(grads),
                    "train/update_norm": optax.global_norm(updates),
                    "train/param_norm": optax.global_norm(params)}
-        return TrainState(state.step + 1, params, opt_state), metrics
+        layer_stats = {**layer_rms("params_rms", params), **layer_rms("grads_rms", grads),
+                       **layer_rms("updates_rms", updates)}
+        return TrainState(state.step + 1, params, opt_state), metrics, layer_stats
 
     return train_step
 

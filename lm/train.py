@@ -28,7 +28,7 @@ from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
 from lm.metrics_log import MetricsLog
-from lm.model import ModelConfig, Transformer, init_params
+from lm.model import ModelConfig, Transformer, init_params, mup_width_mult
 from lm.model_info import count_pytree_params, model_info
 from lm.step import TrainState, init_state, make_eval_step, make_train_step
 
@@ -57,7 +57,8 @@ def run(config, workdir: str) -> dict:
     """Trains (or resumes) the run in `workdir`; returns a summary dict."""
     check_config(config, jax.device_count())
     try:
-        optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
+        optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps,
+                                          mup_width_mult(config.model))
     except ValueError as err:
         raise ConfigError(str(err)) from err
     mesh = inputs.make_mesh(config.mesh)
@@ -119,12 +120,14 @@ def run(config, workdir: str) -> dict:
         step = start
         while step < config.train.steps and stop.signal_name is None:
             windows = data.train_batch(step)
-            state, metrics = train_step(state, inputs.to_device(windows, mesh))
+            state, metrics, layer_stats = train_step(state, inputs.to_device(windows, mesh))
             step += 1
             host = jax.device_get(metrics)  # one sync per step: a NaN is caught before saving
             _check_finite(host, step, checkpointer)
             done = step == config.train.steps
-            if step % config.train.log_every == 0 or done or step % config.train.eval_every == 0:
+            evaluate = step % config.train.eval_every == 0 or done
+            stats = config.train.layer_stats_every and step % config.train.layer_stats_every == 0
+            if step % config.train.log_every == 0 or evaluate or stats:
                 now = time.perf_counter()
                 seconds = (now - timer[0]) / max(step - timer[1], 1)
                 timer = (now, step)
@@ -133,7 +136,9 @@ def run(config, workdir: str) -> dict:
                        **{k: float(v) for k, v in host.items()},
                        "train/lr": float(optimizer.schedule(step - 1)),
                        "time/step_s": seconds, "time/tokens_per_s": tokens_per_step / seconds}
-                if step % config.train.eval_every == 0 or done:
+                if stats:
+                    row.update({k: float(v) for k, v in jax.device_get(layer_stats).items()})
+                if evaluate:
                     row.update(_evaluate(eval_step, eval_params(state.opt_state, state.params),
                                          data.eval_sets, mesh))
                     timer = (time.perf_counter(), step)  # eval time is not step time

@@ -7,10 +7,12 @@
 
 Each optimizer module registers its optimizers on import (see optim/registry.py).
 """
-from optim import from_optax  # noqa: F401  (registers the optax optimizers)
+from optim import (adalayer, ademamix, from_optax, shampoo,  # noqa: F401  (each module
+                   soap)                                     # registers its optimizers)
 from optim.masks import matrix_mask, weight_decay_mask
-from optim.registry import build_optimizer, optimizer_defaults, registered_optimizers
+from optim.registry import (build_optimizer, mup_lr_scale, optimizer_defaults,
+                            registered_optimizers)
 from optim.schedules import make_schedule
 
-__all__ = ["build_optimizer", "make_schedule", "matrix_mask", "optimizer_defaults",
-           "registered_optimizers", "weight_decay_mask"]
+__all__ = ["build_optimizer", "make_schedule", "matrix_mask", "mup_lr_scale",
+           "optimizer_defaults", "registered_optimizers", "weight_decay_mask"]

@@ -20,7 +20,8 @@ def adamw(h, schedule, decay_mask):
                        weight_decay=h.weight_decay, mask=decay_mask)
 
 
-@register("sgd", defaults=dict(momentum=0.9, nesterov=False, weight_decay=0.0))
+@register("sgd", defaults=dict(momentum=0.9, nesterov=False, weight_decay=0.0),
+          supports_mup=False)
 def sgd(h, schedule, decay_mask):
     """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013)."""
     return optax.chain(optax.add_decayed_weights(h.weight_decay, decay_mask),
@@ -66,7 +67,8 @@ def _muon_dimension_numbers(params):
 
 @register("muon", defaults=dict(beta=0.95, ns_steps=5, nesterov=True, weight_decay=0.0,
                                 adam_b1=0.9, adam_b2=0.95, adam_weight_decay=0.0,
-                                adam_lr_multiplier=1.0))
+                                adam_lr_multiplier=1.0),
+          supports_mup=False)
 def muon(h, schedule, decay_mask):
     """Muon (Jordan et al. 2024): momentum orthogonalised by Newton-Schulz iterations on the
     weight matrices; embeddings, norms and biases go to AdamW (adam_* keys), as in the

@@ -1,8 +1,10 @@
 """Parameter groups: which parameters are embeddings, hidden weight matrices, or get weight
-decay. Masks are pytrees of bools like the params; they work on any nested dict, with or without
-flax's top-level "params" key, and on abstract leaves (jax.ShapeDtypeStruct, tracers)."""
+decay, and the split of an optimizer into a matrix part and the rest. Masks are pytrees of bools
+like the params; they work on any nested dict, with or without flax's top-level "params" key,
+and on abstract leaves (jax.ShapeDtypeStruct, tracers)."""
 import jax
 import numpy as np
+import optax
 
 
 def is_embedding(path) -> bool:
@@ -19,6 +21,16 @@ def is_matrix(path, leaf) -> bool:
 
 def matrix_mask(params):
     return jax.tree_util.tree_map_with_path(is_matrix, params)
+
+
+def matrices_and_rest(matrix_tx: optax.GradientTransformation,
+                      rest_tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`matrix_tx` on the hidden weight matrices, `rest_tx` on embeddings, norms and biases:
+    how matrix optimizers (SOAP, Shampoo, Muon) are run on an LM, with AdamW as the rest."""
+    def labels(params):
+        return jax.tree_util.tree_map(lambda m: "matrix" if m else "rest", matrix_mask(params))
+
+    return optax.multi_transform({"matrix": matrix_tx, "rest": rest_tx}, labels)
 
 
 def weight_decay_mask(params, decay_embeddings: bool):

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 import optax
 
-from optim.masks import weight_decay_mask
+from optim.masks import matrix_mask, weight_decay_mask
 from optim.schedules import make_schedule
 
 COMMON_KEYS = ("name", "lr", "grad_clip", "decay_embeddings")
@@ -38,17 +38,23 @@ class _Entry(NamedTuple):
     build: Builder
     defaults: dict
     eval_params: Callable
+    supports_mup: bool
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, defaults: dict, eval_params: Callable = identity_eval_params):
-    """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`."""
+def register(name: str, defaults: dict, eval_params: Callable = identity_eval_params,
+             supports_mup: bool = True):
+    """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`.
+
+    `supports_mup`: the update is Adam-like (its scale does not depend on the gradient's), so
+    muP's per-layer learning rates (hidden matrices: lr / m) apply to it.
+    """
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, dict(defaults), eval_params)
+        _REGISTRY[name] = _Entry(builder, dict(defaults), eval_params, supports_mup)
         return builder
 
     return decorator
@@ -63,10 +69,19 @@ def optimizer_defaults() -> dict[str, dict]:
     return {name: dict(entry.defaults) for name, entry in sorted(_REGISTRY.items())}
 
 
-def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int) -> Optimizer:
+def mup_lr_scale(width_mult: float) -> optax.GradientTransformation:
+    """muP's per-layer learning rates for Adam-type updates (Yang et al. 2022, Table 3): the
+    updates of hidden matrices are divided by the width multiplier m; embeddings, norms and
+    biases keep the base learning rate. Its state is empty, whatever m."""
+    return optax.masked(optax.scale(1.0 / width_mult), matrix_mask)
+
+
+def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int,
+                    mup_width_mult: float | None = None) -> Optimizer:
     """The optimizer `optimizer_cfg.name` with peak lr `optimizer_cfg.lr` on the schedule
     `schedule_cfg`, after global-norm gradient clipping at `optimizer_cfg.grad_clip` (Pascanu
-    et al. 2013; 0 or None disables it)."""
+    et al. 2013; 0 or None disables it), and with muP's learning rates for width multiplier
+    `mup_width_mult` (None: standard parameterization)."""
     name = optimizer_cfg.name
     if name not in _REGISTRY:
         raise ValueError(f"optimizer.name={name!r} is not a registered optimizer; use one of "
@@ -77,6 +92,11 @@ def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int) -> Optimizer:
                          f"optimizer {name!r}; build the config from configs/base.py")
     h = optimizer_cfg[name]
     _check_hyperparameters(h, name, entry.defaults)
+    if mup_width_mult is not None and not entry.supports_mup:
+        adam_like = ", ".join(n for n, e in sorted(_REGISTRY.items()) if e.supports_mup)
+        raise ValueError(f"muP (model.mup_base_width > 0) is implemented for optimizers with "
+                         f"Adam-like updates; {name!r} needs other per-layer learning rates. "
+                         f"Use one of {adam_like}, or set model.mup_base_width=0")
     clip = optimizer_cfg.grad_clip
     if clip is not None and clip < 0:
         raise ValueError(f"optimizer.grad_clip={clip} must be >= 0 (0 or None disables "
@@ -89,7 +109,8 @@ def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int) -> Optimizer:
 
     # identity() keeps the state tree the same with clipping off, so a run can resume with it.
     clipping = optax.clip_by_global_norm(clip) if clip else optax.identity()
-    tx = optax.chain(clipping, entry.build(h, schedule, decay_mask))
+    tx = optax.chain(clipping, entry.build(h, schedule, decay_mask),
+                     mup_lr_scale(mup_width_mult or 1.0))
     # The chain's state is (clipping state, optimizer state): eval_params sees the latter.
     return Optimizer(tx=tx, schedule=schedule,
                      eval_params=lambda state, params: entry.eval_params(state[1], params))

@@ -7,27 +7,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 import optim
-from configs import quickstart
+from benchmarks.optimizers import short_run_config
 from data import prepare, sampling
 from lm.checkpoint import Checkpointer
 from lm.model import ModelConfig, Transformer, init_params
 from lm.step import init_state, make_train_step
 
-# Peak learning rates that suit each method on this model (sign methods take smaller steps).
-LR = {"sgd": 0.1, "lion": 3e-4, "signum": 3e-4, "muon": 0.02}
-SECTION_OVERRIDES = {"muon": dict(adam_lr_multiplier=0.15)}
 SEQ_LEN, BATCH, STEPS = 64, 8, 30
-
-
-def optimizer_config(name):
-    config = quickstart.get_config()
-    config.optimizer.name = name
-    config.optimizer.lr = LR.get(name, 3e-3)
-    config.optimizer[name].update(SECTION_OVERRIDES.get(name, {}))
-    config.schedule.update(dict(name="constant" if "schedule_free" in name else "cosine",
-                                warmup_steps=5))
-    config.train.steps = STEPS
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +24,7 @@ def windows(tmp_path_factory):
 
 
 def train(name, windows, steps):
-    config = optimizer_config(name)
+    config = short_run_config(name, STEPS)
     model_cfg = ModelConfig.from_config(config.model, 257, "float32")
     model = Transformer(model_cfg)
     opt = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
@@ -46,7 +32,7 @@ def train(name, windows, steps):
     step = jax.jit(make_train_step(model, opt.tx, 1, 0.0))
     losses = []
     for w in windows[:steps]:
-        state, metrics = step(state, jnp.asarray(w))
+        state, metrics, _ = step(state, jnp.asarray(w))
         losses.append(float(metrics["train/loss"]))
     return state, losses, opt
 

@@ -223,3 +223,17 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_config, tmp_path, capsys)
     summary = train.run(tiny_config, workdir)
     assert summary["step"] == 5 and "is complete" in capsys.readouterr().out
     assert read_metrics(workdir) == before
+
+
+def test_layer_stats_are_logged_at_their_cadence(tiny_config, tmp_path):
+    tiny_config.train.update(dict(steps=10, layer_stats_every=4, log_every=5))
+    tiny_config.schedule.warmup_steps = 2
+    workdir = str(tmp_path / "run")
+    train.run(tiny_config, workdir)
+    rows = {r["step"]: r for r in read_metrics(workdir)}
+    assert sorted(rows) == [4, 5, 8, 10]
+    assert "params_rms/block_0/attn/query/kernel" in rows[4]
+    assert "updates_rms/embedding" in rows[8] and "grads_rms/final_norm/scale" in rows[8]
+    assert not any(k.startswith("params_rms/") for k in rows[5])
+    # the RMS of the norm scale starts at 1 (ones init) and moves with training
+    assert rows[4]["params_rms/final_norm/scale"] != 1.0

@@ -1,0 +1,228 @@
+"""Shampoo with grafting (Gupta, Koren & Singer 2018, "Shampoo: Preconditioned Stochastic Tensor
+Optimization", Algorithm 2), in the practical form of Anil et al. 2020 ("Scalable Second Order
+Optimization") and Distributed Shampoo (Shi et al. 2023, arXiv 2309.06497), the Shampoo baseline
+of SOAP (Vyas et al. 2024).
+
+For a parameter with gradient G_t of order k, step t (1-based), every preconditioned axis i:
+
+    L_i <- b2 L_i + (1 - b2) G_(i) G_(i)^T        G_(i): G unfolded along axis i; b2 = 1
+                                                   is the paper's plain sum L_i += G_(i) G_(i)^T
+    S    = G x_1 R_1 ... x_k R_k,   R_i = (L_i + delta_i I)^(-1/e)
+    D    = |graft(G)| / |S| * S                     layerwise grafting (Agarwal et al. 2020)
+    m   <- b1 m + (1 - b1) D,   update = m / (1 - b1^t)
+    p   <- p - lr_t (update + weight_decay p)
+
+- Preconditioned axes: those of size <= max_precond_dim, of parameters with ndim >= 2. Vectors
+  and scalars (norm scales, biases) and parameters with no small enough axis take the graft
+  direction alone, D = graft(G). e = 2 * (number of preconditioned axes) unless `exponent` is
+  given: Algorithm 2's 1/(2k) root, L^(-1/4) G R^(-1/4) for a matrix.
+- R_i comes from an eigendecomposition of L_i in float32 (`jnp.linalg.eigh`, eigenvalues
+  clamped at 0) with damping delta_i = matrix_eps * lambda_max(L_i) + eps: relative, so the
+  direction is invariant to the scale of the gradients (grafting sets the step size), plus an
+  absolute eps that keeps R_i finite for an all-zero statistic. The EMA is not bias-corrected:
+  its scale does not change S.
+- R_i is recomputed at steps t = start_preconditioning_step + n * precondition_frequency and
+  cached in the state; before start_preconditioning_step, D = graft(G).
+- graft="adam": the bias-corrected RMSProp direction of Adam without momentum,
+  G / (sqrt(v / (1 - b2^t)) + graft_eps), v <- b2 v + (1 - b2) G^2 (with b2 = 1, AdaGrad's
+  v += G^2, no bias correction); graft="sgd": G. The norms are per parameter (per layer).
+- Momentum b1 is an EMA of the grafted direction D (Distributed Shampoo's default, momentum on
+  the preconditioned gradient), bias-corrected.
+
+State (float32): momentum, the Adam graft's second moment (graft="adam"), and per preconditioned
+axis of size n an n x n statistic and its cached root: 4 + 4 (adam) bytes per parameter plus
+8 (m^2 + n^2) bytes per m x n matrix with both axes preconditioned.
+"""
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optim.masks import matrices_and_rest
+from optim.registry import register
+
+GRAFTS = ("adam", "sgd")
+
+
+class ScaleByShampooState(NamedTuple):
+    count: jax.Array  # int32, steps taken
+    mu: Any           # momentum of the grafted direction, like the params
+    nu: Any           # Adam graft's second moment, like the params; None for graft="sgd"
+    stats: Any        # per param: a tuple of (n, n) statistics L_i, one per preconditioned axis
+    roots: Any        # per param: the cached (L_i + delta_i I)^(-1/e), same shapes as stats
+
+
+def precond_axes(shape, max_precond_dim: int) -> tuple[int, ...]:
+    """The axes Shampoo preconditions: sizes <= max_precond_dim, of tensors with ndim >= 2."""
+    if len(shape) < 2:
+        return ()
+    return tuple(i for i, n in enumerate(shape) if n <= max_precond_dim)
+
+
+def _unfolded_gram(g, axis):
+    """G_(i) G_(i)^T: contract g with itself over every axis but `axis`."""
+    others = [a for a in range(g.ndim) if a != axis]
+    return jnp.tensordot(g, g, axes=(others, others))
+
+
+def _mode_product(g, matrix, axis):
+    """g x_axis matrix: multiply g's `axis` by the (symmetric) matrix."""
+    return jnp.moveaxis(jnp.tensordot(matrix, g, axes=([1], [axis])), 0, axis)
+
+
+def _inverse_root(stat, exponent, matrix_eps, eps):
+    """(L + (matrix_eps * lambda_max + eps) I)^(-1/exponent) for symmetric PSD L, in float32."""
+    w, v = jnp.linalg.eigh(stat.astype(jnp.float32))
+    w = jnp.maximum(w, 0.0)
+    w = w + matrix_eps * w[-1] + eps  # eigh returns eigenvalues in ascending order
+    return (v * w ** (-1.0 / exponent)) @ v.T
+
+
+def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_frequency=10,
+                     start_preconditioning_step=1, max_precond_dim=10000, graft="adam",
+                     graft_eps=1e-8, matrix_eps=1e-6) -> optax.GradientTransformation:
+    """The Shampoo direction with grafting and momentum, without lr or weight decay; see the
+    module docstring for the algorithm and `shampoo` for the arguments."""
+    stat_weight = 1.0 if b2 == 1 else 1.0 - b2  # b2 = 1: the paper's sum (AdaGrad)
+
+    def axes_of(p):
+        return precond_axes(p.shape, max_precond_dim)
+
+    def init_fn(params):
+        def zeros(p):
+            return jnp.zeros(p.shape, jnp.float32)
+
+        def zero_stats(p):
+            return tuple(jnp.zeros((p.shape[i],) * 2, jnp.float32) for i in axes_of(p))
+
+        def identities(p):
+            return tuple(jnp.eye(p.shape[i], dtype=jnp.float32) for i in axes_of(p))
+
+        return ScaleByShampooState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(zeros, params),
+            nu=jax.tree.map(zeros, params) if graft == "adam" else None,
+            stats=jax.tree.map(zero_stats, params),
+            roots=jax.tree.map(identities, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.float32)
+        grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
+
+        stats = jax.tree.map(
+            lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i)
+                                for l, i in zip(ls, axes_of(g))),
+            grads, state.stats)
+
+        def new_roots():
+            def leaf_roots(g, ls):
+                e = exponent if exponent is not None else 2 * len(ls)
+                return tuple(_inverse_root(l, e, matrix_eps, eps) for l in ls)
+            return jax.tree.map(leaf_roots, grads, stats)
+
+        since_start = count - start_preconditioning_step
+        recompute = (since_start >= 0) & (since_start % precondition_frequency == 0)
+        roots = jax.lax.cond(recompute, new_roots, lambda: state.roots)
+        preconditioning = since_start >= 0
+
+        if graft == "adam":
+            nu = jax.tree.map(lambda v, g: b2 * v + stat_weight * g * g, state.nu, grads)
+            nu_scale = 1.0 if b2 == 1 else 1.0 - b2 ** t
+            grafts = jax.tree.map(lambda v, g: g / (jnp.sqrt(v / nu_scale) + graft_eps),
+                                  nu, grads)
+        else:
+            nu, grafts = None, grads
+
+        def direction(g, graft_dir, rs):
+            if not rs:
+                return graft_dir
+            s = g
+            for r, i in zip(rs, axes_of(g)):
+                s = _mode_product(s, r, i)
+            s_norm = jnp.linalg.norm(s)
+            unit = s / jnp.where(s_norm > 0, s_norm, 1.0)  # s = 0 stays 0
+            return jnp.where(preconditioning, jnp.linalg.norm(graft_dir) * unit, graft_dir)
+
+        directions = jax.tree.map(direction, grads, grafts, roots)
+        mu = jax.tree.map(lambda m, d: b1 * m + (1.0 - b1) * d, state.mu, directions)
+        out = jax.tree.map(lambda m, u: (m / (1.0 - b1 ** t)).astype(u.dtype), mu, updates)
+        return out, ScaleByShampooState(count=count, mu=mu, nu=nu, stats=stats, roots=roots)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
+            eps: float = 1e-12, exponent: float | None = None, weight_decay: float = 0.0,
+            precondition_frequency: int = 10, start_preconditioning_step: int = 1,
+            max_precond_dim: int = 10000, graft: str = "adam", graft_eps: float = 1e-8,
+            matrix_eps: float = 1e-6, mask=None) -> optax.GradientTransformation:
+    """Shampoo with layerwise grafting, momentum and decoupled weight decay (module docstring).
+
+    Args:
+      learning_rate: a float or an optax schedule of the 0-based step count.
+      b1: momentum on the grafted direction, in [0, 1).
+      b2: EMA decay of the Shampoo statistics and of the Adam graft's second moment, in
+        [0, 1]; 1 sums them as in the original paper (AdaGrad grafting).
+      eps: absolute damping added to every statistic before its inverse root.
+      exponent: the root e in L^(-1/e); default 2 * (number of preconditioned axes).
+      weight_decay: decoupled weight decay, p <- p - lr * weight_decay * p.
+      precondition_frequency: steps between recomputations of the inverse roots.
+      start_preconditioning_step: first (1-based) step using the Shampoo direction.
+      max_precond_dim: axes larger than this are not preconditioned.
+      graft: "adam" or "sgd", the direction whose per-parameter norm the update takes.
+      graft_eps: the Adam graft's epsilon, outside the square root.
+      matrix_eps: damping relative to the largest eigenvalue of each statistic.
+      mask: optional pytree of bools (or callable params -> pytree) selecting the params
+        weight decay applies to; None decays all.
+    """
+    if not callable(learning_rate) and learning_rate < 0:
+        raise ValueError(f"learning_rate={learning_rate} must be >= 0")
+    if not 0 <= b1 < 1:
+        raise ValueError(f"b1={b1} must lie in [0, 1)")
+    if not 0 <= b2 <= 1:
+        raise ValueError(f"b2={b2} must lie in [0, 1]")
+    for name, value in dict(eps=eps, weight_decay=weight_decay, graft_eps=graft_eps,
+                            matrix_eps=matrix_eps).items():
+        if value < 0:
+            raise ValueError(f"{name}={value} must be >= 0")
+    if exponent is not None and exponent <= 0:
+        raise ValueError(f"exponent={exponent} must be > 0 (or None for 2 * order)")
+    for name, value in dict(precondition_frequency=precondition_frequency,
+                            start_preconditioning_step=start_preconditioning_step,
+                            max_precond_dim=max_precond_dim).items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name}={value} must be an integer >= 1")
+    if graft not in GRAFTS:
+        raise ValueError(f"graft={graft!r} must be one of {GRAFTS}")
+    return optax.chain(
+        scale_by_shampoo(b1=b1, b2=b2, eps=eps, exponent=exponent,
+                         precondition_frequency=int(precondition_frequency),
+                         start_preconditioning_step=int(start_preconditioning_step),
+                         max_precond_dim=int(max_precond_dim), graft=graft,
+                         graft_eps=graft_eps, matrix_eps=matrix_eps),
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate))
+
+
+@register("shampoo", defaults=dict(b1=0.9, b2=0.95, eps=1e-12, exponent=0.0, weight_decay=0.0,
+                                   precondition_frequency=10, start_preconditioning_step=1,
+                                   max_precond_dim=10000, graft="adam", graft_eps=1e-8,
+                                   matrix_eps=1e-6, rest_lr_multiplier=1.0))
+def _shampoo_from_config(h, schedule, decay_mask):
+    """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes): Shampoo on
+    the hidden matrices; AdamW with b1, b2, graft_eps and weight decay, at lr x
+    rest_lr_multiplier, on embeddings, norms and biases. The AdamW part shares b2, so b2 < 1
+    here; `shampoo()` itself also takes b2 = 1 (summed statistics)."""
+    matrices = shampoo(schedule, b1=h.b1, b2=h.b2, eps=h.eps, exponent=h.exponent or None,
+                       weight_decay=h.weight_decay,
+                       precondition_frequency=h.precondition_frequency,
+                       start_preconditioning_step=h.start_preconditioning_step,
+                       max_precond_dim=h.max_precond_dim, graft=h.graft,
+                       graft_eps=h.graft_eps, matrix_eps=h.matrix_eps, mask=decay_mask)
+    rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1,
+                       b2=h.b2, eps=h.graft_eps, weight_decay=h.weight_decay,
+                       mask=decay_mask)
+    return matrices_and_rest(matrices, rest)

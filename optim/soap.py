@@ -1,0 +1,245 @@
+"""SOAP: Shampoo with Adam in the Preconditioner's eigenbasis.
+
+Vyas et al. 2024, "SOAP: Improving and Stabilizing Shampoo using Adam", arXiv:2409.11321,
+following the authors' reference PyTorch code (github.com/nikhilvyas/SOAP, soap.py) step for step.
+
+Algorithm 1 of the paper, for a weight W with gradient G (one factor per tensor dimension in
+general):
+    L <- b_s L + (1 - b_s) G G^T,   R <- b_s R + (1 - b_s) G^T G      (Shampoo's factors, "GG")
+    Q_L, Q_R: eigenbases of L and R                                    ("Q")
+    G' = Q_L^T G Q_R                                                   (rotate into the eigenbasis)
+    M <- b1 M + (1 - b1) G            (first moment, kept in the original space)
+    V <- b2 V + (1 - b2) G' * G'      (Adam's second moment, in the eigenbasis)
+    N  = Q_L [ (Q_L^T M Q_R) / (sqrt(V) + eps) ] Q_R^T                 (Adam step, rotated back)
+    W <- W - lr * sqrt(1 - b2^t) / (1 - b1^t) * N,   then   W <- W - lr * wd * W
+The eigenbases start from an eigendecomposition of the first gradient's statistics and are refreshed
+every `precondition_frequency` steps by one power-iteration step followed by a QR decomposition
+(Algorithm 4), with V's entries permuted to follow the re-sorted eigenvectors.
+
+As in the reference: the first call only initialises L, R, Q_L, Q_R and returns a zero update (so
+the current gradient is never used in its own projection); at call c >= 1 (0-based) Adam's step
+count is t = c; the statistics are updated with the gradient after the parameter step, and the
+eigenbasis is refreshed at calls c > 0 with c % precondition_frequency == 0. A dimension larger than
+`max_precond_dim` (and a 1-D parameter unless `precondition_1d`) is not rotated, so a tensor with no
+rotated dimension gets exactly Adam (with the reference's eps placement and post-step decay).
+"""
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optim.masks import matrices_and_rest
+from optim.registry import register
+
+# The reference runs true float32 matmuls (PyTorch's TF32 default is off); JAX's default on GPU
+# may use TF32, so the rotations and statistics ask for full precision.
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+class SoapState(NamedTuple):
+    """SOAP's state. `gg` and `q` hold, per parameter, a tuple with one entry per dimension of the
+    (possibly merged) shape: a (d, d) float32 matrix, or a (0,) placeholder for an unrotated dim."""
+    count: jax.Array  # number of update calls so far (int32), the first (statistics-only) included
+    exp_avg: Any  # first moment M, original space
+    exp_avg_sq: Any  # second moment V, in the eigenbasis (parameter shape)
+    gg: Any  # Shampoo factors L, R, ... (exponential moving averages of G G^T per dim)
+    q: Any  # their eigenbases Q_L, Q_R, ...
+
+
+def _merged_shape(shape, max_precond_dim):
+    """The reference's `merge_dims`: merge consecutive dims while their product stays
+    <= max_precond_dim, e.g. (2, 2, 3) -> (4, 3) for max_precond_dim=10."""
+    merged, current = [], 1
+    for size in shape:
+        if current * size > max_precond_dim:
+            if current > 1:
+                merged.append(current)
+                current = size
+            else:
+                merged.append(size)
+                current = 1
+        else:
+            current *= size
+    if current > 1 or not merged:
+        merged.append(current)
+    return tuple(merged)
+
+
+def _layout(shape, max_precond_dim, merge_dims, precondition_1d):
+    """The shape the preconditioner acts on and which of its dims are rotated (the reference's
+    `init_preconditioner`): 1-D only if precondition_1d, no dim larger than max_precond_dim."""
+    if len(shape) == 1:
+        return tuple(shape), (precondition_1d and shape[0] <= max_precond_dim,)
+    if merge_dims:
+        shape = _merged_shape(shape, max_precond_dim)
+    return tuple(shape), tuple(size <= max_precond_dim for size in shape)
+
+
+def _rotate(x, bases, back):
+    """Apply Q^T (back=False: into the eigenbasis) or Q (back=True: back to the original space)
+    along every dim of x; a (0,) placeholder leaves its dim as is (the reference's project and
+    project_back: contract the leading dim, which then moves to the end)."""
+    for q in bases:
+        if q.ndim == 2:
+            x = jnp.tensordot(x, q, axes=([0], [1 if back else 0]), precision=_PRECISION)
+        else:
+            x = jnp.moveaxis(x, 0, -1)
+    return x
+
+
+def _factor(g, axis):
+    """G_(axis) G_(axis)^T: the gradient's outer product contracted over all dims but `axis`."""
+    others = [d for d in range(g.ndim) if d != axis]
+    return jnp.tensordot(g, g, axes=(others, others), precision=_PRECISION)
+
+
+def _eigenbasis(m):
+    """Eigenvectors of the symmetric m, largest eigenvalue first (torch.linalg.eigh of
+    m + 1e-30 I on the lower triangle, columns flipped, as the reference)."""
+    eye = jnp.eye(m.shape[0], dtype=m.dtype)
+    return jnp.linalg.eigh(m + 1e-30 * eye, UPLO="L", symmetrize_input=False)[1][:, ::-1]
+
+
+def _refresh(stats, bases, v):
+    """Algorithm 4 (the reference's get_orthogonal_matrix_QR): sort the current basis by the
+    eigenvalue estimates diag(Q^T L Q), permute V's entries along that dim the same way, then
+    one power-iteration step L Q and a QR decomposition give the new basis."""
+    new_bases = []
+    for axis, (m, q) in enumerate(zip(stats, bases)):
+        if m.ndim != 2:
+            new_bases.append(q)
+            continue
+        estimates = jnp.sum(q * jnp.matmul(m, q, precision=_PRECISION), axis=0)
+        order = jnp.argsort(estimates, descending=True)
+        v = jnp.take(v, order, axis=axis)
+        new_bases.append(jnp.linalg.qr(jnp.matmul(m, q[:, order], precision=_PRECISION))[0])
+    return tuple(new_bases), v
+
+
+def _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
+              max_precond_dim):
+    """Reject hyperparameters outside their meaningful range, naming the argument."""
+    if not callable(learning_rate) and learning_rate < 0:
+        raise ValueError(f"learning_rate must be >= 0, got {learning_rate}")
+    for name, beta in (("b1", b1), ("b2", b2)):
+        if not 0 <= beta < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    if shampoo_beta >= 1:
+        raise ValueError(f"shampoo_beta must be < 1 (negative means b2), got {shampoo_beta}")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if int(precondition_frequency) != precondition_frequency or precondition_frequency < 1:
+        raise ValueError(f"precondition_frequency must be an integer >= 1, "
+                         f"got {precondition_frequency}")
+    if int(max_precond_dim) != max_precond_dim or max_precond_dim < 1:
+        raise ValueError(f"max_precond_dim must be an integer >= 1, got {max_precond_dim}")
+
+
+def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: float = 0.95,
+         b2: float = 0.95, shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
+         precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
+         precondition_1d: bool = False, normalize_grads: bool = False,
+         correct_bias: bool = True) -> optax.GradientTransformation:
+    """SOAP with the reference's defaults; learning rate (float or schedule of the 0-based call
+    count) and decoupled weight decay included, so apply the output with optax.apply_updates.
+
+    shampoo_beta < 0 uses b2 for the factors' moving average. merge_dims merges small dims of
+    >= 2-D tensors before preconditioning; normalize_grads divides each tensor's direction by its
+    RMS; correct_bias scales the step by sqrt(1 - b2^t) / (1 - b1^t). `update` needs `params`
+    when weight_decay > 0.
+    """
+    _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
+              max_precond_dim)
+    factor_beta = shampoo_beta if shampoo_beta >= 0 else b2
+
+    def layout(shape):
+        return _layout(shape, max_precond_dim, merge_dims, precondition_1d)
+
+    def dtype_of(x):
+        return jnp.promote_types(x.dtype, jnp.float32)
+
+    def init_fn(params):
+        def factors(p, make):
+            shape, rotated = layout(p.shape)
+            return tuple(make(size, dtype_of(p)) if on else jnp.zeros((0,), dtype_of(p))
+                         for size, on in zip(shape, rotated))
+
+        zeros = lambda p: jnp.zeros(p.shape, dtype_of(p))  # noqa: E731
+        return SoapState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg=jax.tree.map(zeros, params),
+            exp_avg_sq=jax.tree.map(zeros, params),
+            gg=jax.tree.map(lambda p: factors(p, lambda d, t: jnp.zeros((d, d), t)), params),
+            q=jax.tree.map(lambda p: factors(p, lambda d, t: jnp.eye(d, dtype=t)), params))
+
+    def update_fn(grads, state, params=None):
+        if params is None and weight_decay > 0:
+            raise ValueError("soap: update() needs params when weight_decay > 0")
+        count = state.count
+        lr = learning_rate(count) if callable(learning_rate) else learning_rate
+        t = jnp.maximum(count, 1).astype(jnp.float32)  # Adam's step: the first call is skipped
+        step_size = lr * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t) if correct_bias else lr
+        first = count == 0
+        # 0: initial eigendecomposition, 1: power-iteration + QR refresh, 2: keep the basis.
+        branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
+
+        def leaf(g, p, m, v, stats, bases):
+            dtype = m.dtype
+            g = g.astype(dtype)
+            shape, _ = layout(g.shape)
+            # Adam in the eigenbasis with the current (previous calls') Q.
+            g_rot = _rotate(g.reshape(shape), bases, back=False).reshape(g.shape)
+            m_new = b1 * m + (1 - b1) * g
+            v_new = b2 * v + (1 - b2) * jnp.square(g_rot)
+            m_rot = _rotate(m_new.reshape(shape), bases, back=False)
+            direction = m_rot / (jnp.sqrt(v_new.reshape(shape)) + eps)
+            direction = _rotate(direction, bases, back=True).reshape(g.shape)
+            if normalize_grads:
+                direction = direction / (1e-30 + jnp.sqrt(jnp.mean(jnp.square(direction))))
+            update = -step_size * direction
+            if weight_decay > 0:  # p <- p - lr * wd * p, on the already-stepped p
+                update = update - lr * weight_decay * (p.astype(dtype) + update)
+            # Shampoo factors with the current gradient, after the step.
+            g_merged = g.reshape(shape)
+            stats = tuple(s + (1 - factor_beta) * (_factor(g_merged, axis) - s) if s.ndim == 2
+                          else s for axis, s in enumerate(stats))
+            bases, v_rot = jax.lax.switch(branch, [
+                lambda: (tuple(_eigenbasis(s) if s.ndim == 2 else q
+                               for s, q in zip(stats, bases)), v.reshape(shape)),
+                lambda: _refresh(stats, bases, v_new.reshape(shape)),
+                lambda: (bases, v_new.reshape(shape)),
+            ])
+            out_dtype = (p if params is not None else g).dtype
+            return (jnp.where(first, 0, update).astype(out_dtype), jnp.where(first, m, m_new),
+                    v_rot.reshape(g.shape), stats, bases)
+
+        treedef = jax.tree.structure(grads)
+        per_leaf = [treedef.flatten_up_to(tree) for tree in (
+            grads, params if params is not None else grads, state.exp_avg, state.exp_avg_sq,
+            state.gg, state.q)]
+        results = [leaf(*args) for args in zip(*per_leaf)]
+        updates, exp_avg, exp_avg_sq, gg, q = (
+            treedef.unflatten(list(column)) for column in zip(*results))
+        return updates, SoapState(optax.safe_int32_increment(count), exp_avg, exp_avg_sq, gg, q)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+@register("soap", defaults=dict(b1=0.95, b2=0.95, shampoo_beta=-1.0, eps=1e-8, weight_decay=0.01,
+                                precondition_frequency=10, max_precond_dim=10000,
+                                merge_dims=False, precondition_1d=False, normalize_grads=False,
+                                correct_bias=True, rest_lr_multiplier=1.0))
+def _soap_from_config(h, schedule, decay_mask):
+    """config.optimizer.soap: SOAP on the hidden matrices; AdamW with SOAP's b1, b2, eps and
+    weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases."""
+    matrices = soap(schedule, b1=h.b1, b2=h.b2, shampoo_beta=h.shampoo_beta, eps=h.eps,
+                    weight_decay=h.weight_decay, precondition_frequency=h.precondition_frequency,
+                    max_precond_dim=h.max_precond_dim, merge_dims=h.merge_dims,
+                    precondition_1d=h.precondition_1d, normalize_grads=h.normalize_grads,
+                    correct_bias=h.correct_bias)
+    rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
+                       eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
+    return matrices_and_rest(matrices, rest)
