@@ -2,15 +2,21 @@
 
     python -m benchmarks.optimizers [--size d512_l8] [--names adamw,soap,...]
 
-For each registered optimizer, one JSON line with:
+For each registered optimizer (or NAME/key=value/... for a variant with its config section
+changed, e.g. soap/block_size=256), one JSON line with:
   step_time_ratio       its train-step time / AdamW's (same model, batch and run)
-  state_bytes_per_param optimizer-state bytes / number of parameters
+  state_bytes_per_param optimizer-state bytes / number of parameters, and
+  predicted_state_bytes_per_param  what the method's memory analysis predicts (float32 state;
+                        predicted_state_floats)
   loss_first, loss_last train loss at steps 1 and --loss_steps of the quickstart model on the
                         committed en_docs_sample corpus (no network needed)
 Step times are medians of --repeats timed runs of --steps steps each, after a warm-up.
 """
 import argparse
+import ast
+import itertools
 import json
+import math
 import tempfile
 
 import jax
@@ -24,6 +30,8 @@ from data import prepare, sampling
 from lm.model import ModelConfig, Transformer, init_params
 from lm.model_info import count_pytree_params
 from lm.step import init_state, make_train_step
+from optim.adalayer import adalayer_star_mask
+from optim.masks import is_matrix
 
 # Peak learning rates for short runs of the quickstart model: sign methods and Muon take other
 # step sizes than Adam's 3e-3; Simplified-AdEMAMix sums its momentum (~1 / (1 - b1) gradients).
@@ -45,24 +53,83 @@ def short_run_config(name: str, steps: int):
 
 
 def build(config, seq_len: int, vocab_size: int):
+    """(initial train state, jitted train step, optimizer) for `config` with seq_len and
+    vocab_size."""
     cfg = ModelConfig.from_config(config.model, vocab_size, "float32")
     model = Transformer(cfg)
-    opt = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
-    state = init_state(init_params(model, jax.random.PRNGKey(0), seq_len), opt.tx)
-    return state, jax.jit(make_train_step(model, opt.tx, 1, 0.0), donate_argnums=0)
+    params = init_params(model, jax.random.PRNGKey(0), seq_len)
+    opt = optim.build_from_config(config, params)
+    state = init_state(params, opt.tx)
+    return state, jax.jit(make_train_step(model, opt.tx, 1, 0.0), donate_argnums=0), opt
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """"soap/block_size=256/b2=0.99" -> ("soap", {"block_size": 256, "b2": 0.99})."""
+    name, *overrides = spec.split("/")
+    return name, {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in overrides)}
+
+
+def _soap_factor_floats(shape, h) -> int:
+    """SOAP's factors and eigenbases of one tensor: 2 sum over blocks and rotated block dims
+    of d^2 (Vyas et al. 2024, Sec. 4: m^2 + n^2 each for L, R and Q_L, Q_R of an m x n
+    matrix)."""
+    per_dim = []
+    for size in shape:
+        full, rest = divmod(size, h.block_size) if h.block_size else (0, size)
+        per_dim.append([h.block_size] * full + ([rest] if rest else []))
+    return 2 * sum(sum(d * d for d in block if d <= h.max_precond_dim)
+                   for block in itertools.product(*per_dim))
+
+
+def predicted_state_floats(name: str, h, params) -> int:
+    """Optimizer-state floats each method's memory analysis predicts for `params`, with its
+    config section `h`: Adam-type moments per parameter, factored or per-block second moments,
+    Shampoo/SOAP factor matrices per matrix (scalar step counters left out)."""
+    star = adalayer_star_mask(params) if name == "adalayer" and h.star else None
+    total = 0
+    for i, (path, p) in enumerate(jax.tree_util.tree_leaves_with_path(params)):
+        n, matrix = math.prod(p.shape), is_matrix(path, p)
+        if name in ("adamw", "adopt", "schedule_free_adamw", "simplified_ademamix", "sophia"):
+            total += 2 * n  # two moments (schedule-free: z and v; Sophia: m and diag H)
+        elif name in ("sgd", "lion", "signum"):
+            total += n  # one momentum
+        elif name == "ademamix":
+            total += 3 * n  # fast and slow EMAs, second moment
+        elif name == "adafactor":  # Shazeer & Stern 2018: row and column statistics
+            factored = p.ndim == 2 and min(p.shape) >= h.min_dim_size_to_factor
+            total += (sum(p.shape) if factored else n) + (n if h.momentum else 0)
+        elif name == "muon":
+            total += n if matrix else 2 * n  # momentum; AdamW on the rest
+        elif name == "adalayer":  # momentum, and one second moment per block
+            per_coordinate = star is not None and jax.tree.leaves(star)[i]
+            total += n + (n if per_coordinate else 1)
+        elif name == "soap":
+            total += 2 * n + (_soap_factor_floats(p.shape, h) if matrix else 0)
+        elif name == "shampoo":  # momentum, Adam graft; a statistic and its root per axis
+            small = [d for d in p.shape if d <= h.max_precond_dim]
+            graft = n if h.graft == "adam" or not matrix else 0
+            total += n + graft + (2 * sum(d * d for d in small) if matrix else 0)
+        else:
+            raise ValueError(f"no memory model for optimizer {name!r}")
+    return total
 
 
 def state_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
-def step_seconds(name: str, args) -> tuple[float, float]:
-    """(median step time, optimizer-state bytes per parameter) on ladder size --size."""
+def step_seconds(spec: str, args) -> tuple[float, float, float]:
+    """(median step time, optimizer-state bytes per parameter, predicted bytes per parameter)
+    on ladder size --size for optimizer variant `spec` (parse_variant)."""
+    name, overrides = parse_variant(spec)
     config = base.get_config(args.size)
     config.model.max_seq_len = max(args.seq_len, config.model.max_seq_len)
     config.optimizer.name = name
-    state, step = build(config, args.seq_len, args.vocab_size)
-    bytes_per_param = state_bytes(state.opt_state) / count_pytree_params(state.params)
+    config.optimizer[name].update(overrides)
+    state, step, _ = build(config, args.seq_len, args.vocab_size)
+    n_params = count_pytree_params(state.params)
+    bytes_per_param = state_bytes(state.opt_state) / n_params
+    predicted = 4 * predicted_state_floats(name, config.optimizer[name], state.params) / n_params
     windows = jnp.asarray(np.random.default_rng(0).integers(
         0, args.vocab_size, (args.batch_size, args.seq_len + 1)), jnp.int32)
     holder = [state]
@@ -72,12 +139,14 @@ def step_seconds(name: str, args) -> tuple[float, float]:
             holder[0], metrics, _ = step(holder[0], windows)
         jax.block_until_ready(metrics)
 
-    return median_seconds(run_steps, args.repeats) / args.steps, bytes_per_param
+    return median_seconds(run_steps, args.repeats) / args.steps, bytes_per_param, predicted
 
 
-def short_run_losses(name: str, batches) -> tuple[float, float]:
+def short_run_losses(spec: str, batches) -> tuple[float, float]:
+    name, overrides = parse_variant(spec)
     config = short_run_config(name, len(batches))
-    state, step = build(config, batches[0].shape[1] - 1, 257)
+    config.optimizer[name].update(overrides)
+    state, step, _ = build(config, batches[0].shape[1] - 1, 257)
     losses = []
     for w in batches:
         state, metrics, _ = step(state, jnp.asarray(w))
@@ -88,7 +157,8 @@ def short_run_losses(name: str, batches) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="d512_l8")
-    parser.add_argument("--names", default=",".join(optim.registered_optimizers()))
+    parser.add_argument("--names", default=",".join(optim.registered_optimizers()
+                                                    + ("soap/block_size=256",)))
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--vocab_size", type=int, default=8192)
@@ -103,15 +173,17 @@ def main() -> None:
                                         batch_size=8, seq_len=64)
                    for s in range(args.loss_steps)]
     names = args.names.split(",")
-    adamw_seconds, _ = step_seconds("adamw", args)
+    adamw_seconds, _, _ = step_seconds("adamw", args)
     for name in names:
         # AdamW is timed again in the loop: its ratio shows the run's timing noise.
-        seconds, bytes_per_param = step_seconds(name, args)
+        seconds, bytes_per_param, predicted = step_seconds(name, args)
         first, last = short_run_losses(name, batches)
         print(json.dumps({"bench": "optimizer", "name": name, "size": args.size,
+                          "batch_size": args.batch_size, "seq_len": args.seq_len,
                           "step_s": seconds, "adamw_step_s": adamw_seconds,
                           "step_time_ratio": seconds / adamw_seconds,
                           "state_bytes_per_param": bytes_per_param,
+                          "predicted_state_bytes_per_param": predicted,
                           "loss_first": first, f"loss_step{args.loss_steps}": last,
                           "backend": jax.default_backend()}), flush=True)
 

@@ -48,8 +48,9 @@ def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int
     config.model.max_seq_len = max(seq_len, config.model.max_seq_len)
     cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
     model = Transformer(cfg)
-    optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
-    state = init_state(init_params(model, jax.random.PRNGKey(0), seq_len), optimizer.tx)
+    params = init_params(model, jax.random.PRNGKey(0), seq_len)
+    optimizer = optim.build_from_config(config, params)
+    state = init_state(params, optimizer.tx)
     step_fn = jax.jit(make_train_step(model, optimizer.tx, 1, 0.0), donate_argnums=0)
     windows = jnp.asarray(np.random.default_rng(0).integers(0, vocab_size,
                                                             (batch_size, seq_len + 1)), jnp.int32)

@@ -52,7 +52,13 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         name="adamw",          # any of optim.registered_optimizers()
         lr=3e-3,               # peak learning rate
         grad_clip=1.0,         # global-norm clipping; 0 disables
-        decay_embeddings=False,  # weight decay (decoupled, x scheduled lr) on embedding tables
+        # Parameter groups: name -> the parameters whose path ("block_0/mlp/up/kernel") matches
+        # `pattern` (re.search), their lr multiplier, and weight decay (True / False / None:
+        # the default rule, decay iff ndim >= 2). Add groups in a config file, e.g.
+        # c.optimizer.groups.norms = dict(pattern="norm", lr_multiplier=0.1, weight_decay=None)
+        groups=ml_collections.ConfigDict(dict(
+            embeddings=dict(pattern="embed", lr_multiplier=1.0, weight_decay=False),
+        )),
         # One section per optimizer with its own hyperparameters and their defaults, e.g.
         # --config.optimizer.name=lion --config.optimizer.lion.b2=0.98
         **{name: ml_collections.ConfigDict(hparams)

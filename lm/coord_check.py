@@ -45,11 +45,12 @@ def coordinate_check(mup: bool, widths=WIDTHS, steps: int = 5, lr: float = 1e-2,
                                  mup_base_width=widths[0] if mup else 0))
         config.optimizer.lr = lr
         config.schedule.update(dict(name="constant", warmup_steps=0))
+        config.train.steps = steps
         cfg = ModelConfig.from_config(config.model, 257, "float32")
         model = Transformer(cfg)
-        opt = optim.build_optimizer(config.optimizer, config.schedule, steps,
-                                    mup_width_mult(config.model))
-        state = init_state(init_params(model, jax.random.PRNGKey(0), seq_len), opt.tx)
+        params = init_params(model, jax.random.PRNGKey(0), seq_len)
+        opt = optim.build_from_config(config, params, mup_width_mult(config.model))
+        state = init_state(params, opt.tx)
         step = jax.jit(make_train_step(model, opt.tx, 1, 0.0))
         trace = [activation_rms(model, state.params, tokens[:, :-1])]
         for _ in range(steps):

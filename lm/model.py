@@ -15,7 +15,7 @@ the residual stream's variance does not grow with depth L; norm scales 1, biases
 muP (Yang et al. 2022, "Tensor Programs V", Table 3 and App. B, as the `mup` package implements
 it), on when model.mup_base_width > 0, with width multiplier m = d_model / mup_base_width:
 hidden matrices are initialised with std init_std / sqrt(m) (and their Adam learning rate is
-divided by m, see optim.mup_lr_scale); embeddings, norms and biases are unchanged; the output
+divided by m, see optim.lr_multipliers); embeddings, norms and biases are unchanged; the output
 logits are multiplied by 1 / m; attention scores are scaled by 1 / head_dim instead of
 1 / sqrt(head_dim). A model at m = 1 differs from the standard one only in that attention scale.
 """

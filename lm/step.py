@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm.loss import next_token_loss
+from lm.loss import next_token_loss, sampled_label_loss
 
 
 class TrainState(NamedTuple):
@@ -34,6 +34,10 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     `lax.scan` (gradient accumulation: the same update as one big batch, in less memory).
     `layer_stats` holds the RMS of every parameter, gradient and update leaf; they stay on the
     device unless the trainer fetches them (at train.layer_stats_every).
+
+    `tx.update` also receives the loss functions that curvature-estimating optimizers (Sophia,
+    optim/sophia.py) evaluate on the first microbatch: `obj_fn(params)` and
+    `sampled_loss_fn(params, rng)`; other optimizers ignore them (nothing is traced for them).
     """
 
     def loss_fn(params, windows):
@@ -54,7 +58,12 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
         (objective, ce, grads), _ = jax.lax.scan(accumulate, zeros, micro)
         objective, ce, grads = jax.tree_util.tree_map(lambda x: x / microbatches,
                                                       (objective, ce, grads))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        def sampled_loss_fn(params, rng):
+            return sampled_label_loss(model.apply({"params": params}, micro[0][:, :-1]), rng)
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                       obj_fn=lambda params: loss_fn(params, micro[0])[0],
+                                       sampled_loss_fn=sampled_loss_fn)
         params = optax.apply_updates(state.params, updates)
         metrics = {"train/loss": ce, "train/objective": objective,
                    "train/grad_norm": optax.global_norm(grads),

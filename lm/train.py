@@ -57,8 +57,7 @@ def run(config, workdir: str) -> dict:
     """Trains (or resumes) the run in `workdir`; returns a summary dict."""
     check_config(config, jax.device_count())
     try:
-        optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps,
-                                          mup_width_mult(config.model))
+        optimizer = _build_optimizer(config)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     mesh = inputs.make_mesh(config.mesh)
@@ -188,6 +187,15 @@ def _evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
         out[f"eval/{name}/loss"] = loss
         out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
     return out
+
+
+def _build_optimizer(config) -> optim.Optimizer:
+    """The run's optimizer, checked against the model's parameter shapes before any data is
+    prepared or anything compiles. Which parameters exist does not depend on the vocabulary,
+    so the byte tokenizer's size stands in for it here."""
+    model = Transformer(ModelConfig.from_config(config.model, 257, "float32"))
+    params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))
+    return optim.build_from_config(config, params, mup_width_mult(config.model))
 
 
 def _initial_state(model, tx, config) -> TrainState:

@@ -1,18 +1,28 @@
 """Optimizers, learning-rate schedules and parameter groups for optiscale.
 
-    optimizer = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
-    optimizer.tx           # optax.GradientTransformation (schedule and weight decay included)
+    schedule = optim.make_schedule(config.schedule, config.optimizer.lr, config.train.steps)
+    optimizer = optim.build(config.optimizer, schedule, params)
+    optimizer.tx           # optax.GradientTransformation (schedule, weight decay, groups)
     optimizer.schedule     # step -> learning rate
     optimizer.eval_params  # (opt_state, params) -> the parameters to evaluate
 
-Each optimizer module registers its optimizers on import (see optim/registry.py).
+The custom transforms are also usable alone, each an optax.GradientTransformation with the
+learning rate and weight decay included: optim.soap, optim.shampoo, optim.ademamix,
+optim.simplified_ademamix, optim.adalayer, optim.sophia (these names are the functions; their
+modules stay importable as `from optim.soap import SoapState`). Each optimizer module
+registers its optimizers on import (see optim/registry.py).
 """
-from optim import (adalayer, ademamix, from_optax, shampoo,  # noqa: F401  (each module
-                   soap)                                     # registers its optimizers)
-from optim.masks import matrix_mask, weight_decay_mask
-from optim.registry import (build_optimizer, mup_lr_scale, optimizer_defaults,
+from optim import from_optax  # noqa: F401  (registers optax's optimizers)
+from optim.adalayer import adalayer
+from optim.ademamix import ademamix, simplified_ademamix
+from optim.masks import lr_multipliers, matrix_mask, weight_decay_mask
+from optim.registry import (Optimizer, build, build_from_config, optimizer_defaults,
                             registered_optimizers)
 from optim.schedules import make_schedule
+from optim.shampoo import shampoo
+from optim.soap import soap
+from optim.sophia import sophia
 
-__all__ = ["build_optimizer", "make_schedule", "matrix_mask", "mup_lr_scale",
-           "optimizer_defaults", "registered_optimizers", "weight_decay_mask"]
+__all__ = ["Optimizer", "adalayer", "ademamix", "build", "build_from_config", "lr_multipliers",
+           "make_schedule", "matrix_mask", "optimizer_defaults", "registered_optimizers",
+           "shampoo", "simplified_ademamix", "soap", "sophia", "weight_decay_mask"]

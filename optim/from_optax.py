@@ -1,9 +1,9 @@
 """Optimizers optax already ships, registered with their papers' defaults.
 
 Each builder returns a transform that includes the learning-rate schedule and, where the
-optimizer has one, decoupled weight decay on the parameters `decay_mask` selects (matrices;
-embeddings only if optimizer.decay_embeddings). optax multiplies that decay by the scheduled lr
-(p <- p - lr_t * wd * p), the PyTorch convention.
+optimizer has one, decoupled weight decay on the parameters `decay_mask` selects (by default
+the hidden matrices; see optim.masks.weight_decay_mask and config.optimizer.groups). optax
+multiplies that decay by the scheduled lr (p <- p - lr_t * wd * p), the PyTorch convention.
 """
 import jax
 import optax
@@ -88,7 +88,7 @@ def _schedule_free_eval_params(opt_state, params):
 
 @register("schedule_free_adamw", defaults=dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                                                weight_lr_power=2.0),
-          eval_params=_schedule_free_eval_params)
+          eval_params=_schedule_free_eval_params, linear_in_lr=False)
 def schedule_free_adamw(h, schedule, decay_mask):
     """Schedule-free AdamW (Defazio et al. 2024, Algorithm 1), composed as
     optax.contrib.schedule_free_adamw is but with the weight-decay mask. Pair it with

@@ -1,16 +1,26 @@
-"""Parameter groups: which parameters are embeddings, hidden weight matrices, or get weight
-decay, and the split of an optimizer into a matrix part and the rest. Masks are pytrees of bools
-like the params; they work on any nested dict, with or without flax's top-level "params" key,
-and on abstract leaves (jax.ShapeDtypeStruct, tracers)."""
+"""Parameter groups: which parameters are embeddings, hidden weight matrices, belong to a
+config-defined group, or get weight decay; and the split of an optimizer into a matrix part and
+the rest. Masks are pytrees like the params; they work on any nested dict, with or without
+flax's top-level "params" key, and on abstract leaves (jax.ShapeDtypeStruct, tracers)."""
+import re
+
 import jax
 import numpy as np
 import optax
+
+GROUP_KEYS = ("pattern", "lr_multiplier", "weight_decay")
+
+
+def path_name(path) -> str:
+    """A parameter's path as "block_0/attn/query/kernel" (what group patterns are matched
+    against; flax's top-level "params" key, if any, included)."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def is_embedding(path) -> bool:
     """An embedding table: a path component containing "embed" (any case: `embedding`,
     `unembed`, flax's `Embed_0`)."""
-    return "embed" in jax.tree_util.keystr(path, simple=True, separator="/").lower()
+    return "embed" in path_name(path).lower()
 
 
 def is_matrix(path, leaf) -> bool:
@@ -33,11 +43,98 @@ def matrices_and_rest(matrix_tx: optax.GradientTransformation,
     return optax.multi_transform({"matrix": matrix_tx, "rest": rest_tx}, labels)
 
 
-def weight_decay_mask(params, decay_embeddings: bool):
-    """True where weight decay applies: matrices and higher-rank tensors (ndim >= 2), never
-    vectors such as norm scales and biases (GPT-2 / nanoGPT practice); embedding tables only if
-    `decay_embeddings`."""
-    def decays(path, leaf) -> bool:
-        return np.ndim(leaf) >= 2 and (decay_embeddings or not is_embedding(path))
+def check_groups(groups) -> None:
+    """`config.optimizer.groups`: name -> {pattern, lr_multiplier, weight_decay}; each field is
+    checked here so a typo fails before anything compiles."""
+    for name, group in groups.items():
+        keys = set(group.keys())
+        if keys != set(GROUP_KEYS):
+            raise ValueError(f"optimizer.groups.{name} has keys {sorted(keys)}; a group has "
+                             f"exactly {', '.join(GROUP_KEYS)}")
+        try:
+            re.compile(group.pattern)
+        except (re.error, TypeError) as err:
+            raise ValueError(f"optimizer.groups.{name}.pattern={group.pattern!r} is not a "
+                             f"regular expression: {err}") from err
+        if not group.lr_multiplier >= 0:
+            raise ValueError(f"optimizer.groups.{name}.lr_multiplier={group.lr_multiplier} "
+                             "must be >= 0")
+        if group.weight_decay not in (None, True, False):
+            raise ValueError(f"optimizer.groups.{name}.weight_decay={group.weight_decay!r} must "
+                             "be True, False or None (None: the default rule, decay iff ndim "
+                             ">= 2)")
 
-    return jax.tree_util.tree_map_with_path(decays, params)
+
+def group_of(params, groups, require_every_group: bool = False):
+    """A pytree like `params` holding each parameter's group name, or None outside every group.
+    A group takes the parameters whose path (`path_name`) matches its pattern (re.search).
+    Raises if a parameter matches two groups, and with `require_every_group` if a group
+    matches no parameter (a pattern that selects nothing is almost always a typo; inner
+    transforms of a multi_transform see only part of the params, so it is off by default)."""
+    check_groups(groups)
+    compiled = {name: re.compile(group.pattern) for name, group in groups.items()}
+    used = set()
+
+    def find(path, leaf):
+        name = path_name(path)
+        hits = [g for g, pattern in compiled.items() if pattern.search(name)]
+        if len(hits) > 1:
+            raise ValueError(f"parameter {name} matches optimizer.groups {', '.join(hits)}; "
+                             "make their patterns exclusive")
+        used.update(hits)
+        return hits[0] if hits else None
+
+    labels = jax.tree_util.tree_map_with_path(find, params)
+    unused = [g for g in compiled if g not in used]
+    if require_every_group and unused:
+        names = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        raise ValueError(f"optimizer.groups.{unused[0]}.pattern={groups[unused[0]].pattern!r} "
+                         f"matches no parameter; the parameters are: {', '.join(names)}")
+    return labels
+
+
+def weight_decay_mask(params, groups):
+    """True where weight decay applies: a group's `weight_decay` where it is set, otherwise
+    matrices and higher-rank tensors (ndim >= 2) but never vectors such as norm scales and
+    biases (GPT-2 / nanoGPT practice). The default config's `embeddings` group turns decay off
+    on embedding tables."""
+    labels = group_of(params, groups)
+
+    def decays(leaf, label) -> bool:
+        if label is not None and groups[label].weight_decay is not None:
+            return bool(groups[label].weight_decay)
+        return np.ndim(leaf) >= 2
+
+    return jax.tree.map(decays, params, labels, is_leaf=lambda x: x is None)
+
+
+def lr_multipliers(params, groups, mup_width_mult: float | None = None):
+    """Each parameter's learning-rate multiplier: its group's `lr_multiplier` (1 outside every
+    group), times 1/m on hidden matrices under muP with width multiplier m (Yang et al. 2022,
+    Tensor Programs V, Table 3: Adam-type updates of hidden weights scale as 1/fan_in)."""
+    labels = group_of(params, groups)
+    mup = 1.0 / mup_width_mult if mup_width_mult else 1.0
+
+    def multiplier(path, leaf, label) -> float:
+        group = groups[label].lr_multiplier if label is not None else 1.0
+        return float(group) * (mup if is_matrix(path, leaf) else 1.0)
+
+    return jax.tree_util.tree_map_with_path(multiplier, params, labels,
+                                            is_leaf=lambda x: x is None)
+
+
+def scale_by_multipliers(multipliers_fn) -> optax.GradientTransformation:
+    """Multiplies each update by its parameter's constant multiplier, `multipliers_fn(params)`
+    (a pytree of Python floats, so nothing is stored: the state is empty). Applied after an
+    optimizer whose update is proportional to its lr, this is a per-parameter lr (and, as in
+    PyTorch's param groups, scales the decoupled weight decay with it)."""
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        multipliers = multipliers_fn(updates)
+        return jax.tree.map(lambda u, k: u if k == 1.0 else u * k, updates, multipliers), state
+
+    return optax.GradientTransformation(init_fn, update_fn)

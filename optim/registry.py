@@ -3,20 +3,23 @@
     @register("adamw", defaults=dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1))
     def adamw(h, schedule, decay_mask): ...
 
+    schedule = optim.make_schedule(config.schedule, config.optimizer.lr, config.train.steps)
+    optimizer = optim.build(config.optimizer, schedule, params)
+
 `h` is the optimizer's own section of the config, `config.optimizer.<name>`, whose defaults are
 `defaults` (so `configs/base.py` holds a section for every registered optimizer and
 `--config.optimizer.soap.b1=0.9` works); `schedule` is the learning-rate schedule; `decay_mask`
 marks the parameters weight decay applies to. The keys shared by all optimizers sit directly in
-`config.optimizer`: COMMON_KEYS.
+`config.optimizer`: name, lr, grad_clip, and `groups`, the parameter groups (optim/masks.py)
+with their own lr multipliers and weight decay.
 """
 from typing import Any, Callable, NamedTuple
 
 import optax
 
-from optim.masks import matrix_mask, weight_decay_mask
+from optim.masks import group_of, lr_multipliers, scale_by_multipliers, weight_decay_mask
 from optim.schedules import make_schedule
 
-COMMON_KEYS = ("name", "lr", "grad_clip", "decay_embeddings")
 UNIT_INTERVAL_KEYS = ("b1", "b2", "b3", "beta", "momentum")
 
 Builder = Callable[[Any, optax.Schedule, Callable], optax.GradientTransformation]
@@ -39,22 +42,27 @@ class _Entry(NamedTuple):
     defaults: dict
     eval_params: Callable
     supports_mup: bool
+    linear_in_lr: bool
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register(name: str, defaults: dict, eval_params: Callable = identity_eval_params,
-             supports_mup: bool = True):
+             supports_mup: bool = True, linear_in_lr: bool = True):
     """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`.
 
-    `supports_mup`: the update is Adam-like (its scale does not depend on the gradient's), so
-    muP's per-layer learning rates (hidden matrices: lr / m) apply to it.
+    `linear_in_lr`: the update is proportional to the learning rate, so per-group lr
+    multipliers can scale it after the fact (not so for schedule-free methods, whose iterates
+    live in their state). `supports_mup`: the update is moreover Adam-like (its scale does not
+    depend on the gradient's), so muP's per-layer learning rates (hidden matrices: lr / m)
+    apply to it.
     """
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, dict(defaults), eval_params, supports_mup)
+        _REGISTRY[name] = _Entry(builder, dict(defaults), eval_params,
+                                 supports_mup and linear_in_lr, linear_in_lr)
         return builder
 
     return decorator
@@ -69,19 +77,18 @@ def optimizer_defaults() -> dict[str, dict]:
     return {name: dict(entry.defaults) for name, entry in sorted(_REGISTRY.items())}
 
 
-def mup_lr_scale(width_mult: float) -> optax.GradientTransformation:
-    """muP's per-layer learning rates for Adam-type updates (Yang et al. 2022, Table 3): the
-    updates of hidden matrices are divided by the width multiplier m; embeddings, norms and
-    biases keep the base learning rate. Its state is empty, whatever m."""
-    return optax.masked(optax.scale(1.0 / width_mult), matrix_mask)
+def build(optimizer_cfg, schedule: optax.Schedule, params,
+          mup_width_mult: float | None = None) -> Optimizer:
+    """The optimizer `optimizer_cfg.name` on the learning-rate `schedule` (whose peak is
+    `optimizer_cfg.lr`; see make_schedule), after global-norm gradient clipping at
+    `optimizer_cfg.grad_clip` (Pascanu et al. 2013; 0 or None disables it), with the parameter
+    groups `optimizer_cfg.groups` (lr multipliers, weight decay) and muP's learning rates for
+    width multiplier `mup_width_mult` (None: standard parameterization).
 
-
-def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int,
-                    mup_width_mult: float | None = None) -> Optimizer:
-    """The optimizer `optimizer_cfg.name` with peak lr `optimizer_cfg.lr` on the schedule
-    `schedule_cfg`, after global-norm gradient clipping at `optimizer_cfg.grad_clip` (Pascanu
-    et al. 2013; 0 or None disables it), and with muP's learning rates for width multiplier
-    `mup_width_mult` (None: standard parameterization)."""
+    `params` (arrays or jax.ShapeDtypeStruct, e.g. from jax.eval_shape) are the parameters the
+    optimizer will update: the groups are resolved and checked against them, so a config error
+    surfaces here, before anything compiles.
+    """
     name = optimizer_cfg.name
     if name not in _REGISTRY:
         raise ValueError(f"optimizer.name={name!r} is not a registered optimizer; use one of "
@@ -97,23 +104,39 @@ def build_optimizer(optimizer_cfg, schedule_cfg, total_steps: int,
         raise ValueError(f"muP (model.mup_base_width > 0) is implemented for optimizers with "
                          f"Adam-like updates; {name!r} needs other per-layer learning rates. "
                          f"Use one of {adam_like}, or set model.mup_base_width=0")
+    groups = optimizer_cfg.groups
+    group_of(params, groups, require_every_group=True)
+    scaled = [g for g, group in groups.items() if group.lr_multiplier != 1]
+    if scaled and not entry.linear_in_lr:
+        raise ValueError(f"optimizer.groups.{scaled[0]}.lr_multiplier="
+                         f"{groups[scaled[0]].lr_multiplier}: optimizer {name!r} keeps its "
+                         "iterates in its state, so its updates cannot be rescaled per group; "
+                         "set the lr_multiplier to 1 or use another optimizer")
     clip = optimizer_cfg.grad_clip
     if clip is not None and clip < 0:
         raise ValueError(f"optimizer.grad_clip={clip} must be >= 0 (0 or None disables "
                          "clipping)")
-    schedule = make_schedule(schedule_cfg, optimizer_cfg.lr, total_steps)
-    decay_embeddings = optimizer_cfg.decay_embeddings
 
-    def decay_mask(params):
-        return weight_decay_mask(params, decay_embeddings=decay_embeddings)
+    def decay_mask(tree):
+        return weight_decay_mask(tree, groups)
+
+    def multipliers(tree):
+        return lr_multipliers(tree, groups, mup_width_mult)
 
     # identity() keeps the state tree the same with clipping off, so a run can resume with it.
     clipping = optax.clip_by_global_norm(clip) if clip else optax.identity()
     tx = optax.chain(clipping, entry.build(h, schedule, decay_mask),
-                     mup_lr_scale(mup_width_mult or 1.0))
-    # The chain's state is (clipping state, optimizer state): eval_params sees the latter.
+                     scale_by_multipliers(multipliers))
+    # The chain's state is (clipping state, optimizer state, ()): eval_params sees the second.
     return Optimizer(tx=tx, schedule=schedule,
                      eval_params=lambda state, params: entry.eval_params(state[1], params))
+
+
+def build_from_config(config, params, mup_width_mult: float | None = None) -> Optimizer:
+    """`build` for a whole run config: `config.optimizer` on the schedule `config.schedule`
+    over `config.train.steps` steps."""
+    schedule = make_schedule(config.schedule, config.optimizer.lr, config.train.steps)
+    return build(config.optimizer, schedule, params, mup_width_mult)
 
 
 def _check_hyperparameters(h, name: str, defaults: dict) -> None:

@@ -22,7 +22,17 @@ count is t = c; the statistics are updated with the gradient after the parameter
 eigenbasis is refreshed at calls c > 0 with c % precondition_frequency == 0. A dimension larger than
 `max_precond_dim` (and a 1-D parameter unless `precondition_1d`) is not rotated, so a tensor with no
 rotated dimension gets exactly Adam (with the reference's eps placement and post-step decay).
+
+Extension for large runs (levanter's SOAP has it; off by default, so the default is the reference):
+`block_size` partitions every dimension longer than block_size into blocks of block_size (the last
+one shorter when the size is not a multiple), and each block gets its own factors and eigenbases,
+i.e. a block-diagonal preconditioner. A (m, n) matrix then costs O(mn * block_size) per rotation
+instead of O(mn (m + n)) and stores (m + n) * block_size factor entries instead of m^2 + n^2.
+Blocks of equal shape are processed together (vmap), so the compiled step does not grow with the
+number of blocks.
 """
+import itertools
+import math
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -38,8 +48,10 @@ _PRECISION = jax.lax.Precision.HIGHEST
 
 
 class SoapState(NamedTuple):
-    """SOAP's state. `gg` and `q` hold, per parameter, a tuple with one entry per dimension of the
-    (possibly merged) shape: a (d, d) float32 matrix, or a (0,) placeholder for an unrotated dim."""
+    """SOAP's state. `gg` and `q` hold, per parameter, a tuple with one entry per region of equal
+    blocks (one region, of one block, without block_size; see _regions), each a tuple with one
+    entry per dimension of the (possibly merged) shape: a (blocks, d, d) float32 stack of
+    matrices, or a (blocks, 0) placeholder for an unrotated dim."""
     count: jax.Array  # number of update calls so far (int32), the first (statistics-only) included
     exp_avg: Any  # first moment M, original space
     exp_avg_sq: Any  # second moment V, in the eigenbasis (parameter shape)
@@ -66,14 +78,62 @@ def _merged_shape(shape, max_precond_dim):
     return tuple(merged)
 
 
-def _layout(shape, max_precond_dim, merge_dims, precondition_1d):
-    """The shape the preconditioner acts on and which of its dims are rotated (the reference's
-    `init_preconditioner`): 1-D only if precondition_1d, no dim larger than max_precond_dim."""
-    if len(shape) == 1:
-        return tuple(shape), (precondition_1d and shape[0] <= max_precond_dim,)
-    if merge_dims:
-        shape = _merged_shape(shape, max_precond_dim)
-    return tuple(shape), tuple(size <= max_precond_dim for size in shape)
+def _preconditioned_shape(shape, max_precond_dim, merge_dims):
+    """The shape the preconditioner acts on: `shape`, with small dims merged if merge_dims
+    (never for 1-D parameters, as in the reference's `init_preconditioner`)."""
+    if merge_dims and len(shape) > 1:
+        return _merged_shape(shape, max_precond_dim)
+    return tuple(shape)
+
+
+class _Region(NamedTuple):
+    """A box of equal blocks inside the preconditioned shape: per dim, where it starts, how many
+    blocks it holds and the block length."""
+    starts: tuple
+    counts: tuple
+    block: tuple
+
+
+def _regions(shape, block_size):
+    """The blocks of `shape`: each dim longer than block_size splits into full blocks of
+    block_size plus, if the size is not a multiple, one shorter block; so there are at most
+    2^ndim regions of equal blocks. Without block_size, one region of one block (the tensor)."""
+    per_dim = []
+    for size in shape:
+        if not block_size or size <= block_size:
+            per_dim.append([(0, 1, size)])
+        else:
+            full, rest = divmod(size, block_size)
+            per_dim.append([(0, full, block_size)] + ([(full * block_size, 1, rest)] if rest
+                                                      else []))
+    return [_Region(*map(tuple, zip(*combo))) if combo else _Region((), (), ())
+            for combo in itertools.product(*per_dim)]
+
+
+def _to_blocks(x, region):
+    """x's entries in `region` as a (blocks, *block) stack, blocks in row-major order."""
+    n = len(region.block)
+    x = x[tuple(slice(s, s + c * b) for s, c, b in zip(*region))]
+    x = x.reshape([v for c, b in zip(region.counts, region.block) for v in (c, b)])
+    x = x.transpose(list(range(0, 2 * n, 2)) + list(range(1, 2 * n, 2)))
+    return x.reshape((math.prod(region.counts),) + region.block)
+
+
+def _from_blocks(blocks, region):
+    """The inverse of _to_blocks: the (blocks, *block) stack as the region's box."""
+    n = len(region.block)
+    x = blocks.reshape(region.counts + region.block)
+    x = x.transpose([i for d in range(n) for i in (d, n + d)])
+    return x.reshape([c * b for c, b in zip(region.counts, region.block)])
+
+
+def _assemble(pieces, regions, shape, dtype):
+    """The full array from each region's block stack."""
+    x = jnp.zeros(shape, dtype)
+    for blocks, region in zip(pieces, regions):
+        x = x.at[tuple(slice(s, s + c * b) for s, c, b in zip(*region))].set(
+            _from_blocks(blocks, region))
+    return x
 
 
 def _rotate(x, bases, back):
@@ -118,7 +178,7 @@ def _refresh(stats, bases, v):
 
 
 def _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
-              max_precond_dim):
+              max_precond_dim, block_size):
     """Reject hyperparameters outside their meaningful range, naming the argument."""
     if not callable(learning_rate) and learning_rate < 0:
         raise ValueError(f"learning_rate must be >= 0, got {learning_rate}")
@@ -136,36 +196,51 @@ def _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, preconditi
                          f"got {precondition_frequency}")
     if int(max_precond_dim) != max_precond_dim or max_precond_dim < 1:
         raise ValueError(f"max_precond_dim must be an integer >= 1, got {max_precond_dim}")
+    if block_size is not None and (int(block_size) != block_size or block_size < 0):
+        raise ValueError(f"block_size must be None or 0 (no blocks) or an integer >= 1, "
+                         f"got {block_size}")
 
 
 def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: float = 0.95,
          b2: float = 0.95, shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
          precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
          precondition_1d: bool = False, normalize_grads: bool = False,
-         correct_bias: bool = True) -> optax.GradientTransformation:
+         correct_bias: bool = True, block_size: int | None = None) -> optax.GradientTransformation:
     """SOAP with the reference's defaults; learning rate (float or schedule of the 0-based call
     count) and decoupled weight decay included, so apply the output with optax.apply_updates.
 
     shampoo_beta < 0 uses b2 for the factors' moving average. merge_dims merges small dims of
     >= 2-D tensors before preconditioning; normalize_grads divides each tensor's direction by its
-    RMS; correct_bias scales the step by sqrt(1 - b2^t) / (1 - b1^t). `update` needs `params`
-    when weight_decay > 0.
+    RMS; correct_bias scales the step by sqrt(1 - b2^t) / (1 - b1^t); block_size (None or 0: off)
+    gives each block of at most block_size along every dim its own preconditioner. `update`
+    needs `params` when weight_decay > 0.
     """
     _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
-              max_precond_dim)
+              max_precond_dim, block_size)
     factor_beta = shampoo_beta if shampoo_beta >= 0 else b2
 
     def layout(shape):
-        return _layout(shape, max_precond_dim, merge_dims, precondition_1d)
+        """(preconditioned shape, its regions of equal blocks)."""
+        merged = _preconditioned_shape(shape, max_precond_dim, merge_dims)
+        return merged, _regions(merged, block_size)
+
+    def rotated(block):
+        """Which dims of a block are rotated: none longer than max_precond_dim, and a 1-D
+        parameter's only if precondition_1d."""
+        return tuple(size <= max_precond_dim and (len(block) > 1 or precondition_1d)
+                     for size in block)
 
     def dtype_of(x):
         return jnp.promote_types(x.dtype, jnp.float32)
 
     def init_fn(params):
         def factors(p, make):
-            shape, rotated = layout(p.shape)
-            return tuple(make(size, dtype_of(p)) if on else jnp.zeros((0,), dtype_of(p))
-                         for size, on in zip(shape, rotated))
+            dtype, (_, regions) = dtype_of(p), layout(p.shape)
+            return tuple(
+                tuple(jnp.broadcast_to(make(size, dtype), (math.prod(r.counts), size, size))
+                      if on else jnp.zeros((math.prod(r.counts), 0), dtype)
+                      for size, on in zip(r.block, rotated(r.block)))
+                for r in regions)
 
         zeros = lambda p: jnp.zeros(p.shape, dtype_of(p))  # noqa: E731
         return SoapState(
@@ -186,35 +261,41 @@ def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: floa
         # 0: initial eigendecomposition, 1: power-iteration + QR refresh, 2: keep the basis.
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
 
+        def block(g, m_new, v, stats, bases):
+            """One block: Adam in the eigenbasis of the current (previous calls') Q, then the
+            Shampoo factors with the current gradient (after the step) and the new basis."""
+            g_rot = _rotate(g, bases, back=False)
+            v_new = b2 * v + (1 - b2) * jnp.square(g_rot)
+            direction = _rotate(m_new, bases, back=False) / (jnp.sqrt(v_new) + eps)
+            direction = _rotate(direction, bases, back=True)
+            stats = tuple(s + (1 - factor_beta) * (_factor(g, axis) - s) if s.ndim == 2 else s
+                          for axis, s in enumerate(stats))
+            bases, v_rot = jax.lax.switch(branch, [
+                lambda: (tuple(_eigenbasis(s) if s.ndim == 2 else q
+                               for s, q in zip(stats, bases)), v),
+                lambda: _refresh(stats, bases, v_new),
+                lambda: (bases, v_new),
+            ])
+            return direction, v_rot, stats, bases
+
         def leaf(g, p, m, v, stats, bases):
             dtype = m.dtype
             g = g.astype(dtype)
-            shape, _ = layout(g.shape)
-            # Adam in the eigenbasis with the current (previous calls') Q.
-            g_rot = _rotate(g.reshape(shape), bases, back=False).reshape(g.shape)
-            m_new = b1 * m + (1 - b1) * g
-            v_new = b2 * v + (1 - b2) * jnp.square(g_rot)
-            m_rot = _rotate(m_new.reshape(shape), bases, back=False)
-            direction = m_rot / (jnp.sqrt(v_new.reshape(shape)) + eps)
-            direction = _rotate(direction, bases, back=True).reshape(g.shape)
+            shape, regions = layout(g.shape)
+            m_new = b1 * m + (1 - b1) * g  # first moment, original space
+            inputs = [x.reshape(shape) for x in (g, m_new, v)]
+            outputs = [jax.vmap(block)(*[_to_blocks(x, r) for x in inputs], s, q)
+                       for r, s, q in zip(regions, stats, bases)]
+            direction, v_rot = (_assemble([o[i] for o in outputs], regions, shape, dtype)
+                                .reshape(g.shape) for i in (0, 1))
             if normalize_grads:
                 direction = direction / (1e-30 + jnp.sqrt(jnp.mean(jnp.square(direction))))
             update = -step_size * direction
             if weight_decay > 0:  # p <- p - lr * wd * p, on the already-stepped p
                 update = update - lr * weight_decay * (p.astype(dtype) + update)
-            # Shampoo factors with the current gradient, after the step.
-            g_merged = g.reshape(shape)
-            stats = tuple(s + (1 - factor_beta) * (_factor(g_merged, axis) - s) if s.ndim == 2
-                          else s for axis, s in enumerate(stats))
-            bases, v_rot = jax.lax.switch(branch, [
-                lambda: (tuple(_eigenbasis(s) if s.ndim == 2 else q
-                               for s, q in zip(stats, bases)), v.reshape(shape)),
-                lambda: _refresh(stats, bases, v_new.reshape(shape)),
-                lambda: (bases, v_new.reshape(shape)),
-            ])
             out_dtype = (p if params is not None else g).dtype
             return (jnp.where(first, 0, update).astype(out_dtype), jnp.where(first, m, m_new),
-                    v_rot.reshape(g.shape), stats, bases)
+                    v_rot, tuple(o[2] for o in outputs), tuple(o[3] for o in outputs))
 
         treedef = jax.tree.structure(grads)
         per_leaf = [treedef.flatten_up_to(tree) for tree in (
@@ -231,15 +312,16 @@ def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: floa
 @register("soap", defaults=dict(b1=0.95, b2=0.95, shampoo_beta=-1.0, eps=1e-8, weight_decay=0.01,
                                 precondition_frequency=10, max_precond_dim=10000,
                                 merge_dims=False, precondition_1d=False, normalize_grads=False,
-                                correct_bias=True, rest_lr_multiplier=1.0))
+                                correct_bias=True, block_size=0, rest_lr_multiplier=1.0))
 def _soap_from_config(h, schedule, decay_mask):
     """config.optimizer.soap: SOAP on the hidden matrices; AdamW with SOAP's b1, b2, eps and
-    weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases."""
+    weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases. block_size 0
+    (the default) is the reference's one preconditioner per matrix; levanter uses 256."""
     matrices = soap(schedule, b1=h.b1, b2=h.b2, shampoo_beta=h.shampoo_beta, eps=h.eps,
                     weight_decay=h.weight_decay, precondition_frequency=h.precondition_frequency,
                     max_precond_dim=h.max_precond_dim, merge_dims=h.merge_dims,
                     precondition_1d=h.precondition_1d, normalize_grads=h.normalize_grads,
-                    correct_bias=h.correct_bias)
+                    correct_bias=h.correct_bias, block_size=h.block_size)
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
                        eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
     return matrices_and_rest(matrices, rest)

@@ -45,14 +45,21 @@ def test_mup_initialisation_and_multipliers():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_mup_lr_scale_divides_hidden_matrix_updates_only():
+def test_mup_learning_rates_divide_hidden_matrix_updates_only():
     params = {"embedding": jnp.ones((5, 4)), "block_0": {"mlp": {"up": {"kernel":
               jnp.ones((4, 8))}}, "attn_norm": {"scale": jnp.ones(4)}}}
-    scale = optim.mup_lr_scale(4.0)
-    updates, _ = scale.update(params, scale.init(params), params)
-    assert float(updates["block_0"]["mlp"]["up"]["kernel"][0, 0]) == 0.25
-    assert float(updates["embedding"][0, 0]) == 1.0
-    assert float(updates["block_0"]["attn_norm"]["scale"][0]) == 1.0
+    config = base.get_config()
+    config.schedule.update(dict(name="constant", warmup_steps=0))
+    grads = jax.tree.map(lambda p: 0.1 * p, params)
+
+    def first_update(width_mult):
+        tx = optim.build_from_config(config, params, mup_width_mult=width_mult).tx
+        return tx.update(grads, tx.init(params), params)[0]
+
+    ratio = jax.tree.map(lambda a, b: float(a.ravel()[0] / b.ravel()[0]),
+                         first_update(4.0), first_update(None))
+    assert ratio == {"embedding": 1.0, "block_0": {"mlp": {"up": {"kernel": 0.25}},
+                                                   "attn_norm": {"scale": 1.0}}}
 
 
 @pytest.mark.parametrize("name", ["sgd", "muon"])
@@ -60,4 +67,4 @@ def test_mup_refuses_optimizers_without_adam_like_updates(name):
     config = base.get_config()
     config.optimizer.name = name
     with pytest.raises(ValueError, match=f"muP .* {name!r} needs other per-layer"):
-        optim.build_optimizer(config.optimizer, config.schedule, 100, mup_width_mult=2.0)
+        optim.build_from_config(config, {"embedding": jnp.ones((5, 4))}, mup_width_mult=2.0)

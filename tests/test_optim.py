@@ -22,13 +22,27 @@ def schedule_cfg(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({**cfg, **overrides})
 
 
-def optimizer_cfg(**overrides) -> ml_collections.ConfigDict:
+def groups_cfg(decay_embeddings=False, **extra) -> ml_collections.ConfigDict:
+    """config.optimizer.groups: the base config's embeddings group, plus `extra` groups."""
+    return ml_collections.ConfigDict(dict(
+        embeddings=dict(pattern="embed", lr_multiplier=1.0, weight_decay=decay_embeddings),
+        **extra))
+
+
+def optimizer_cfg(decay_embeddings=False, **overrides) -> ml_collections.ConfigDict:
     """config.optimizer for AdamW; overrides of common keys go to the top, others to adamw."""
-    common = dict(name="adamw", lr=PEAK, grad_clip=1.0, decay_embeddings=False)
+    common = dict(name="adamw", lr=PEAK, grad_clip=1.0, groups=groups_cfg(decay_embeddings))
     adamw = dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
     for key, value in overrides.items():
-        (common if key in registry.COMMON_KEYS else adamw)[key] = value
+        (common if key in ("name", "lr", "grad_clip", "groups") else adamw)[key] = value
     return ml_collections.ConfigDict({**common, "adamw": adamw})
+
+
+def build(optimizer, schedule, total_steps, params=None) -> optim.Optimizer:
+    """optim.build with `schedule` (a config) over total_steps, against `params` (default: a
+    small model's)."""
+    return optim.build(optimizer, optim.make_schedule(schedule, optimizer.lr, total_steps),
+                       nested_params() if params is None else params)
 
 
 def values(schedule, steps):
@@ -139,11 +153,12 @@ def expected_mask(decay_embeddings):
 @pytest.mark.parametrize("decay_embeddings", [False, True])
 def test_mask_on_nested_params(decay_embeddings):
     params = nested_params()
-    assert optim.weight_decay_mask(params, decay_embeddings) == expected_mask(decay_embeddings)
-    assert (optim.weight_decay_mask({"params": params}, decay_embeddings)
+    groups = groups_cfg(decay_embeddings)
+    assert optim.weight_decay_mask(params, groups) == expected_mask(decay_embeddings)
+    assert (optim.weight_decay_mask({"params": params}, groups)
             == {"params": expected_mask(decay_embeddings)})
     abstract = jax.eval_shape(lambda: params)
-    assert optim.weight_decay_mask(abstract, decay_embeddings) == expected_mask(decay_embeddings)
+    assert optim.weight_decay_mask(abstract, groups) == expected_mask(decay_embeddings)
 
 
 @pytest.mark.parametrize("tie_embeddings", [False, True])
@@ -153,12 +168,12 @@ def test_mask_on_the_model_params(tie_embeddings):
                       tie_embeddings=tie_embeddings))
     cfg = ModelConfig.from_config(model, vocab_size=61, dtype="float32")
     shapes = jax.eval_shape(lambda: init_params(Transformer(cfg), jax.random.PRNGKey(0), 8))
-    mask = optim.weight_decay_mask(shapes, decay_embeddings=False)
+    mask = optim.weight_decay_mask(shapes, groups_cfg())
     for path, decays in jax.tree_util.tree_leaves_with_path(mask):
         name = jax.tree_util.keystr(path, simple=True, separator="/")
         assert decays == (name.endswith("kernel") and "embed" not in name), name
-    assert not optim.weight_decay_mask(shapes, False)["embedding"]
-    assert optim.weight_decay_mask(shapes, True)["embedding"]
+    assert not optim.weight_decay_mask(shapes, groups_cfg())["embedding"]
+    assert optim.weight_decay_mask(shapes, groups_cfg(decay_embeddings=True))["embedding"]
 
 
 # --- AdamW against a float64 NumPy reference -------------------------------------------------
@@ -201,7 +216,7 @@ def test_adamw_matches_numpy_reference(decay_embeddings, grad_clip):
     # Parameters and moments in float64; optax derives the lr and the bias corrections from its
     # int32 step counter in float32, hence rtol 1e-6 (a formula error would show at ~1e-2).
     with jax.enable_x64(True):
-        opt = optim.build_optimizer(c, schedule_cfg(name="linear", warmup_steps=2), 6)
+        opt = build(c, schedule_cfg(name="linear", warmup_steps=2), 6, params)
         np.testing.assert_allclose([float(opt.schedule(s)) for s in range(5)], lrs, rtol=1e-7)
         p = jax.tree_util.tree_map(jnp.asarray, params)
         state = opt.tx.init(p)
@@ -223,12 +238,12 @@ def sgd(monkeypatch):
     registry.register("plain_sgd", defaults={})(lambda h, schedule, mask: optax.sgd(schedule))
     assert "plain_sgd" in optim.registered_optimizers()
     return ml_collections.ConfigDict(dict(name="plain_sgd", lr=0.5, grad_clip=1.0,
-                                          decay_embeddings=False, plain_sgd={}))
+                                          groups=groups_cfg(), plain_sgd={}))
 
 
 @pytest.mark.parametrize("grad_norm, applied_norm", [(10.0, 1.0), (0.25, 0.25)])
 def test_clipping_bounds_the_applied_gradient_norm(sgd, grad_norm, applied_norm):
-    opt = optim.build_optimizer(sgd, schedule_cfg(name="constant", warmup_steps=0), 10)
+    opt = build(sgd, schedule_cfg(name="constant", warmup_steps=0), 10)
     params = nested_params()
     rng = np.random.default_rng(0)
     grads = jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape), params)
@@ -244,7 +259,7 @@ def test_clipping_bounds_the_applied_gradient_norm(sgd, grad_norm, applied_norm)
 @pytest.mark.parametrize("grad_clip", [0.0, None])
 def test_clipping_off(sgd, grad_clip):
     sgd.grad_clip = grad_clip
-    opt = optim.build_optimizer(sgd, schedule_cfg(name="constant", warmup_steps=0), 10)
+    opt = build(sgd, schedule_cfg(name="constant", warmup_steps=0), 10)
     grads = {"w": jnp.full((3, 3), 100.0)}
     updates, _ = opt.tx.update(grads, opt.tx.init(grads), grads)
     np.testing.assert_allclose(updates["w"], -50.0)
@@ -253,7 +268,7 @@ def test_clipping_off(sgd, grad_clip):
 def test_opt_state_structure_does_not_depend_on_clipping():
     params = nested_params()
     structures = {jax.tree.structure(jax.eval_shape(
-        optim.build_optimizer(optimizer_cfg(grad_clip=clip), schedule_cfg(), 1000).tx.init,
+        build(optimizer_cfg(grad_clip=clip), schedule_cfg(), 1000).tx.init,
         params)) for clip in (0.0, None, 1.0)}
     assert len(structures) == 1
 
@@ -269,7 +284,7 @@ def test_registered_optimizers():
 def test_builds_from_the_base_config(name):
     config = base.get_config()
     config.schedule.name = name
-    opt = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
+    opt = optim.build_from_config(config, nested_params())
     params = nested_params()
     state = jax.eval_shape(opt.tx.init, params)  # as the trainer does
     updates, _ = jax.jit(opt.tx.update)(params, opt.tx.init(params), params)
@@ -281,28 +296,116 @@ def test_builds_from_the_base_config(name):
 
 def test_unknown_optimizer_lists_registered_names():
     with pytest.raises(ValueError, match="optimizer.name='adamx'.*adamw"):
-        optim.build_optimizer(optimizer_cfg(name="adamx"), schedule_cfg(), 1000)
+        build(optimizer_cfg(name="adamx"), schedule_cfg(), 1000)
 
 
 def test_unknown_hyperparameter_names_key_and_accepted_keys():
     cfg = optimizer_cfg(momentum=0.9)
     with pytest.raises(ValueError, match="'momentum', unknown to optimizer 'adamw'.*accepts "
                                          "exactly: b1, b2, eps, weight_decay"):
-        optim.build_optimizer(cfg, schedule_cfg(), 1000)
+        build(cfg, schedule_cfg(), 1000)
 
 
 def test_missing_hyperparameter_is_named():
     cfg = optimizer_cfg()
     del cfg.adamw["b2"]
     with pytest.raises(ValueError, match="lacks 'b2'.*'adamw' accepts exactly"):
-        optim.build_optimizer(cfg, schedule_cfg(), 1000)
+        build(cfg, schedule_cfg(), 1000)
 
 
 def test_negative_grad_clip():
     with pytest.raises(ValueError, match="optimizer.grad_clip=-1.0"):
-        optim.build_optimizer(optimizer_cfg(grad_clip=-1.0), schedule_cfg(), 1000)
+        build(optimizer_cfg(grad_clip=-1.0), schedule_cfg(), 1000)
 
 
 def test_register_twice_raises():
     with pytest.raises(ValueError, match="'adamw' is already registered"):
         registry.register("adamw", defaults={})(lambda h, schedule, mask: optax.identity())
+
+
+# --- parameter groups -------------------------------------------------------------------------
+
+def first_updates(optimizer):
+    """The first AdamW update of nested_params() with gradient 0.1 everywhere."""
+    params = nested_params()
+    tx = build(optimizer, schedule_cfg(name="constant", warmup_steps=0), 10).tx
+    return tx.update(jax.tree.map(lambda p: jnp.full_like(p, 0.1), params), tx.init(params),
+                     params)[0]
+
+
+def test_group_lr_multiplier_scales_only_its_parameters():
+    norms = dict(pattern="norm", lr_multiplier=0.1, weight_decay=None)
+    embeddings = dict(pattern="embed", lr_multiplier=10.0, weight_decay=False)
+    plain = first_updates(optimizer_cfg(weight_decay=0.0))
+    groups = groups_cfg(norms=norms)
+    groups.embeddings = embeddings
+    grouped = first_updates(optimizer_cfg(weight_decay=0.0, groups=groups))
+    ratios = jax.tree_util.tree_map_with_path(
+        lambda path, a, b: (jax.tree_util.keystr(path, simple=True, separator="/"),
+                            float(a.ravel()[0] / b.ravel()[0])), grouped, plain)
+    for name, ratio in jax.tree.leaves(ratios, is_leaf=lambda x: isinstance(x, tuple)):
+        want = 0.1 if "norm" in name else 10.0 if "embed" in name else 1.0
+        assert ratio == pytest.approx(want, rel=1e-6), name
+
+
+def test_group_weight_decay_overrides_the_default_rule():
+    groups = groups_cfg(decay_embeddings=True,
+                        norm_scales=dict(pattern="norm/scale", lr_multiplier=1.0,
+                                         weight_decay=True),
+                        up=dict(pattern="mlp/up/kernel", lr_multiplier=1.0, weight_decay=False))
+    mask = optim.weight_decay_mask(nested_params(), groups)
+    assert mask["embed"]["embedding"] and mask["unembed"]["kernel"]
+    assert mask["final_norm"]["scale"] and not mask["final_norm"]["bias"]
+    assert not mask["block_0"]["mlp"]["up"]["kernel"] and mask["block_0"]["mlp"]["down"]["kernel"]
+
+
+@pytest.mark.parametrize("group, message", [
+    (dict(pattern="nrom", lr_multiplier=1.0, weight_decay=None),
+     r"groups.extra.pattern='nrom' matches no parameter; the parameters are: .*block_0/attn"),
+    (dict(pattern="kernel", lr_multiplier=1.0, weight_decay=None),
+     r"parameter unembed/kernel matches optimizer.groups embeddings, extra"),
+    (dict(pattern="(norm", lr_multiplier=1.0, weight_decay=None),
+     r"groups.extra.pattern='\(norm' is not a regular expression"),
+    (dict(pattern="norm", lr_multiplier=-1.0, weight_decay=None),
+     r"groups.extra.lr_multiplier=-1.0 must be >= 0"),
+    (dict(pattern="norm", lr_multiplier=1.0, weight_decay=0.1),
+     r"groups.extra.weight_decay=0.1 must be True, False or None"),
+    (dict(pattern="norm", lr=1.0, weight_decay=None),
+     r"groups.extra has keys \['lr', 'pattern', 'weight_decay'\]; a group has exactly pattern"),
+])
+def test_bad_groups_are_named(group, message):
+    with pytest.raises(ValueError, match=message):
+        build(optimizer_cfg(groups=groups_cfg(extra=group)), schedule_cfg(), 1000)
+
+
+def test_schedule_free_refuses_group_lr_multipliers():
+    config = base.get_config()
+    config.optimizer.name = "schedule_free_adamw"
+    optim.build_from_config(config, nested_params())  # multipliers of 1 are fine
+    config.optimizer.groups.embeddings.lr_multiplier = 2.0
+    with pytest.raises(ValueError, match="groups.embeddings.lr_multiplier=2.0: optimizer "
+                                         "'schedule_free_adamw' keeps its iterates"):
+        optim.build_from_config(config, nested_params())
+
+
+def test_group_multipliers_compose_with_matrix_optimizers():
+    """SOAP's AdamW part (embeddings) is scaled by the embeddings group's multiplier."""
+    config = base.get_config()
+    config.optimizer.name = "soap"
+    config.schedule.update(dict(name="constant", warmup_steps=0))
+    params = nested_params()
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+
+    def updates(multiplier):
+        config.optimizer.groups.embeddings.lr_multiplier = multiplier
+        tx = optim.build_from_config(config, params).tx
+        state = tx.init(params)
+        for _ in range(2):  # SOAP's first call only gathers statistics
+            u, state = tx.update(grads, state, params)
+        return u
+
+    one, three = updates(1.0), updates(3.0)
+    np.testing.assert_allclose(three["embed"]["embedding"], 3 * one["embed"]["embedding"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(three["block_0"]["mlp"]["up"]["kernel"],
+                                  one["block_0"]["mlp"]["up"]["kernel"])

@@ -7,11 +7,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 import optim
-from benchmarks.optimizers import short_run_config
+from benchmarks.optimizers import (build, parse_variant, predicted_state_floats,
+                                   short_run_config)
 from data import prepare, sampling
 from lm.checkpoint import Checkpointer
 from lm.model import ModelConfig, Transformer, init_params
-from lm.step import init_state, make_train_step
 
 SEQ_LEN, BATCH, STEPS = 64, 8, 30
 
@@ -24,12 +24,7 @@ def windows(tmp_path_factory):
 
 
 def train(name, windows, steps):
-    config = short_run_config(name, STEPS)
-    model_cfg = ModelConfig.from_config(config.model, 257, "float32")
-    model = Transformer(model_cfg)
-    opt = optim.build_optimizer(config.optimizer, config.schedule, config.train.steps)
-    state = init_state(init_params(model, jax.random.PRNGKey(0), SEQ_LEN), opt.tx)
-    step = jax.jit(make_train_step(model, opt.tx, 1, 0.0))
+    state, step, opt = build(short_run_config(name, STEPS), SEQ_LEN, 257)
     losses = []
     for w in windows[:steps]:
         state, metrics, _ = step(state, jnp.asarray(w))
@@ -64,3 +59,22 @@ def test_state_survives_orbax_save_and_restore_exactly(name, windows, tmp_path):
     # evaluation parameters are defined for every optimizer (schedule-free: the x iterate)
     eval_params = opt.eval_params(restored.opt_state, restored.params)
     assert jax.tree.structure(eval_params) == jax.tree.structure(state.params)
+
+
+@pytest.mark.parametrize("spec", optim.registered_optimizers() + (
+    "soap/block_size=48", "soap/max_precond_dim=100", "shampoo/graft='sgd'",
+    "adalayer/star=False", "adafactor/momentum=0.9", "sophia/estimator='hutchinson'"))
+def test_state_size_is_what_the_memory_analysis_predicts(spec):
+    """Optimizer-state floats of a d=128 model (matrices 128x128, 128x512; BPE vocab 300)
+    equal each method's analytic count (benchmarks.optimizers.predicted_state_floats), up to
+    optax's size-1 placeholders (Adafactor keeps up to 2 per parameter) and scalars."""
+    name, overrides = parse_variant(spec)
+    config = short_run_config(name, STEPS)
+    config.optimizer[name].update(overrides)
+    model = Transformer(ModelConfig.from_config(config.model, 300, "float32"))
+    params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), SEQ_LEN))
+    opt = optim.build_from_config(config, params)
+    state = jax.eval_shape(opt.tx.init, params)
+    floats = sum(x.size for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating))
+    predicted = predicted_state_floats(name, config.optimizer[name], params)
+    assert abs(floats - predicted) <= 2 * len(jax.tree.leaves(params)) + 4, (floats, predicted)

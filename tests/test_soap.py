@@ -226,8 +226,9 @@ def test_degenerate_initial_basis(frequency, precondition_1d):
     kwargs = dict(COMMON, precondition_frequency=frequency, precondition_1d=precondition_1d)
     params, grad = make_problem({"w": (6, 4), "b": (4,), "big": (3, 20)}, seed=2)
     got, state = run_jax(soap(**kwargs), params, grad)
-    q0 = {k: [None if q.size == 0 else np.asarray(q, np.float64) for q in qs]
-          for k, qs in state.q.items()}
+    # one region of one block per parameter (no block_size): q[0] is the parameter's basis
+    q0 = {k: [None if q.size == 0 else np.asarray(q[0], np.float64) for q in regions[0]]
+          for k, regions in state.q.items()}
     factors = NumpySOAP(**oracle_kwargs(kwargs))
     factors.step(params, grad(0, params))
     for k, qs in q0.items():
@@ -251,7 +252,7 @@ def test_eigenvector_signs_do_not_matter():
     tx = soap(**kwargs)
     _, state = run_jax(tx, params, grad, steps=1)
     signs = lambda q: q * jnp.where(jnp.arange(q.shape[-1]) % 2 == 0, -1.0, 1.0)  # noqa: E731
-    flipped = state._replace(q=jax.tree.map(lambda q: signs(q) if q.ndim == 2 else q, state.q))
+    flipped = state._replace(q=jax.tree.map(lambda q: signs(q) if q.ndim == 3 else q, state.q))
     p1 = {k: np.float32(v) for k, v in params.items()}
     shifted = lambda t, p: grad(t + 1, p)  # noqa: E731
     a, _ = run_jax(tx, p1, shifted, steps=STEPS - 1, state=state)
@@ -313,8 +314,9 @@ def test_jit_equals_eager_and_state_is_namedtuple():
     assert isinstance(state, SoapState) and isinstance(state, tuple)
     assert state._fields == ("count", "exp_avg", "exp_avg_sq", "gg", "q")
     assert int(state.count) == 1 and state.count.dtype == jnp.int32
-    assert [q.shape for q in state.q["big"]] == [(3, 3), (0,)]  # 20 > max_precond_dim
-    assert [q.shape for q in state.gg["w"]] == [(5, 5), (4, 4)]
+    # one region of one block each: (blocks, d, d) factors, (blocks, 0) for an unrotated dim
+    assert [q.shape for q in state.q["big"][0]] == [(1, 3, 3), (1, 0)]  # 20 > max_precond_dim
+    assert [q.shape for q in state.gg["w"][0]] == [(1, 5, 5), (1, 4, 4)]
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state)[1:])
 
 
@@ -334,7 +336,8 @@ def test_bfloat16_params_keep_float32_state():
     (dict(shampoo_beta=1.0), "shampoo_beta"),
     (dict(eps=0.0), "eps"), (dict(weight_decay=-0.1), "weight_decay"),
     (dict(precondition_frequency=0), "precondition_frequency"),
-    (dict(max_precond_dim=0), "max_precond_dim"),
+    (dict(max_precond_dim=0), "max_precond_dim"), (dict(block_size=-2), "block_size"),
+    (dict(block_size=2.5), "block_size"),
 ])
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -346,3 +349,46 @@ def test_weight_decay_needs_params():
     params = {"w": jnp.ones((2, 2))}
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
+
+
+# --- block partitioning (levanter's extension) ------------------------------------------------
+
+ROW_BLOCKS, COL_BLOCKS = [(0, 3), (3, 6), (6, 8)], [(0, 3), (3, 6)]  # (8, 6) in blocks of 3
+
+
+def split_blocks(tree):
+    """{"w": (8, 6), "b": (5,)} -> the 6 blocks of w as separate parameters, and b."""
+    blocks = {f"w{r0}{c0}": np.asarray(tree["w"])[r0:r1, c0:c1]
+              for r0, r1 in ROW_BLOCKS for c0, c1 in COL_BLOCKS}
+    return {**blocks, "b": np.asarray(tree["b"])}
+
+
+def join_blocks(blocks):
+    w = np.block([[np.asarray(blocks[f"w{r0}{c0}"]) for c0, _ in COL_BLOCKS]
+                  for r0, _ in ROW_BLOCKS])
+    return {"w": w, "b": np.asarray(blocks["b"])}
+
+
+@pytest.mark.parametrize("frequency", [1, 5])
+def test_blocked_soap_is_soap_on_each_block(frequency):
+    """block_size=3 on an (8, 6) matrix (blocks 3x3 and, in the last row, 2x3) is exactly
+    reference SOAP run on the 6 blocks as separate parameters: a block-diagonal
+    preconditioner."""
+    kwargs = dict(COMMON, precondition_frequency=frequency)
+    params, grad = make_problem({"w": (8, 6), "b": (5,)}, seed=4)
+    got, state = run_jax(soap(block_size=3, **kwargs), params, grad)
+    want, _ = run_jax(soap(**kwargs), split_blocks(params),
+                      lambda t, p: split_blocks(grad(t, join_blocks(p))))
+    assert_trajectories_close(got, [join_blocks(w) for w in want], params, rtol=2e-4,
+                              atol=2e-6)
+    # two regions: 2x2 blocks of 3x3, and the last row's 1x2 blocks of 2x3
+    assert [[q.shape for q in region] for region in state.q["w"]] == [
+        [(4, 3, 3), (4, 3, 3)], [(2, 2, 2), (2, 3, 3)]]
+
+
+def test_block_size_larger_than_every_dim_is_the_reference():
+    kwargs = dict(COMMON, precondition_frequency=5, precondition_1d=True)
+    params, grad = make_problem(WELL_POSED)
+    got, _ = run_jax(soap(block_size=64, **kwargs), params, grad)
+    want, _ = run_jax(soap(**kwargs), params, grad)
+    assert_trajectories_close(got, want, params, rtol=0, atol=0)

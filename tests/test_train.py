@@ -237,3 +237,14 @@ def test_layer_stats_are_logged_at_their_cadence(tiny_config, tmp_path):
     assert not any(k.startswith("params_rms/") for k in rows[5])
     # the RMS of the norm scale starts at 1 (ones init) and moves with training
     assert rows[4]["params_rms/final_norm/scale"] != 1.0
+
+
+def test_bad_parameter_group_fails_before_compiling(tiny_config, tmp_path):
+    tiny_config.optimizer.groups.embeddings.pattern = "embedings"
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"groups.embeddings.pattern='embedings' matches no "
+                                          r"parameter; the parameters are: block_0"):
+        train.run(tiny_config, str(workdir))
+    assert not workdir.exists()
+    check_override_keys(["--config=configs/quickstart.py",
+                         "--config.optimizer.groups.embeddings.lr_multiplier=10"])
