@@ -21,8 +21,9 @@ For a parameter with gradient G_t of order k, step t (1-based), every preconditi
   direction is invariant to the scale of the gradients (grafting sets the step size), plus an
   absolute eps that keeps R_i finite for an all-zero statistic. The EMA is not bias-corrected:
   its scale does not change S.
-- R_i is recomputed at steps t = start_preconditioning_step + n * precondition_frequency and
-  cached in the state; before start_preconditioning_step, D = graft(G).
+- L_i is updated at steps t = 1 + n * statistics_frequency (every step by default). R_i is
+  recomputed at steps t = start_preconditioning_step + n * precondition_frequency and cached
+  in the state; before start_preconditioning_step, D = graft(G).
 - graft="adam": the bias-corrected RMSProp direction of Adam without momentum,
   G / (sqrt(v / (1 - b2^t)) + graft_eps), v <- b2 v + (1 - b2) G^2 (with b2 = 1, AdaGrad's
   v += G^2, no bias correction); graft="sgd": G. The norms are per parameter (per layer).
@@ -81,7 +82,8 @@ def _inverse_root(stat, exponent, matrix_eps, eps):
 
 def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_frequency=10,
                      start_preconditioning_step=1, max_precond_dim=10000, graft="adam",
-                     graft_eps=1e-8, matrix_eps=1e-6) -> optax.GradientTransformation:
+                     graft_eps=1e-8, matrix_eps=1e-6,
+                     statistics_frequency=1) -> optax.GradientTransformation:
     """The Shampoo direction with grafting and momentum, without lr or weight decay; see the
     module docstring for the algorithm and `shampoo` for the arguments."""
     stat_weight = 1.0 if b2 == 1 else 1.0 - b2  # b2 = 1: the paper's sum (AdaGrad)
@@ -112,10 +114,14 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
         t = count.astype(jnp.float32)
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
 
-        stats = jax.tree.map(
-            lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i)
-                                for l, i in zip(ls, axes_of(g))),
-            grads, state.stats)
+        def new_stats():
+            return jax.tree.map(
+                lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i)
+                                    for l, i in zip(ls, axes_of(g))),
+                grads, state.stats)
+
+        stats = jax.lax.cond((count - 1) % statistics_frequency == 0, new_stats,
+                             lambda: state.stats)
 
         def new_roots():
             def leaf_roots(g, ls):
@@ -158,7 +164,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
             eps: float = 1e-12, exponent: float | None = None, weight_decay: float = 0.0,
             precondition_frequency: int = 10, start_preconditioning_step: int = 1,
             max_precond_dim: int = 10000, graft: str = "adam", graft_eps: float = 1e-8,
-            matrix_eps: float = 1e-6, mask=None) -> optax.GradientTransformation:
+            matrix_eps: float = 1e-6, statistics_frequency: int = 1,
+            mask=None) -> optax.GradientTransformation:
     """Shampoo with layerwise grafting, momentum and decoupled weight decay (module docstring).
 
     Args:
@@ -175,6 +182,9 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
       graft: "adam" or "sgd", the direction whose per-parameter norm the update takes.
       graft_eps: the Adam graft's epsilon, outside the square root.
       matrix_eps: damping relative to the largest eigenvalue of each statistic.
+      statistics_frequency: steps between updates of the statistics L_i (at steps 1, 1 + f,
+        ...; Distributed Shampoo's statistics_compute_steps); the graft's moment is updated
+        every step.
       mask: optional pytree of bools (or callable params -> pytree) selecting the params
         weight decay applies to; None decays all.
     """
@@ -192,7 +202,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
         raise ValueError(f"exponent={exponent} must be > 0 (or None for 2 * order)")
     for name, value in dict(precondition_frequency=precondition_frequency,
                             start_preconditioning_step=start_preconditioning_step,
-                            max_precond_dim=max_precond_dim).items():
+                            max_precond_dim=max_precond_dim,
+                            statistics_frequency=statistics_frequency).items():
         if int(value) != value or value < 1:
             raise ValueError(f"{name}={value} must be an integer >= 1")
     if graft not in GRAFTS:
@@ -202,7 +213,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
                          precondition_frequency=int(precondition_frequency),
                          start_preconditioning_step=int(start_preconditioning_step),
                          max_precond_dim=int(max_precond_dim), graft=graft,
-                         graft_eps=graft_eps, matrix_eps=matrix_eps),
+                         graft_eps=graft_eps, matrix_eps=matrix_eps,
+                         statistics_frequency=int(statistics_frequency)),
         optax.add_decayed_weights(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate))
 
@@ -210,7 +222,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
 @register("shampoo", defaults=dict(b1=0.9, b2=0.95, eps=1e-12, exponent=0.0, weight_decay=0.0,
                                    precondition_frequency=10, start_preconditioning_step=1,
                                    max_precond_dim=10000, graft="adam", graft_eps=1e-8,
-                                   matrix_eps=1e-6, rest_lr_multiplier=1.0))
+                                   matrix_eps=1e-6, statistics_frequency=1,
+                                   rest_lr_multiplier=1.0))
 def _shampoo_from_config(h, schedule, decay_mask):
     """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes): Shampoo on
     the hidden matrices; AdamW with b1, b2, graft_eps and weight decay, at lr x
@@ -221,7 +234,8 @@ def _shampoo_from_config(h, schedule, decay_mask):
                        precondition_frequency=h.precondition_frequency,
                        start_preconditioning_step=h.start_preconditioning_step,
                        max_precond_dim=h.max_precond_dim, graft=h.graft,
-                       graft_eps=h.graft_eps, matrix_eps=h.matrix_eps, mask=decay_mask)
+                       graft_eps=h.graft_eps, matrix_eps=h.matrix_eps,
+                       statistics_frequency=h.statistics_frequency, mask=decay_mask)
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1,
                        b2=h.b2, eps=h.graft_eps, weight_decay=h.weight_decay,
                        mask=decay_mask)

@@ -262,21 +262,34 @@ def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: floa
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
 
         def block(g, m_new, v, stats, bases):
-            """One block: Adam in the eigenbasis of the current (previous calls') Q, then the
-            Shampoo factors with the current gradient (after the step) and the new basis."""
+            """One block: Adam in the eigenbasis of the current (previous calls') Q, and the
+            Shampoo factors updated with the current gradient (after the step)."""
             g_rot = _rotate(g, bases, back=False)
             v_new = b2 * v + (1 - b2) * jnp.square(g_rot)
             direction = _rotate(m_new, bases, back=False) / (jnp.sqrt(v_new) + eps)
             direction = _rotate(direction, bases, back=True)
             stats = tuple(s + (1 - factor_beta) * (_factor(g, axis) - s) if s.ndim == 2 else s
                           for axis, s in enumerate(stats))
-            bases, v_rot = jax.lax.switch(branch, [
-                lambda: (tuple(_eigenbasis(s) if s.ndim == 2 else q
-                               for s, q in zip(stats, bases)), v),
-                lambda: _refresh(stats, bases, v_new),
+            return direction, v_new, stats
+
+        def new_bases(v, v_new, stats, bases):
+            """The region's bases (and V, permuted with them) after this call, block by block:
+            lax.map runs unbatched eigh / QR in a loop (batched LAPACK calls inside the switch
+            hung XLA's CPU runtime, idle, in a full train step with jax 0.10)."""
+            def eigh_all(args):
+                stats, bases, v = args
+                return tuple(_eigenbasis(s) if s.ndim == 2 else q
+                             for s, q in zip(stats, bases)), v
+
+            def refresh_all(args):
+                stats, bases, v_new = args
+                return _refresh(stats, bases, v_new)
+
+            return jax.lax.switch(branch, [
+                lambda: jax.lax.map(eigh_all, (stats, bases, v)),
+                lambda: jax.lax.map(refresh_all, (stats, bases, v_new)),
                 lambda: (bases, v_new),
             ])
-            return direction, v_rot, stats, bases
 
         def leaf(g, p, m, v, stats, bases):
             dtype = m.dtype
@@ -284,8 +297,12 @@ def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: floa
             shape, regions = layout(g.shape)
             m_new = b1 * m + (1 - b1) * g  # first moment, original space
             inputs = [x.reshape(shape) for x in (g, m_new, v)]
-            outputs = [jax.vmap(block)(*[_to_blocks(x, r) for x in inputs], s, q)
-                       for r, s, q in zip(regions, stats, bases)]
+            outputs = []
+            for r, s, q in zip(regions, stats, bases):
+                g_b, m_b, v_b = (_to_blocks(x, r) for x in inputs)
+                direction, v_new, s = jax.vmap(block)(g_b, m_b, v_b, s, q)
+                q, v_rot = new_bases(v_b, v_new, s, q)
+                outputs.append((direction, v_rot, s, q))
             direction, v_rot = (_assemble([o[i] for o in outputs], regions, shape, dtype)
                                 .reshape(g.shape) for i in (0, 1))
             if normalize_grads:

@@ -23,8 +23,12 @@ def windows(tmp_path_factory):
                                  batch_size=BATCH, seq_len=SEQ_LEN) for s in range(STEPS)]
 
 
-def train(name, windows, steps):
-    state, step, opt = build(short_run_config(name, STEPS), SEQ_LEN, 257)
+def train(spec, windows, steps):
+    """Trains the quickstart model with optimizer variant `spec` (name[/key=value...])."""
+    name, overrides = parse_variant(spec)
+    config = short_run_config(name, STEPS)
+    config.optimizer[name].update(overrides)
+    state, step, opt = build(config, SEQ_LEN, 257)
     losses = []
     for w in windows[:steps]:
         state, metrics, _ = step(state, jnp.asarray(w))
@@ -33,7 +37,8 @@ def train(name, windows, steps):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", optim.registered_optimizers())
+@pytest.mark.parametrize("name", optim.registered_optimizers() + (
+    "soap/block_size=48/precondition_frequency=4", "sophia/estimator='hutchinson'"))
 def test_trains_the_quickstart_model_with_decreasing_loss(name, windows):
     _, losses, _ = train(name, windows, STEPS)
     assert np.all(np.isfinite(losses)), losses

@@ -20,7 +20,7 @@ def np_inverse_root(stat, exponent, matrix_eps, eps):
 
 
 def np_shampoo(params, grads_per_step, lr, b1, b2, eps, wd, freq, start, graft, graft_eps,
-               matrix_eps, exponent=None):
+               matrix_eps, exponent=None, stat_freq=1):
     """Float64 reference, one param at a time, with explicit unfoldings."""
     params = {k: np.array(v, np.float64) for k, v in params.items()}
     state = {}
@@ -36,8 +36,9 @@ def np_shampoo(params, grads_per_step, lr, b1, b2, eps, wd, freq, start, graft, 
         for k, p in params.items():
             g, s = np.array(grads[k], np.float64), state[k]
             for j, i in enumerate(s["axes"]):
-                unfolded = np.moveaxis(g, i, 0).reshape(g.shape[i], -1)
-                s["L"][j] = b2 * s["L"][j] + new * unfolded @ unfolded.T
+                if (t - 1) % stat_freq == 0:
+                    unfolded = np.moveaxis(g, i, 0).reshape(g.shape[i], -1)
+                    s["L"][j] = b2 * s["L"][j] + new * unfolded @ unfolded.T
             if graft == "adam":
                 s["v"] = b2 * s["v"] + new * g ** 2
                 debias = 1.0 if b2 == 1 else 1 - b2 ** t
@@ -69,17 +70,20 @@ def random_tree(rng):
 # statistic (the 6x4 matrix's 6x6 statistic after one step has rank 4) damped by only
 # 1e-6 lambda_max is ~1% off in its null space, which later gradients reach: freq 3 from step 1
 # runs with matrix_eps 1e-4.
-@pytest.mark.parametrize("freq,start,graft,matrix_eps", [
-    (1, 1, "adam", 1e-6), (3, 1, "adam", 1e-4), (3, 4, "sgd", 1e-6), (2, 3, "sgd", 1e-6)])
-def test_trajectory_matches_numpy_reference(freq, start, graft, matrix_eps):
+@pytest.mark.parametrize("freq,start,graft,matrix_eps,stat_freq", [
+    (1, 1, "adam", 1e-6, 1), (3, 1, "adam", 1e-4, 1), (3, 4, "sgd", 1e-6, 1),
+    (2, 3, "sgd", 1e-6, 1), (3, 2, "adam", 1e-4, 2)])
+def test_trajectory_matches_numpy_reference(freq, start, graft, matrix_eps, stat_freq):
     rng = np.random.default_rng(freq + 10 * start)
     params = random_tree(rng)
     grads_per_step = [random_tree(rng) for _ in range(12)]
     lr = optax.linear_schedule(0.05, 0.01, 12)
     hyper = dict(b1=0.9, b2=0.95, eps=1e-12, graft=graft, graft_eps=1e-8, matrix_eps=matrix_eps)
     tx = shampoo(lr, weight_decay=0.1, precondition_frequency=freq,
-                 start_preconditioning_step=start, max_precond_dim=MAX_PRECOND_DIM, **hyper)
-    reference = np_shampoo(params, grads_per_step, lr, wd=0.1, freq=freq, start=start, **hyper)
+                 start_preconditioning_step=start, max_precond_dim=MAX_PRECOND_DIM,
+                 statistics_frequency=stat_freq, **hyper)
+    reference = np_shampoo(params, grads_per_step, lr, wd=0.1, freq=freq, start=start,
+                           stat_freq=stat_freq, **hyper)
 
     p = jax.tree.map(jnp.asarray, params)
     state = tx.init(p)
@@ -166,6 +170,7 @@ def test_jit_and_lr_schedule_count():
     (dict(b2=1.5), "b2"), (dict(precondition_frequency=0), "precondition_frequency"),
     (dict(start_preconditioning_step=0), "start_preconditioning_step"),
     (dict(max_precond_dim=0), "max_precond_dim"), (dict(exponent=0), "exponent"),
+    (dict(statistics_frequency=0), "statistics_frequency"),
     (dict(exponent=-2.0), "exponent"), (dict(graft="adagrad"), "graft"),
     (dict(weight_decay=-0.1), "weight_decay"), (dict(matrix_eps=-1.0), "matrix_eps"),
 ])
