@@ -85,7 +85,7 @@ def predicted_state_floats(name: str, h, params) -> int:
     """Optimizer-state floats each method's memory analysis predicts for `params`, with its
     config section `h`: Adam-type moments per parameter, factored or per-block second moments,
     Shampoo/SOAP factor matrices per matrix (scalar step counters left out)."""
-    star = adalayer_star_mask(params) if name == "adalayer" and h.star else None
+    star = jax.tree.leaves(adalayer_star_mask(params)) if name == "adalayer" and h.star else None
     total = 0
     for i, (path, p) in enumerate(jax.tree_util.tree_leaves_with_path(params)):
         n, matrix = math.prod(p.shape), is_matrix(path, p)
@@ -101,7 +101,7 @@ def predicted_state_floats(name: str, h, params) -> int:
         elif name == "muon":
             total += n if matrix else 2 * n  # momentum; AdamW on the rest
         elif name == "adalayer":  # momentum, and one second moment per block
-            per_coordinate = star is not None and jax.tree.leaves(star)[i]
+            per_coordinate = star is not None and star[i]
             total += n + (n if per_coordinate else 1)
         elif name == "soap":
             total += 2 * n + (_soap_factor_floats(p.shape, h) if matrix else 0)

@@ -28,8 +28,8 @@ Extension for large runs (levanter's SOAP has it; off by default, so the default
 one shorter when the size is not a multiple), and each block gets its own factors and eigenbases,
 i.e. a block-diagonal preconditioner. A (m, n) matrix then costs O(mn * block_size) per rotation
 instead of O(mn (m + n)) and stores (m + n) * block_size factor entries instead of m^2 + n^2.
-Blocks of equal shape are processed together (vmap), so the compiled step does not grow with the
-number of blocks.
+Blocks of equal shape are rotated together (vmap) and their eigenbases updated in a loop (lax.map),
+so the compiled step does not grow with the number of blocks.
 """
 import itertools
 import math
@@ -93,6 +93,11 @@ class _Region(NamedTuple):
     counts: tuple
     block: tuple
 
+    @property
+    def box(self) -> tuple:
+        """The region's index into the preconditioned shape."""
+        return tuple(slice(s, s + c * b) for s, c, b in zip(self.starts, self.counts, self.block))
+
 
 def _regions(shape, block_size):
     """The blocks of `shape`: each dim longer than block_size splits into full blocks of
@@ -113,7 +118,7 @@ def _regions(shape, block_size):
 def _to_blocks(x, region):
     """x's entries in `region` as a (blocks, *block) stack, blocks in row-major order."""
     n = len(region.block)
-    x = x[tuple(slice(s, s + c * b) for s, c, b in zip(*region))]
+    x = x[region.box]
     x = x.reshape([v for c, b in zip(region.counts, region.block) for v in (c, b)])
     x = x.transpose(list(range(0, 2 * n, 2)) + list(range(1, 2 * n, 2)))
     return x.reshape((math.prod(region.counts),) + region.block)
@@ -128,11 +133,12 @@ def _from_blocks(blocks, region):
 
 
 def _assemble(pieces, regions, shape, dtype):
-    """The full array from each region's block stack."""
+    """The full array from each region's block stack (a lone region is the whole array)."""
+    if len(regions) == 1:
+        return _from_blocks(pieces[0], regions[0])
     x = jnp.zeros(shape, dtype)
     for blocks, region in zip(pieces, regions):
-        x = x.at[tuple(slice(s, s + c * b) for s, c, b in zip(*region))].set(
-            _from_blocks(blocks, region))
+        x = x.at[region.box].set(_from_blocks(blocks, region))
     return x
 
 

@@ -71,10 +71,11 @@ def sophia(learning_rate: optax.ScalarOrSchedule, b1: float = 0.965, b2: float =
         raise ValueError(f"estimator={estimator!r} is not one of {', '.join(ESTIMATORS)}")
     if int(update_interval) != update_interval or update_interval < 1:
         raise ValueError(f"update_interval={update_interval} must be an integer >= 1")
-    for name, value in dict(rho=rho, eps=eps, weight_decay=weight_decay).items():
-        if value < 0 or (name != "weight_decay" and value == 0):
-            raise ValueError(f"{name}={value} must be > 0" if name != "weight_decay" else
-                             f"weight_decay={value} must be >= 0")
+    for name, value in dict(rho=rho, eps=eps).items():
+        if value <= 0:
+            raise ValueError(f"{name}={value} must be > 0")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
     hessian = (gnb_estimator_diag_hessian(seed) if estimator == "gnb" else
                contrib.hutchinson_estimator_diag_hessian(jax.random.PRNGKey(seed)))
     return optax.chain(
