@@ -20,16 +20,12 @@ import math
 import tempfile
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 import optim
-from benchmarks.train_step import median_seconds
+from benchmarks.train_step import build, random_windows, time_steps
 from configs import base, quickstart
 from data import prepare, sampling
-from lm.model import ModelConfig, Transformer, init_params
 from lm.model_info import count_pytree_params
-from lm.step import init_state, make_train_step
 from optim.adalayer import adalayer_star_mask
 from optim.masks import is_matrix
 
@@ -50,17 +46,6 @@ def short_run_config(name: str, steps: int):
                                 warmup_steps=5))
     config.train.steps = steps
     return config
-
-
-def build(config, seq_len: int, vocab_size: int):
-    """(initial train state, jitted train step, optimizer) for `config` with seq_len and
-    vocab_size."""
-    cfg = ModelConfig.from_config(config.model, vocab_size, "float32")
-    model = Transformer(cfg)
-    params = init_params(model, jax.random.PRNGKey(0), seq_len)
-    opt = optim.build_from_config(config, params)
-    state = init_state(params, opt.tx)
-    return state, jax.jit(make_train_step(model, opt.tx, 1, 0.0), donate_argnums=0), opt
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
@@ -126,30 +111,25 @@ def step_seconds(spec: str, args) -> tuple[float, float, float]:
     config.model.max_seq_len = max(args.seq_len, config.model.max_seq_len)
     config.optimizer.name = name
     config.optimizer[name].update(overrides)
-    state, step, _ = build(config, args.seq_len, args.vocab_size)
+    config.train.batch_size = args.batch_size
+    rt, state, _ = build(config, args.seq_len, args.vocab_size)
     n_params = count_pytree_params(state.params)
     bytes_per_param = state_bytes(state.opt_state) / n_params
     predicted = 4 * predicted_state_floats(name, config.optimizer[name], state.params) / n_params
-    windows = jnp.asarray(np.random.default_rng(0).integers(
-        0, args.vocab_size, (args.batch_size, args.seq_len + 1)), jnp.int32)
-    holder = [state]
-
-    def run_steps():
-        for _ in range(args.steps):
-            holder[0], metrics, _ = step(holder[0], windows)
-        jax.block_until_ready(metrics)
-
-    return median_seconds(run_steps, args.repeats) / args.steps, bytes_per_param, predicted
+    windows = random_windows(rt, args.batch_size, args.seq_len, args.vocab_size)
+    return (time_steps(rt, state, windows, args.steps, args.repeats), bytes_per_param,
+            predicted)
 
 
 def short_run_losses(spec: str, batches) -> tuple[float, float]:
     name, overrides = parse_variant(spec)
     config = short_run_config(name, len(batches))
     config.optimizer[name].update(overrides)
-    state, step, _ = build(config, batches[0].shape[1] - 1, 257)
+    config.train.batch_size = batches[0].shape[0]
+    rt, state, _ = build(config, batches[0].shape[1] - 1, 257)
     losses = []
     for w in batches:
-        state, metrics, _ = step(state, jnp.asarray(w))
+        state, metrics, _ = rt.train_step(state, jax.device_put(w, rt.sharder.batch))
         losses.append(float(metrics["train/loss"]))
     return losses[0], losses[-1]
 

@@ -1,13 +1,20 @@
 """Train-step throughput for ladder sizes, against the machine's practical matmul peak.
 
     python -m benchmarks.train_step [--sizes d128_l4,d256_l4,d384_l6] [--seq_len 256]
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.train_step \
+        --sizes d256_l4 --mesh data=8 --mesh fsdp=8
 
 Prints one JSON line per size (tokens/s, achieved training FLOP/s by the Kaplan count of
 lm/model_info.py) and one for a plain square matmul in the same dtype, measured in the same run;
 `fraction_of_matmul_peak` is the ratio of the two, the hardware-independent figure to compare.
 Each timing is the median of `--repeats` timed runs of `--steps` steps after a warm-up step.
+With `--mesh` (repeatable) each size runs on each mesh, and the row adds the per-device bytes of
+parameters and optimizer state (most loaded device, and the one-copy total). On fake CPU devices
+the point is that the sharded programs run and how memory divides, not speed: the 8 "devices"
+share the same cores.
 """
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -19,9 +26,9 @@ import numpy as np
 
 import optim
 from configs import base
+from lm import runtime, sharding
 from lm.model import ModelConfig, Transformer, init_params
 from lm.model_info import flops_per_token, param_counts
-from lm.step import init_state, make_train_step
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -42,31 +49,58 @@ def matmul_flops_per_s(n: int, dtype, repeats: int) -> float:
     return 2 * n ** 3 / median_seconds(lambda: mm(a, b).block_until_ready(), repeats)
 
 
-def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int, dtype: str,
-                       steps: int, repeats: int) -> dict:
-    config = base.get_config(size)
-    config.model.max_seq_len = max(seq_len, config.model.max_seq_len)
+def build(config, seq_len: int, vocab_size: int, dtype: str = "float32"):
+    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes;
+    config.train.batch_size must be the batch the caller feeds."""
     cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
-    model = Transformer(cfg)
-    params = init_params(model, jax.random.PRNGKey(0), seq_len)
-    optimizer = optim.build_from_config(config, params)
-    state = init_state(params, optimizer.tx)
-    step_fn = jax.jit(make_train_step(model, optimizer.tx, 1, 0.0), donate_argnums=0)
-    windows = jnp.asarray(np.random.default_rng(0).integers(0, vocab_size,
-                                                            (batch_size, seq_len + 1)), jnp.int32)
+    params = jax.eval_shape(functools.partial(init_params, Transformer(cfg),
+                                              jax.random.PRNGKey(0), seq_len))
+    opt = optim.build_from_config(config, params)
+    rt = runtime.build(cfg, opt.tx, sharding.from_config(config), seed=0, seq_len=seq_len)
+    return rt, rt.init_state(), opt
+
+
+def random_windows(rt, batch_size: int, seq_len: int, vocab_size: int) -> jax.Array:
+    windows = np.random.default_rng(0).integers(0, vocab_size, (batch_size, seq_len + 1))
+    return jax.device_put(windows.astype(np.int32), rt.sharder.batch)
+
+
+def time_steps(rt, state, windows, steps: int, repeats: int) -> float:
+    """Median seconds per train step (the state is updated in place, donated)."""
     holder = [state]
 
     def run_steps():
         for _ in range(steps):
-            holder[0], metrics, _ = step_fn(holder[0], windows)
+            holder[0], metrics, _ = rt.train_step(holder[0], windows)
         jax.block_until_ready(metrics)
 
-    seconds = median_seconds(run_steps, repeats) / steps
+    return median_seconds(run_steps, repeats) / steps
+
+
+def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int, dtype: str,
+                       steps: int, repeats: int, mesh: dict) -> dict:
+    config = base.get_config(size)
+    config.model.max_seq_len = max(seq_len, config.model.max_seq_len)
+    config.train.batch_size = batch_size
+    config.mesh.update(mesh)
+    rt, state, _ = build(config, seq_len, vocab_size, dtype)
+    cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
+    memory = {f"{part}_{k}": v for part in ("params", "opt_state")
+              for k, v in runtime.per_device_bytes(getattr(state, part)).items()}
+    seconds = time_steps(rt, state, random_windows(rt, batch_size, seq_len, vocab_size), steps,
+                         repeats)
     tokens_per_s = batch_size * seq_len / seconds
     return {"size": size, "params": param_counts(cfg)["total"], "seq_len": seq_len,
             "batch_size": batch_size, "vocab_size": vocab_size, "dtype": dtype,
-            "step_s": seconds, "tokens_per_s": tokens_per_s,
-            "flops_per_s": tokens_per_s * flops_per_token(cfg, seq_len)}
+            "mesh": rt.sharder.describe(), "step_s": seconds, "tokens_per_s": tokens_per_s,
+            "flops_per_s": tokens_per_s * flops_per_token(cfg, seq_len), **memory}
+
+
+def parse_mesh(spec: str) -> dict:
+    """"fsdp=8" -> {"data": 1, "fsdp": 8, "tensor": 1}; "" -> data parallel on all devices."""
+    sizes = {k: int(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
+    return {"data": sizes.pop("data", 1 if sizes else -1), "fsdp": sizes.pop("fsdp", 1),
+            "tensor": sizes.pop("tensor", 1), **sizes}
 
 
 def main() -> None:
@@ -79,6 +113,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--matmul_n", type=int, default=2048)
+    parser.add_argument("--mesh", action="append", default=None, type=parse_mesh,
+                        help="mesh sizes, e.g. fsdp=8 or data=2,fsdp=2,tensor=2; repeat the "
+                        "flag to compare meshes (default: data parallel on all devices)")
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -89,10 +126,11 @@ def main() -> None:
     print(json.dumps({"bench": "matmul", "n": args.matmul_n, "dtype": args.dtype,
                       "flops_per_s": peak, **machine}), flush=True)
     for size in args.sizes.split(","):
-        row = train_step_figures(size, args.seq_len, args.batch_size, args.vocab_size,
-                                 args.dtype, args.steps, args.repeats)
-        row["fraction_of_matmul_peak"] = row["flops_per_s"] / peak
-        print(json.dumps({"bench": "train_step", **row, **machine}), flush=True)
+        for mesh in args.mesh or [parse_mesh("")]:
+            row = train_step_figures(size, args.seq_len, args.batch_size, args.vocab_size,
+                                     args.dtype, args.steps, args.repeats, mesh)
+            row["fraction_of_matmul_peak"] = row["flops_per_s"] / peak
+            print(json.dumps({"bench": "train_step", **row, **machine}), flush=True)
 
 
 if __name__ == "__main__":

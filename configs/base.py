@@ -14,7 +14,8 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict(dict(
-        vocab_size=0,          # 0: the tokenizer's vocabulary size
+        vocab_size=0,          # 0: the tokenizer's vocabulary size; larger pads the
+                               # embedding (e.g. to a multiple of mesh.tensor)
         d_model=128,
         n_layers=4,
         n_heads=4,
@@ -84,8 +85,25 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         layer_stats_every=100,  # RMS of each parameter, gradient and update; 0 disables
     ))
 
+    # Device mesh (lm/sharding.py): data x fsdp x tensor must equal the device count; one axis
+    # may be -1, "the devices left over". The default is data parallelism over every device.
     c.mesh = ml_collections.ConfigDict(dict(
-        data=-1,               # data-parallel devices; -1: all devices
+        data=-1,               # replicas of parameters and optimizer state; the batch is split
+        fsdp=1,                # ZeRO-3: batch, parameters and optimizer state split
+        tensor=1,              # Megatron: heads, MLP units and vocabulary split
+        # Logical axis -> comma-separated mesh axes ("" = unsharded), e.g. pure data parallel
+        # with fsdp > 1 set: --config.mesh.rules.embed=''
+        rules=ml_collections.ConfigDict(dict(
+            batch="data,fsdp",  # activations' batch dim
+            embed="fsdp",       # the model dim of parameters (activations: the batch took fsdp)
+            vocab="tensor",
+            heads="tensor",
+            kv_heads="tensor",
+            mlp="tensor",
+            seq="",
+            head_dim="",
+            norm="",           # norm scales and biases: small, replicated
+        )),
     ))
 
     c.precision = ml_collections.ConfigDict(dict(

@@ -1,10 +1,11 @@
 """Stateless sampling of token windows from a prepared split.
 
 A window is seq_len + 1 consecutive tokens (inputs and shifted targets). `train_batch` is a pure
-function of (seed, step, process_index): its window starts come from
-`SeedSequence([seed, step, process_index])`, whose output NumPy keeps fixed across versions, so a
-resumed run reads exactly the batches an uninterrupted one would, and processes read different
-ones. Windows may cross document boundaries (the EOS between documents is in the stream).
+function of (seed, step, process): the window starts of a step's global batch come from
+`SeedSequence([seed, step, 0])`, whose output NumPy keeps fixed across versions, and process p of
+P reads rows [p B / P, (p + 1) B / P) of it. So a resumed run reads exactly the batches an
+uninterrupted one would, whatever the number of processes. Windows may cross document
+boundaries (the EOS between documents is in the stream).
 `eval_batches` gives fixed, evenly spaced, non-overlapping windows, the same at every evaluation.
 """
 import logging
@@ -18,15 +19,26 @@ def _title(split: Split) -> str:
     return f"{'validation' if split.name == 'val' else split.name} split of {split.corpus}"
 
 
-def train_batch(split: Split, *, seed: int, step: int, process_index: int, batch_size: int,
-                seq_len: int) -> np.ndarray:
-    """int32 [batch_size, seq_len + 1]; starts uniform in [0, num_tokens - seq_len - 1]."""
+def train_batch(split: Split, *, seed: int, step: int, batch_size: int, seq_len: int,
+                process_index: int = 0, process_count: int = 1) -> np.ndarray:
+    """Process `process_index`'s rows of the global batch of `step`: int32
+    [batch_size / process_count, seq_len + 1], starts uniform in [0, num_tokens - seq_len - 1].
+
+    The global batch depends on (seed, step) only, so a run resumed on another number of
+    processes reads the same data; each process reads only its own windows.
+    """
     num_starts = split.num_tokens - seq_len
     if num_starts < 1:
         raise ValueError(f"{_title(split)} has {split.num_tokens} tokens < seq_len+1="
                          f"{seq_len + 1}: lower data.seq_len or use a larger corpus")
-    state = np.random.SeedSequence([seed, step, process_index]).generate_state(batch_size,
-                                                                                np.uint64)
+    if batch_size % process_count:
+        raise ValueError(f"a batch of {batch_size} does not split over {process_count} "
+                         "processes")
+    # The trailing 0 is a stream id (it was the process index when processes drew separate
+    # batches), which keeps the data order of earlier single-process runs.
+    state = np.random.SeedSequence([seed, step, 0]).generate_state(batch_size, np.uint64)
+    rows = batch_size // process_count
+    state = state[process_index * rows:(process_index + 1) * rows]
     starts = state % np.uint64(num_starts)  # modulo bias < num_tokens / 2**64: negligible
     return split.windows(starts.astype(np.int64), seq_len + 1)
 

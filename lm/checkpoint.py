@@ -3,12 +3,17 @@ resume that falls back past a corrupt latest checkpoint without deleting any goo
 
 Layout: WORKDIR/checkpoints/<step>/{state,meta}; a checkpoint that fails to restore is moved,
 not deleted, to WORKDIR/checkpoints_corrupt/<step> so that the next save of that step can land.
+Arrays are saved with their shardings and restored onto the target shardings of the abstract
+state given (any mesh: save with fsdp=8, restore with data=2,fsdp=4 or on one device); in a
+multi-process run every process calls save and restore, and Orbax writes each shard once.
 """
 import os
 import shutil
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 class Checkpointer:
@@ -55,19 +60,22 @@ class Checkpointer:
         return None
 
     def _set_aside(self, step: int, err: Exception) -> None:
-        os.makedirs(self.corrupt_directory, exist_ok=True)
-        target = os.path.join(self.corrupt_directory, str(step))
-        suffix = 1
-        while os.path.exists(target):
-            target = os.path.join(self.corrupt_directory, f"{step}.{suffix}")
-            suffix += 1
-        message = (f"checkpoint at step {step} is incomplete or corrupt "
-                   f"({type(err).__name__}: {str(err)[:300]}); moved it to {target} and "
-                   "falling back to the previous checkpoint")
-        logging.warning(message)
-        print(f"WARNING: {message}", flush=True)
+        """Moves the checkpoint aside (process 0 does; the others wait for it)."""
         self._manager.close()
-        shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_index() == 0:
+            os.makedirs(self.corrupt_directory, exist_ok=True)
+            target = os.path.join(self.corrupt_directory, str(step))
+            suffix = 1
+            while os.path.exists(target):
+                target = os.path.join(self.corrupt_directory, f"{step}.{suffix}")
+                suffix += 1
+            message = (f"checkpoint at step {step} is incomplete or corrupt "
+                       f"({type(err).__name__}: {str(err)[:300]}); moved it to {target} and "
+                       "falling back to the previous checkpoint")
+            logging.warning(message)
+            print(f"WARNING: {message}", flush=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
         self._manager = self._open()
 
     def wait(self) -> None:

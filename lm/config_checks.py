@@ -49,8 +49,8 @@ def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
             walked.append(part)
 
 
-def check_config(config, num_devices: int) -> None:
-    """Semantic checks of model, data, train, mesh and precision fields."""
+def check_config(config) -> None:
+    """Semantic checks of model, data, train and precision fields (the mesh: lm/sharding.py)."""
     m, d, t = config.model, config.data, config.train
     _require(m.norm in NORMS, f"model.norm={m.norm!r} is not one of {NORMS}")
     _require(m.activation in ACTIVATIONS,
@@ -87,17 +87,6 @@ def check_config(config, num_devices: int) -> None:
     _require(t.batch_size % t.microbatches == 0,
              f"train.batch_size={t.batch_size} is not divisible by train.microbatches="
              f"{t.microbatches}")
-    data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
-    _require(1 <= data_devices <= num_devices,
-             f"mesh.data={config.mesh.data} but {num_devices} devices are visible; use -1 "
-             "(all devices) or a count up to the device count")
-    _require((t.batch_size // t.microbatches) % data_devices == 0,
-             f"the microbatch of {t.batch_size // t.microbatches} sequences "
-             f"(train.batch_size / train.microbatches) does not split over {data_devices} "
-             "data-parallel devices; make it a multiple of mesh.data")
-    _require(d.eval_batch_size % data_devices == 0,
-             f"data.eval_batch_size={d.eval_batch_size} does not split over {data_devices} "
-             "data-parallel devices; make it a multiple of mesh.data")
 
 
 def check_workdir(workdir: str, model_cfg: ModelConfig) -> None:

@@ -1,15 +1,17 @@
 """From prepared token arrays to device batches: the training stream and the validation sets.
 
-The batch of step s on process p is `data.sampling.train_batch(seed, s, p)`, a pure function,
-so a resumed run reads exactly the batches an uninterrupted one would. Batches are split over
-the mesh's `data` axis.
+The global batch of step s is a pure function of (seed, s) (`data.sampling.train_batch`), so a
+resumed run reads exactly the batches an uninterrupted one would. Each process reads only its
+own rows (batch_size / process_count of them) and `to_device` assembles the global batch,
+split over the mesh axes of the `batch` logical axis (lm/sharding.py). Validation windows are
+the same on every process; each contributes its share of rows.
 """
 import dataclasses
 import functools
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from data import dataset, prepare, sampling
 
@@ -48,25 +50,20 @@ def load(config) -> RunData:
         batches = sampling.eval_batches(split, seq_len=d.seq_len, batch_size=d.eval_batch_size,
                                         num_batches=d.eval_batches)
         eval_sets[corpus] = EvalSet(batches=batches, bytes_per_token=split.bytes_per_token)
-    per_process = config.train.batch_size // jax.process_count()
     train_batch = functools.partial(sampling.train_batch, train.train, seed=config.train.seed,
+                                     batch_size=config.train.batch_size, seq_len=d.seq_len,
                                      process_index=jax.process_index(),
-                                     batch_size=per_process, seq_len=d.seq_len)
+                                     process_count=jax.process_count())
     return RunData(vocab_size=train.vocab_size, eval_sets=eval_sets,
                    train_batch=lambda step: train_batch(step=step))
 
 
-def make_mesh(mesh_cfg) -> Mesh:
-    """A one-axis ("data") mesh over `mesh_cfg.data` devices (-1: all)."""
-    n = jax.device_count() if mesh_cfg.data == -1 else mesh_cfg.data
-    return Mesh(np.asarray(jax.devices()[:n]), ("data",))
+def process_rows(windows: np.ndarray) -> np.ndarray:
+    """This process's share of a batch that every process holds in full."""
+    per_process = windows.shape[0] // jax.process_count()
+    return windows[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def to_device(windows: np.ndarray, mesh: Mesh) -> jax.Array:
-    """This process's rows of a global batch, sharded over the `data` axis."""
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
+def to_device(windows: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """The global batch from each process's rows, laid out as `sharding` says."""
     return jax.make_array_from_process_local_data(sharding, windows)

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from lm import matmul
 from lm.layers import DenseGeneral, Norm, apply_rotary, normal_init, rotary_table
 
+constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/sharding.py)
+
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("gelu", "swiglu")
 
@@ -118,7 +120,8 @@ class Attention(nn.Module):
             matrix optimizers (Muon, SOAP, Shampoo) precondition."""
             y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
                              c.hidden_init_std, dt, name=name)(x)
-            return y.reshape(batch, seq, heads, c.head_dim)
+            return constrain(y.reshape(batch, seq, heads, c.head_dim),
+                             ("batch", "seq", axis, "head_dim"))
 
         q = project("query", c.n_heads, "heads")
         k = project("key", c.n_kv_heads, "kv_heads")
@@ -136,7 +139,7 @@ class Attention(nn.Module):
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
         out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
-        out = out.reshape(batch, seq, c.d_attn)
+        out = constrain(out.reshape(batch, seq, c.d_attn), ("batch", "seq", "heads"))
         return DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
                             c.residual_init_std, dt, name="out")(out)
 
@@ -158,6 +161,7 @@ class Mlp(nn.Module):
             h = nn.silu(up("gate").astype(jnp.float32)) * up("up").astype(jnp.float32)
         else:
             h = nn.gelu(up("up").astype(jnp.float32))
+        h = constrain(h, ("batch", "seq", "mlp"))
         return DenseGeneral("btf,fd->btd", (c.d_ff, c.d_model), ("mlp", "embed"),
                             c.residual_init_std, dt, name="down")(h.astype(dt))
 
@@ -171,7 +175,9 @@ class Block(nn.Module):
         c = self.cfg
         x = x + Attention(c, name="attn")(Norm(c.norm, c.compute_dtype, name="attn_norm")(x),
                                           cos, sin)
-        return x + Mlp(c, name="mlp")(Norm(c.norm, c.compute_dtype, name="mlp_norm")(x))
+        x = constrain(x, ("batch", "seq", "embed"))
+        x = x + Mlp(c, name="mlp")(Norm(c.norm, c.compute_dtype, name="mlp_norm")(x))
+        return constrain(x, ("batch", "seq", "embed"))
 
 
 class Transformer(nn.Module):
@@ -184,7 +190,7 @@ class Transformer(nn.Module):
         dt = c.compute_dtype
         embedding = self.param("embedding", normal_init(c.init_std, ("vocab", "embed")),
                                (c.vocab_size, c.d_model), jnp.float32)
-        x = jnp.take(embedding, tokens, axis=0).astype(dt)
+        x = constrain(jnp.take(embedding, tokens, axis=0).astype(dt), ("batch", "seq", "embed"))
         cos, sin = rotary_table(c.max_seq_len, c.head_dim, c.rope_base)
         seq = tokens.shape[1]
         cos, sin = cos[:seq], sin[:seq]
@@ -196,6 +202,7 @@ class Transformer(nn.Module):
         else:
             logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
                                   c.init_std, jnp.float32, name="unembed")(x)
+        logits = constrain(logits, ("batch", "seq", "vocab"))
         return logits / c.width_mult if c.mup_base_width else logits
 
 
@@ -203,3 +210,9 @@ def init_params(model: Transformer, rng: jax.Array, seq_len: int):
     """Float32 parameters (logical-axis boxes removed) for `model`."""
     tokens = jnp.zeros((1, seq_len), jnp.int32)
     return nn.meta.unbox(model.init(rng, tokens)["params"])
+
+
+def param_logical_axes(model: Transformer):
+    """Tree of PartitionSpecs of logical axis names, one per parameter (nothing is computed)."""
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
+    return nn.get_partition_spec(boxed["params"])

@@ -1,6 +1,7 @@
 """The pure train and eval steps: functions of (state, batch), jitted once by the trainer."""
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,6 +33,7 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     `windows` is (batch, seq_len + 1) int32; inputs are windows[:, :-1], targets windows[:, 1:].
     The batch is split into `microbatches` equal parts whose gradients are averaged with a
     `lax.scan` (gradient accumulation: the same update as one big batch, in less memory).
+    Shardings are the caller's (`jax.jit` in/out_shardings, traced under `Sharder.traced`).
     `layer_stats` holds the RMS of every parameter, gradient and update leaf; they stay on the
     device unless the trainer fetches them (at train.layer_stats_every).
 
@@ -47,7 +49,10 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state: TrainState, windows):
-        micro = windows.reshape(microbatches, -1, windows.shape[-1])
+        # Microbatch m is rows m, m + M, m + 2M, ...: each device's contiguous share of a
+        # sharded batch holds rows of every microbatch, so the split moves no data.
+        micro = windows.reshape(-1, microbatches, windows.shape[-1]).swapaxes(0, 1)
+        micro = nn.with_logical_constraint(micro, (None, "batch", None))
 
         def accumulate(carry, mb):
             (objective, ce), grads = grad_fn(state.params, mb)

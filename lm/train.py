@@ -23,14 +23,14 @@ from tqdm import tqdm
 
 import optim
 from data.clients import FetchError
-from lm import inputs
+from lm import distributed, inputs, runtime, sharding
 from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
 from lm.metrics_log import MetricsLog
 from lm.model import ModelConfig, Transformer, init_params, mup_width_mult
 from lm.model_info import count_pytree_params, model_info
-from lm.step import TrainState, init_state, make_eval_step, make_train_step
+from lm.step import TrainState
 
 
 class StopRequested:
@@ -54,58 +54,62 @@ class StopRequested:
 
 
 def run(config, workdir: str) -> dict:
-    """Trains (or resumes) the run in `workdir`; returns a summary dict."""
-    check_config(config, jax.device_count())
+    """Trains (or resumes) the run in `workdir`; returns a summary dict. Every process of a
+    multi-process run calls it; process 0 writes the run files and metrics."""
+    check_config(config)
+    sharder = sharding.from_config(config)
     try:
         optimizer = _build_optimizer(config)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    mesh = inputs.make_mesh(config.mesh)
     try:
         data = inputs.load(config)  # prepares data on first use
     except ValueError as err:  # unknown corpus, too-short split, stale preparation
         raise ConfigError(str(err)) from err
+    if 0 < config.model.vocab_size < data.vocab_size:
+        raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
+                          f"tokenizer's {data.vocab_size} tokens; use 0 (the tokenizer's size) "
+                          f"or a padded size >= {data.vocab_size}")
     model_cfg = ModelConfig.from_config(config.model, data.vocab_size,
                                         config.precision.activation_dtype)
     check_workdir(workdir, model_cfg)
+    rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
+                       seq_len=config.data.seq_len, microbatches=config.train.microbatches,
+                       z_loss=config.model.z_loss)
 
-    os.makedirs(workdir, exist_ok=True)
+    primary = jax.process_index() == 0
     info = model_info(model_cfg, config.data.seq_len)
-    _write_run_files(workdir, config, model_record(model_cfg, info))
-    print(f"model: {info['params/total']:,} parameters ({info['params/non_embedding']:,} "
-          f"non-embedding), {info['flops_per_token']:,} training FLOPs/token", flush=True)
-
-    model = Transformer(model_cfg)
-    replicated = inputs.replicated(mesh)
-    make_state = functools.partial(_initial_state, model, optimizer.tx, config)
-    abstract_state = jax.eval_shape(make_state)
-    abstract_state = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state)
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
+        _write_run_files(workdir, config, model_record(model_cfg, info))
+        print(f"model: {info['params/total']:,} parameters ({info['params/non_embedding']:,} "
+              f"non-embedding), {info['flops_per_token']:,} training FLOPs/token; mesh "
+              f"{sharder.describe()}", flush=True)
 
     checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-    metrics_log = MetricsLog(workdir)
-    restored = checkpointer.restore_latest(abstract_state)
+    metrics_log = MetricsLog(workdir) if primary else None
+    restored = checkpointer.restore_latest(rt.abstract_state)
     if restored is None:
-        state = jax.jit(make_state, out_shardings=replicated)()
+        state = rt.init_state()
         start = 0
     else:
         start, state, _ = restored
         if start >= config.train.steps:
             checkpointer.close()
-            print(f"the run in {workdir} is complete: its checkpoint is at step {start} and "
-                  f"train.steps={config.train.steps}; raise --config.train.steps to train "
-                  "further", flush=True)
+            if primary:
+                print(f"the run in {workdir} is complete: its checkpoint is at step {start} and "
+                      f"train.steps={config.train.steps}; raise --config.train.steps to train "
+                      "further", flush=True)
             return {"step": start, "tokens": start * config.train.batch_size
                     * config.data.seq_len, "stopped": None}
-        print(f"resumed from the checkpoint at step {start}", flush=True)
-    metrics_log.resume_at(start)
+        if primary:
+            print(f"resumed from the checkpoint at step {start}", flush=True)
+    if primary:
+        metrics_log.resume_at(start)
     n_params = count_pytree_params(state.params)
     assert n_params == info["params/total"], (n_params, info["params/total"])
 
-    train_step = jax.jit(make_train_step(model, optimizer.tx, config.train.microbatches,
-                                         config.model.z_loss), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model))
-    eval_params = jax.jit(optimizer.eval_params)
+    eval_params = jax.jit(optimizer.eval_params, out_shardings=rt.state_shardings.params)
     tokens_per_step = config.train.batch_size * config.data.seq_len
 
     def save(step: int, state: TrainState) -> None:
@@ -114,12 +118,16 @@ def run(config, workdir: str) -> dict:
     last_row = {}
     timer = (time.perf_counter(), start)
     bar = tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
-               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr, disable=not primary)
     with StopRequested() as stop:
         step = start
-        while step < config.train.steps and stop.signal_name is None:
+        while step < config.train.steps:
+            if distributed.any_process(stop.signal_name is not None):  # all stop together
+                stop.signal_name = stop.signal_name or "a signal to another process"
+                break
             windows = data.train_batch(step)
-            state, metrics, layer_stats = train_step(state, inputs.to_device(windows, mesh))
+            state, metrics, layer_stats = rt.train_step(state,
+                                                     inputs.to_device(windows, sharder.batch))
             step += 1
             host = jax.device_get(metrics)  # one sync per step: a NaN is caught before saving
             _check_finite(host, step, checkpointer)
@@ -138,10 +146,11 @@ def run(config, workdir: str) -> dict:
                 if stats:
                     row.update({k: float(v) for k, v in jax.device_get(layer_stats).items()})
                 if evaluate:
-                    row.update(_evaluate(eval_step, eval_params(state.opt_state, state.params),
-                                         data.eval_sets, mesh))
+                    row.update(_evaluate(rt.eval_step, eval_params(state.opt_state, state.params),
+                                         data.eval_sets, sharder.batch))
                     timer = (time.perf_counter(), step)  # eval time is not step time
-                metrics_log.write(row)
+                if primary:
+                    metrics_log.write(row)
                 last_row = row
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}",
                                 tok_s=f"{row['time/tokens_per_s']:.0f}")
@@ -154,10 +163,10 @@ def run(config, workdir: str) -> dict:
         checkpointer.close()
 
     summary = {"step": step, "tokens": step * tokens_per_step, **last_row}
-    if stop.signal_name is not None:
+    if primary and stop.signal_name is not None:
         print(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
               f"{checkpointer.directory}. Rerun the same command to resume.", flush=True)
-    else:
+    elif primary:
         evals = "  ".join(f"{k}={v:.4f}" for k, v in last_row.items() if k.startswith("eval/"))
         print(f"done: {step} steps, {step * tokens_per_step:,} tokens, "
               f"train/loss={last_row.get('train/loss', float('nan')):.4f}  {evals}", flush=True)
@@ -178,11 +187,13 @@ def _check_finite(host_metrics: dict, step: int, checkpointer: Checkpointer) -> 
         "set model.z_loss / model.qk_norm, then rerun with a new --workdir.")
 
 
-def _evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
+def _evaluate(eval_step, params, eval_sets: dict, batch_sharding) -> dict:
     """Validation loss (nats/token) and bits per byte on each set's fixed windows."""
     out = {}
     for name, eval_set in eval_sets.items():
-        nats = sum(float(eval_step(params, inputs.to_device(w, mesh))) for w in eval_set.batches)
+        nats = sum(float(eval_step(params, inputs.to_device(inputs.process_rows(w),
+                                                            batch_sharding)))
+                   for w in eval_set.batches)
         loss = nats / eval_set.num_targets
         out[f"eval/{name}/loss"] = loss
         out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
@@ -196,11 +207,6 @@ def _build_optimizer(config) -> optim.Optimizer:
     model = Transformer(ModelConfig.from_config(config.model, 257, "float32"))
     params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))
     return optim.build_from_config(config, params, mup_width_mult(config.model))
-
-
-def _initial_state(model, tx, config) -> TrainState:
-    params = init_params(model, jax.random.PRNGKey(config.train.seed), config.data.seq_len)
-    return init_state(params, tx)
 
 
 def _write_run_files(workdir: str, config, record: dict) -> None:
@@ -229,6 +235,7 @@ def main(argv) -> None:
         logging.set_verbosity(logging.WARNING)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/quickstart")
+    distributed.initialize()
     try:
         run(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, FileNotFoundError, FetchError, FloatingPointError) as err:

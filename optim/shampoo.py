@@ -50,8 +50,15 @@ class ScaleByShampooState(NamedTuple):
     count: jax.Array  # int32, steps taken
     mu: Any           # momentum of the grafted direction, like the params
     nu: Any           # Adam graft's second moment, like the params; None for graft="sgd"
-    stats: Any        # per param: a tuple of (n, n) statistics L_i, one per preconditioned axis
+    stats: Any        # per param: a tuple with one entry per axis i: the (n_i, n_i) statistic
+                      # L_i, or a (0,) placeholder for an axis that is not preconditioned
     roots: Any        # per param: the cached (L_i + delta_i I)^(-1/e), same shapes as stats
+
+    @staticmethod
+    def factor_param_axis(field: str, index: tuple) -> int | None:
+        """Sharding declaration (lm/sharding.py): entry i of a parameter's `stats` / `roots`
+        tuple is the factor of the parameter's axis i."""
+        return index[0] if field in ("stats", "roots") else None
 
 
 def precond_axes(shape, max_precond_dim: int) -> tuple[int, ...]:
@@ -95,11 +102,16 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
         def zeros(p):
             return jnp.zeros(p.shape, jnp.float32)
 
+        def per_axis(p, factor):
+            axes = axes_of(p)
+            return tuple(factor(n) if i in axes else jnp.zeros((0,), jnp.float32)
+                         for i, n in enumerate(p.shape))
+
         def zero_stats(p):
-            return tuple(jnp.zeros((p.shape[i],) * 2, jnp.float32) for i in axes_of(p))
+            return per_axis(p, lambda n: jnp.zeros((n, n), jnp.float32))
 
         def identities(p):
-            return tuple(jnp.eye(p.shape[i], dtype=jnp.float32) for i in axes_of(p))
+            return per_axis(p, lambda n: jnp.eye(n, dtype=jnp.float32))
 
         return ScaleByShampooState(
             count=jnp.zeros([], jnp.int32),
@@ -116,8 +128,8 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
 
         def new_stats():
             return jax.tree.map(
-                lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i)
-                                    for l, i in zip(ls, axes_of(g))),
+                lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i) if l.ndim == 2
+                                    else l for i, l in enumerate(ls)),
                 grads, state.stats)
 
         stats = jax.lax.cond((count - 1) % statistics_frequency == 0, new_stats,
@@ -125,8 +137,9 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
 
         def new_roots():
             def leaf_roots(g, ls):
-                e = exponent if exponent is not None else 2 * len(ls)
-                return tuple(_inverse_root(l, e, matrix_eps, eps) for l in ls)
+                e = exponent if exponent is not None else 2 * len(axes_of(g))
+                return tuple(_inverse_root(l, e, matrix_eps, eps) if l.ndim == 2 else l
+                             for l in ls)
             return jax.tree.map(leaf_roots, grads, stats)
 
         since_start = count - start_preconditioning_step
@@ -143,11 +156,11 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
             nu, grafts = None, grads
 
         def direction(g, graft_dir, rs):
-            if not rs:
+            if not axes_of(g):
                 return graft_dir
             s = g
-            for r, i in zip(rs, axes_of(g)):
-                s = _mode_product(s, r, i)
+            for i in axes_of(g):
+                s = _mode_product(s, rs[i], i)
             s_norm = jnp.linalg.norm(s)
             unit = s / jnp.where(s_norm > 0, s_norm, 1.0)  # s = 0 stays 0
             return jnp.where(preconditioning, jnp.linalg.norm(graft_dir) * unit, graft_dir)

@@ -58,6 +58,13 @@ class SoapState(NamedTuple):
     gg: Any  # Shampoo factors L, R, ... (exponential moving averages of G G^T per dim)
     q: Any  # their eigenbases Q_L, Q_R, ...
 
+    @staticmethod
+    def factor_param_axis(field: str, index: tuple) -> int | None:
+        """Sharding declaration (lm/sharding.py): the gg / q leaf at (region, dim) of a
+        parameter is a stack of factors of its axis `dim` (of the merged shape, which is the
+        parameter's own unless merge_dims merged small dims)."""
+        return index[1] if field in ("gg", "q") else None
+
 
 def _merged_shape(shape, max_precond_dim):
     """The reference's `merge_dims`: merge consecutive dims while their product stays

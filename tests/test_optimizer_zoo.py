@@ -7,8 +7,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import optim
-from benchmarks.optimizers import (build, parse_variant, predicted_state_floats,
-                                   short_run_config)
+from benchmarks.optimizers import parse_variant, predicted_state_floats, short_run_config
+from benchmarks.train_step import build
 from data import prepare, sampling
 from lm.checkpoint import Checkpointer
 from lm.model import ModelConfig, Transformer, init_params
@@ -28,10 +28,11 @@ def train(spec, windows, steps):
     name, overrides = parse_variant(spec)
     config = short_run_config(name, STEPS)
     config.optimizer[name].update(overrides)
-    state, step, opt = build(config, SEQ_LEN, 257)
+    config.train.batch_size = windows[0].shape[0]
+    rt, state, opt = build(config, SEQ_LEN, 257)
     losses = []
     for w in windows[:steps]:
-        state, metrics, _ = step(state, jnp.asarray(w))
+        state, metrics, _ = rt.train_step(state, jax.device_put(w, rt.sharder.batch))
         losses.append(float(metrics["train/loss"]))
     return state, losses, opt
 

@@ -99,7 +99,8 @@ def test_state_shapes_and_explicit_exponent():
     params = jax.tree.map(jnp.asarray, random_tree(np.random.default_rng(0)))
     state = shampoo(0.1, max_precond_dim=MAX_PRECOND_DIM).init(params)[0]
     shapes = jax.tree.map(jnp.shape, state.stats)
-    assert shapes == {"w": ((6, 6), (4, 4)), "bias": (), "wide": ((3, 3),)}
+    # one entry per axis; (0,) for an axis that is not preconditioned (1-D, or > max dim)
+    assert shapes == {"w": ((6, 6), (4, 4)), "bias": ((0,),), "wide": ((3, 3), (0,))}
     assert jax.tree.map(jnp.shape, state.roots) == shapes
     assert state.nu is not None and shampoo(0.1, graft="sgd").init(params)[0].nu is None
 

@@ -1,0 +1,58 @@
+"""The sharded, jitted functions of a run on a mesh: initial state, train step and eval step.
+
+Shared by the trainer, the benchmarks and the tests, so that all of them run the same program.
+Parameters are born sharded (`jax.jit(init, out_shardings=...)`), the train step keeps the
+state's sharding (`in_shardings` = `out_shardings`, donated), batches arrive split over the
+`batch` mesh axes and metrics leave replicated.
+"""
+from typing import Callable, NamedTuple
+
+import jax
+
+from lm import sharding
+from lm.model import ModelConfig, Transformer, init_params, param_logical_axes
+from lm.step import TrainState, init_state, make_eval_step, make_train_step
+
+
+class Runtime(NamedTuple):
+    sharder: sharding.Sharder
+    state_shardings: TrainState
+    abstract_state: TrainState  # ShapeDtypeStructs that carry their target shardings
+    init_state: Callable[[], TrainState]  # () -> a fresh, sharded state
+    train_step: Callable  # (state, windows) -> (state, metrics, layer_stats)
+    eval_step: Callable  # (params, windows) -> summed cross-entropy
+
+
+def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, seq_len: int,
+          microbatches: int = 1, z_loss: float = 0.0) -> Runtime:
+    """Checks that the mesh divides the model (ConfigError otherwise; nothing is compiled
+    before) and returns the run's jitted functions."""
+    model = Transformer(model_cfg)
+
+    def make_state():
+        return init_state(init_params(model, jax.random.PRNGKey(seed), seq_len), tx)
+
+    abstract = jax.eval_shape(make_state)
+    logical = param_logical_axes(model)
+    sharding.check_model(model_cfg, logical, abstract.params, sharder.rules, sharder.sizes)
+    shardings = sharder.state_shardings(abstract, logical)
+    abstract = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+    train_step = sharder.jit(make_train_step(model, tx, microbatches, z_loss),
+                             in_shardings=(shardings, sharder.batch),
+                             out_shardings=(shardings, sharder.replicated, sharder.replicated),
+                             donate_argnums=0)
+    eval_step = sharder.jit(make_eval_step(model), in_shardings=(shardings.params, sharder.batch),
+                            out_shardings=sharder.replicated)
+    return Runtime(sharder, shardings, abstract, jax.jit(make_state, out_shardings=shardings),
+                   train_step, eval_step)
+
+
+def per_device_bytes(tree) -> dict:
+    """Bytes of `tree`'s arrays in total (one copy each) and on the most loaded device."""
+    total, per_device = 0, {}
+    for x in jax.tree_util.tree_leaves(tree):
+        total += x.nbytes
+        for shard in x.addressable_shards:
+            per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+    return {"total_bytes": total, "max_device_bytes": max(per_device.values(), default=0)}
