@@ -190,7 +190,10 @@ class Transformer(nn.Module):
         dt = c.compute_dtype
         embedding = self.param("embedding", normal_init(c.init_std, ("vocab", "embed")),
                                (c.vocab_size, c.d_model), jnp.float32)
-        x = constrain(jnp.take(embedding, tokens, axis=0).astype(dt), ("batch", "seq", "embed"))
+        # The lookup reads whole rows: gather the table's model dim first (FSDP splits it), so
+        # that XLA does not fall back to replicating the table inside the gather.
+        table = constrain(embedding, ("vocab", None))
+        x = constrain(jnp.take(table, tokens, axis=0).astype(dt), ("batch", "seq", "embed"))
         cos, sin = rotary_table(c.max_seq_len, c.head_dim, c.rope_base)
         seq = tokens.shape[1]
         cos, sin = cos[:seq], sin[:seq]
