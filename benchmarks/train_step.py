@@ -26,7 +26,7 @@ import numpy as np
 
 import optim
 from configs import base
-from lm import runtime, sharding
+from lm import mx, runtime, sharding
 from lm.model import ModelConfig, Transformer, init_params
 from lm.model_info import flops_per_token, param_counts
 
@@ -49,10 +49,12 @@ def matmul_flops_per_s(n: int, dtype, repeats: int) -> float:
     return 2 * n ** 3 / median_seconds(lambda: mm(a, b).block_until_ready(), repeats)
 
 
-def build(config, seq_len: int, vocab_size: int, dtype: str = "float32"):
-    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes;
-    config.train.batch_size must be the batch the caller feeds."""
-    cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
+def build(config, seq_len: int, vocab_size: int):
+    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes,
+    in the precision config.precision describes; config.train.batch_size must be the batch the
+    caller feeds."""
+    cfg = ModelConfig.from_config(config.model, vocab_size, config.precision.activation_dtype,
+                                  **mx.formats_from_config(config.precision))
     params = jax.eval_shape(functools.partial(init_params, Transformer(cfg),
                                               jax.random.PRNGKey(0), seq_len))
     opt = optim.build_from_config(config, params)
@@ -83,7 +85,8 @@ def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int
     config.model.max_seq_len = max(seq_len, config.model.max_seq_len)
     config.train.batch_size = batch_size
     config.mesh.update(mesh)
-    rt, state, _ = build(config, seq_len, vocab_size, dtype)
+    config.precision.activation_dtype = dtype
+    rt, state, _ = build(config, seq_len, vocab_size)
     cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
     memory = {f"{part}_{k}": v for part in ("params", "opt_state")
               for k, v in runtime.per_device_bytes(getattr(state, part)).items()}

@@ -106,7 +106,23 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         )),
     ))
 
+    # MX (OCP Microscaling) matmuls, emulated bit-exactly (lm/mx.py). Element formats:
+    # mxfp8_e4m3 | mxfp8_e5m2 | mxfp6_e3m2 | mxfp6_e2m3 | mxfp4_e2m1 | mxint8, bfloat16 (an
+    # operand rounded to bf16), "" (not quantized). Unset backward formats default as in
+    # microxcaling: weights_bp = weights, the other three = activations.
     c.precision = ml_collections.ConfigDict(dict(
         activation_dtype="float32",  # float32 | bfloat16; parameters are always float32
+        mx_weights="",
+        mx_activations="",
+        mx_weights_bp="",          # weights in the input-gradient GEMM dx = g W^T
+        mx_activations_bp="",      # stashed activations in the weight-gradient GEMM dW = x^T g
+        mx_grads_for_weights="",   # output gradient in dW
+        mx_grads_for_inputs="",    # output gradient in dx
+        mx_layers=("qkv", "attn_out", "mlp", "lm_head"),  # attention matmuls and embeddings:
+                                                          # never quantized (Su et al.)
+        mx_block_size=32,
+        mx_rounding="even",        # even (OCP) | half_away (microxcaling's default; Su et al.)
+        mx_scale_rule="floor",     # floor (OCP) | bump_on_overflow (Su et al.'s intervention)
+        mx_quantize_backprop=True,  # False: backward GEMMs unquantized ("forward only")
     ))
     return c

@@ -9,6 +9,7 @@ import runpy
 
 import jax.numpy as jnp
 
+from lm import mx
 from lm.model import ACTIVATIONS, NORMS, ModelConfig
 
 DTYPES = ("float32", "bfloat16")
@@ -76,6 +77,10 @@ def check_config(config) -> None:
              f"(model.max_seq_len={m.max_seq_len}); lower data.seq_len or raise "
              "model.max_seq_len")
     _require(d.seq_len > 0, f"data.seq_len={d.seq_len} must be positive")
+    try:
+        mx.formats_from_config(config.precision)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     _require(config.precision.activation_dtype in DTYPES,
              f"precision.activation_dtype={config.precision.activation_dtype!r} is not one "
              f"of {DTYPES}")
@@ -106,9 +111,11 @@ def check_workdir(workdir: str, model_cfg: ModelConfig) -> None:
 
 
 def _shape_fields(model_cfg: ModelConfig) -> dict:
-    """The model fields that fix parameter shapes and meaning (dtype may change on resume)."""
+    """The model fields that fix parameter shapes and meaning (the matmul precision, dtype and
+    MX formats, may change on resume)."""
     fields = dict(vars(model_cfg))
-    fields.pop("dtype")
+    for precision in ("dtype", "mx", "mx_layers"):
+        fields.pop(precision)
     return fields
 
 

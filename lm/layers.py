@@ -3,7 +3,7 @@
 Parameters carry logical axis names (`nn.with_logical_partitioning`) so that the sharding rules
 of `mesh` map them onto devices; on one device the names are inert.
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,12 +27,13 @@ class DenseGeneral(nn.Module):
     kernel_axes: Sequence[str]
     init_std: float
     dtype: jnp.dtype
+    mx: Any = None  # lm.mx.MatmulFormats of this layer, or None (not quantized)
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", normal_init(self.init_std, self.kernel_axes),
                             tuple(self.kernel_shape), jnp.float32)
-        return matmul.einsum(self.spec, x, kernel, dtype=self.dtype)
+        return matmul.einsum(self.spec, x, kernel, dtype=self.dtype, mx=self.mx)
 
 
 class Norm(nn.Module):

@@ -7,9 +7,25 @@ float32 (`preferred_element_type`), as on bf16 tensor cores and TPU MXUs.
 """
 import jax.numpy as jnp
 
+from lm import mx as mx_lib
 
-def einsum(spec: str, lhs, rhs, *, dtype) -> jnp.ndarray:
-    """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`."""
-    out = jnp.einsum(spec, lhs.astype(dtype), rhs.astype(dtype),
-                     preferred_element_type=jnp.float32)
+# The weight-times-activation einsums of the model, as x (..., k) @ w (k, n): how to lay out the
+# kernel for lm.mx.mx_matmul (the tied LM head stores the vocabulary first).
+_KERNEL_LAYOUT = {"btd,dn->btn": False, "btn,nd->btd": False, "btd,df->btf": False,
+                  "btf,fd->btd": False, "btd,dv->btv": False, "btd,vd->btv": True}
+
+
+def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None) -> jnp.ndarray:
+    """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`.
+
+    With `mx` (a weight matmul only), the MX-quantized matmul of lm/mx.py: both operands
+    quantized along the reduction axis (from the `dtype`-rounded values), float32 out."""
+    lhs, rhs = lhs.astype(dtype), rhs.astype(dtype)
+    if mx is not None:
+        if spec not in _KERNEL_LAYOUT:
+            raise ValueError(f"MX quantization is defined for weight matmuls "
+                             f"{sorted(_KERNEL_LAYOUT)}, not {spec!r}")
+        out = mx_lib.mx_matmul(lhs, rhs.T if _KERNEL_LAYOUT[spec] else rhs, mx)
+    else:
+        out = jnp.einsum(spec, lhs, rhs, preferred_element_type=jnp.float32)
     return out.astype(dtype)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from lm import matmul
+from lm import mx as mx_lib
 from lm.layers import DenseGeneral, Norm, apply_rotary, normal_init, rotary_table
 
 constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/sharding.py)
@@ -59,9 +60,14 @@ class ModelConfig:
     init_std: float
     mup_base_width: int
     dtype: str
+    # Precision of the matmuls (not of the parameters, so it may change on resume): MX formats
+    # (lm/mx.py) and the layer kinds they apply to, a subset of MX_LAYERS.
+    mx: mx_lib.MatmulFormats | None = None
+    mx_layers: tuple = ()
 
     @classmethod
-    def from_config(cls, model_cfg, vocab_size: int, dtype: str) -> "ModelConfig":
+    def from_config(cls, model_cfg, vocab_size: int, dtype: str, mx=None,
+                    mx_layers=()) -> "ModelConfig":
         """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
         head_dim = d_model / heads, d_ff = 4 d_model."""
         fields = dict(model_cfg)
@@ -74,11 +80,15 @@ class ModelConfig:
             fields["head_dim"] = fields["d_model"] // max(fields["n_heads"], 1)
         if not fields["d_ff"]:
             fields["d_ff"] = 4 * fields["d_model"]
-        return cls(dtype=dtype, **fields)
+        return cls(dtype=dtype, mx=mx, mx_layers=tuple(mx_layers), **fields)
 
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
+
+    def mx_for(self, layer: str) -> mx_lib.MatmulFormats | None:
+        """The MX formats of a layer kind ("qkv", "attn_out", "mlp", "lm_head"), or None."""
+        return self.mx if layer in self.mx_layers else None
 
     @property
     def d_attn(self) -> int:
@@ -119,7 +129,7 @@ class Attention(nn.Module):
             """(d_model, heads * head_dim) kernel: every weight is a plain matrix, which is what
             matrix optimizers (Muon, SOAP, Shampoo) precondition."""
             y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
-                             c.hidden_init_std, dt, name=name)(x)
+                             c.hidden_init_std, dt, c.mx_for("qkv"), name=name)(x)
             return constrain(y.reshape(batch, seq, heads, c.head_dim),
                              ("batch", "seq", axis, "head_dim"))
 
@@ -141,7 +151,7 @@ class Attention(nn.Module):
         out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
         out = constrain(out.reshape(batch, seq, c.d_attn), ("batch", "seq", "heads"))
         return DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
-                            c.residual_init_std, dt, name="out")(out)
+                            c.residual_init_std, dt, c.mx_for("attn_out"), name="out")(out)
 
 
 class Mlp(nn.Module):
@@ -155,7 +165,7 @@ class Mlp(nn.Module):
 
         def up(name):
             return DenseGeneral("btd,df->btf", (c.d_model, c.d_ff), ("embed", "mlp"),
-                                c.hidden_init_std, dt, name=name)(x)
+                                c.hidden_init_std, dt, c.mx_for("mlp"), name=name)(x)
 
         if c.activation == "swiglu":
             h = nn.silu(up("gate").astype(jnp.float32)) * up("up").astype(jnp.float32)
@@ -163,7 +173,7 @@ class Mlp(nn.Module):
             h = nn.gelu(up("up").astype(jnp.float32))
         h = constrain(h, ("batch", "seq", "mlp"))
         return DenseGeneral("btf,fd->btd", (c.d_ff, c.d_model), ("mlp", "embed"),
-                            c.residual_init_std, dt, name="down")(h.astype(dt))
+                            c.residual_init_std, dt, c.mx_for("mlp"), name="down")(h.astype(dt))
 
 
 class Block(nn.Module):
@@ -201,10 +211,12 @@ class Transformer(nn.Module):
             x = Block(c, name=f"block_{i}")(x, cos, sin)
         x = Norm(c.norm, dt, name="final_norm")(x)
         if c.tie_embeddings:
-            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32)
+            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32,
+                                   mx=c.mx_for("lm_head"))
         else:
             logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
-                                  c.init_std, jnp.float32, name="unembed")(x)
+                                  c.init_std, jnp.float32, c.mx_for("lm_head"),
+                                  name="unembed")(x)
         logits = constrain(logits, ("batch", "seq", "vocab"))
         return logits / c.width_mult if c.mup_base_width else logits
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import optim
 from data.clients import FetchError
-from lm import distributed, inputs, runtime, sharding
+from lm import distributed, inputs, mx, runtime, sharding
 from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
@@ -71,7 +71,8 @@ def run(config, workdir: str) -> dict:
                           f"tokenizer's {data.vocab_size} tokens; use 0 (the tokenizer's size) "
                           f"or a padded size >= {data.vocab_size}")
     model_cfg = ModelConfig.from_config(config.model, data.vocab_size,
-                                        config.precision.activation_dtype)
+                                        config.precision.activation_dtype,
+                                        **mx.formats_from_config(config.precision))
     check_workdir(workdir, model_cfg)
     rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
                        seq_len=config.data.seq_len, microbatches=config.train.microbatches,

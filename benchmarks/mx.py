@@ -1,0 +1,64 @@
+"""Cost of the MX emulation (lm/mx.py), measured side by side in one run.
+
+    python -m benchmarks.mx [--size d128_l4] [--batch_size 16] [--seq_len 256]
+
+One JSON line per precision with the train-step time and its ratio to the float32 step
+(weights and activations in one MX format, every quantizable layer, backward re-quantized),
+and one per format with quantize-dequantize throughput (elements/s, jitted, 4M float32 values).
+Timings are medians of --repeats runs of --steps steps after a warm-up.
+"""
+import argparse
+import json
+
+import jax
+
+from benchmarks.train_step import build, median_seconds, random_windows, time_steps
+from configs import base
+from lm import mx
+
+PRECISIONS = {"float32": {}, "bfloat16": {"activation_dtype": "bfloat16"},
+              "mxfp8_e4m3": {"mx_weights": "mxfp8_e4m3", "mx_activations": "mxfp8_e4m3"},
+              "mxfp4_e2m1": {"mx_weights": "mxfp4_e2m1", "mx_activations": "mxfp4_e2m1"}}
+
+
+def step_seconds(precision: dict, args) -> float:
+    config = base.get_config(args.size)
+    config.model.max_seq_len = max(args.seq_len, config.model.max_seq_len)
+    config.train.batch_size = args.batch_size
+    config.precision.update(precision)
+    rt, state, _ = build(config, args.seq_len, args.vocab_size)
+    windows = random_windows(rt, args.batch_size, args.seq_len, args.vocab_size)
+    return time_steps(rt, state, windows, args.steps, args.repeats)
+
+
+def quantize_elements_per_s(fmt: str, repeats: int) -> float:
+    x = jax.random.normal(jax.random.PRNGKey(0), (4096, 1024))
+    fn = jax.jit(lambda x: mx.quantize(x, fmt, -1))
+    return x.size / median_seconds(lambda: fn(x).block_until_ready(), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="d128_l4")
+    parser.add_argument("--seq_len", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--vocab_size", type=int, default=8192)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    machine = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
+    baseline = step_seconds(PRECISIONS["float32"], args)
+    for name, precision in PRECISIONS.items():
+        seconds = baseline if name == "float32" else step_seconds(precision, args)
+        print(json.dumps({"bench": "mx_train_step", "precision": name, "size": args.size,
+                          "batch_size": args.batch_size, "seq_len": args.seq_len,
+                          "step_s": seconds, "ratio_to_float32": seconds / baseline,
+                          **machine}), flush=True)
+    for fmt in mx.FORMATS:
+        print(json.dumps({"bench": "mx_quantize", "format": fmt,
+                          "elements_per_s": quantize_elements_per_s(fmt, args.repeats),
+                          **machine}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
