@@ -14,7 +14,6 @@ the point is that the sharded programs run and how memory divides, not speed: th
 share the same cores.
 """
 import argparse
-import functools
 import json
 import platform
 import statistics
@@ -24,10 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import optim
 from configs import base
-from lm import mx, runtime, sharding
-from lm.model import ModelConfig, Transformer, init_params
+from lm import runtime, sharding
+from lm.model import ModelConfig
 from lm.model_info import flops_per_token, param_counts
 
 
@@ -53,12 +51,9 @@ def build(config, seq_len: int, vocab_size: int):
     """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes,
     in the precision config.precision describes; config.train.batch_size must be the batch the
     caller feeds."""
-    cfg = ModelConfig.from_config(config.model, vocab_size, config.precision.activation_dtype,
-                                  **mx.formats_from_config(config.precision))
-    params = jax.eval_shape(functools.partial(init_params, Transformer(cfg),
-                                              jax.random.PRNGKey(0), seq_len))
-    opt = optim.build_from_config(config, params)
-    rt = runtime.build(cfg, opt.tx, sharding.from_config(config), seed=0, seq_len=seq_len)
+    opt = runtime.build_optimizer(config)
+    rt = runtime.build(ModelConfig.for_run(config, vocab_size), opt.tx,
+                       sharding.from_config(config), seed=0, seq_len=seq_len)
     return rt, rt.init_state(), opt
 
 

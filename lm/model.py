@@ -82,6 +82,12 @@ class ModelConfig:
             fields["d_ff"] = 4 * fields["d_model"]
         return cls(dtype=dtype, mx=mx, mx_layers=tuple(mx_layers), **fields)
 
+    @classmethod
+    def for_run(cls, config, vocab_size: int) -> "ModelConfig":
+        """The model of a run config: config.model, in the precision config.precision says."""
+        return cls.from_config(config.model, vocab_size, config.precision.activation_dtype,
+                               **mx_lib.formats_from_config(config.precision))
+
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)

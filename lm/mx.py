@@ -139,27 +139,6 @@ def quantize(x, fmt: str, axis: int, block_size: int = 32, rounding: str = "even
     return jnp.moveaxis(out, -1, axis)
 
 
-def block_stats(x, fmt: str, axis: int, block_size: int = 32,
-                scale_rule: str = "floor") -> dict:
-    """Diagnostics of quantizing x (Su et al.'s "overflow into the largest bucket"): the
-    fraction of elements that saturate (|x| / X above max_normal before clipping), of blocks
-    whose maximum clips, and of nonzero elements that round to zero (underflow)."""
-    elem = _check(fmt, "even", scale_rule, block_size)
-    x = jnp.asarray(x, jnp.float32)
-    blocks, n = _blocks(x, axis % x.ndim, block_size)
-    amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
-    v = scale_by_pow2(blocks, -shared_exponents(amax, elem, scale_rule))
-    saturated = jnp.abs(v) > elem.max_normal
-    q = round_elements(v, elem, "even")
-    nonzero = blocks != 0
-    return {"saturated": jnp.sum(saturated) / x.size,
-            "clipped_blocks": jnp.mean(jnp.any(saturated, axis=-1)),
-            "underflow": jnp.sum(nonzero & (q == 0)) / jnp.maximum(jnp.sum(nonzero), 1)}
-
-
-
-
-
 class MatmulFormats(NamedTuple):
     """Element formats of the operands of an MX matmul y = x @ w and of its backward GEMMs
     (microxcaling's mx_specs; None = that operand is not quantized):

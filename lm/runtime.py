@@ -5,12 +5,14 @@ Parameters are born sharded (`jax.jit(init, out_shardings=...)`), the train step
 state's sharding (`in_shardings` = `out_shardings`, donated), batches arrive split over the
 `batch` mesh axes and metrics leave replicated.
 """
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 
+import optim
 from lm import sharding
-from lm.model import ModelConfig, Transformer, init_params, param_logical_axes
+from lm.model import ModelConfig, Transformer, init_params, mup_width_mult, param_logical_axes
 from lm.step import TrainState, init_state, make_eval_step, make_train_step
 
 
@@ -21,6 +23,15 @@ class Runtime(NamedTuple):
     init_state: Callable[[], TrainState]  # () -> a fresh, sharded state
     train_step: Callable  # (state, windows) -> (state, metrics, layer_stats)
     eval_step: Callable  # (params, windows) -> summed cross-entropy
+
+
+def build_optimizer(config) -> optim.Optimizer:
+    """The run's optimizer, checked against the model's parameter shapes before any data is
+    prepared or anything compiles. Which parameters exist does not depend on the vocabulary,
+    so the byte tokenizer's size stands in for it here."""
+    model = Transformer(ModelConfig.from_config(config.model, 257, "float32"))
+    params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))
+    return optim.build_from_config(config, params, mup_width_mult(config.model))
 
 
 def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, seq_len: int,

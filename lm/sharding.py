@@ -99,13 +99,14 @@ def axis_rules(rules_cfg) -> tuple:
     return tuple(rules)
 
 
+def mesh_axes(entry) -> tuple:
+    """The mesh axes of one PartitionSpec entry (None, an axis name or a tuple of them)."""
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 def spec_size(spec: PartitionSpec, sizes: dict) -> list[int]:
     """Per array dim, how many shards `spec` cuts it into on a mesh of `sizes`."""
-    out = []
-    for entry in spec:
-        names = () if entry is None else (entry,) if isinstance(entry, str) else entry
-        out.append(math.prod(sizes[n] for n in names))
-    return out
+    return [math.prod(sizes[n] for n in mesh_axes(entry)) for entry in spec]
 
 
 def check_divisible(logical_tree, shapes_tree, rules, sizes: dict):
@@ -119,10 +120,9 @@ def check_divisible(logical_tree, shapes_tree, rules, sizes: dict):
         for dim, (name, shards, size) in enumerate(zip(logical, spec_size(spec, sizes),
                                                        leaf.shape)):
             if size % shards:
-                mesh_axes = spec[dim] if isinstance(spec[dim], str) else ",".join(spec[dim])
                 kind, *where = (str(k.key) for k in path)
-                problems.append(f"{kind} {'/'.join(where)} dim "
-                                f"{dim} ({name}, size {size}) over mesh axes {mesh_axes} "
+                problems.append(f"{kind} {'/'.join(where)} dim {dim} ({name}, size {size}) "
+                                f"over mesh axes {','.join(mesh_axes(spec[dim]))} "
                                 f"({shards} shards)")
     if problems:
         raise ConfigError(
@@ -152,14 +152,14 @@ def check_batches(config, rules, sizes: dict, process_count: int) -> None:
 def check_model(model_cfg, logical_specs, param_shapes, rules, sizes: dict) -> None:
     """Every parameter dim, and the head counts of the attention activations, split evenly
     over the mesh axes their logical names map to (raises ConfigError naming each one)."""
-    activations = {"attention heads (model.n_heads)": PartitionSpec("heads"),
-                   "kv heads (model.n_kv_heads)": PartitionSpec("kv_heads")}
-    counts = {"attention heads (model.n_heads)": jax.ShapeDtypeStruct((model_cfg.n_heads,),
-                                                                      np.int32),
-              "kv heads (model.n_kv_heads)": jax.ShapeDtypeStruct((model_cfg.n_kv_heads,),
-                                                                  np.int32)}
-    check_divisible({"parameter": logical_specs, "activation": activations},
-                    {"parameter": param_shapes, "activation": counts}, rules, sizes)
+    heads = {"attention heads (model.n_heads)": ("heads", model_cfg.n_heads),
+             "kv heads (model.n_kv_heads)": ("kv_heads", model_cfg.n_kv_heads)}
+    check_divisible(
+        {"parameter": logical_specs,
+         "activation": {k: PartitionSpec(axis) for k, (axis, _) in heads.items()}},
+        {"parameter": param_shapes,
+         "activation": {k: jax.ShapeDtypeStruct((n,), np.int32) for k, (_, n) in heads.items()}},
+        rules, sizes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,11 +269,9 @@ def _factor_rows(param_spec, axis: int, rows: int, sizes: dict):
     """Mesh axes for the rows of a (rows, rows) factor of parameter axis `axis`: all the mesh
     axes the parameter is split over (that axis's first), so the factors are split as finely
     as the parameter; else that axis's own; else None (replicated) if neither divides rows."""
-    def names(entry):
-        return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
     entries = list(param_spec) + [None] * (axis + 1 - len(param_spec))
-    own = names(entries[axis])
-    every = own + tuple(n for i, e in enumerate(entries) if i != axis for n in names(e))
+    own = mesh_axes(entries[axis])
+    every = own + tuple(n for i, e in enumerate(entries) if i != axis for n in mesh_axes(e))
     for candidate in (every, own):
         if candidate and rows % math.prod(sizes[n] for n in candidate) == 0:
             return candidate[0] if len(candidate) == 1 else candidate

@@ -8,7 +8,6 @@ FLOPs per token), metrics.jsonl (see lm/metrics_log.py) and checkpoints/. Starti
 that has checkpoints resumes from the newest good one, bit-identically on the same machine.
 SIGTERM / SIGINT finish the current step, save a checkpoint and exit 0.
 """
-import functools
 import json
 import math
 import os
@@ -21,14 +20,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-import optim
 from data.clients import FetchError
-from lm import distributed, inputs, mx, runtime, sharding
+from lm import distributed, inputs, runtime, sharding
 from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
 from lm.metrics_log import MetricsLog
-from lm.model import ModelConfig, Transformer, init_params, mup_width_mult
+from lm.model import ModelConfig
 from lm.model_info import count_pytree_params, model_info
 from lm.step import TrainState
 
@@ -59,7 +57,7 @@ def run(config, workdir: str) -> dict:
     check_config(config)
     sharder = sharding.from_config(config)
     try:
-        optimizer = _build_optimizer(config)
+        optimizer = runtime.build_optimizer(config)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     try:
@@ -70,9 +68,7 @@ def run(config, workdir: str) -> dict:
         raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
                           f"tokenizer's {data.vocab_size} tokens; use 0 (the tokenizer's size) "
                           f"or a padded size >= {data.vocab_size}")
-    model_cfg = ModelConfig.from_config(config.model, data.vocab_size,
-                                        config.precision.activation_dtype,
-                                        **mx.formats_from_config(config.precision))
+    model_cfg = ModelConfig.for_run(config, data.vocab_size)
     check_workdir(workdir, model_cfg)
     rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
                        seq_len=config.data.seq_len, microbatches=config.train.microbatches,
@@ -199,15 +195,6 @@ def _evaluate(eval_step, params, eval_sets: dict, batch_sharding) -> dict:
         out[f"eval/{name}/loss"] = loss
         out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
     return out
-
-
-def _build_optimizer(config) -> optim.Optimizer:
-    """The run's optimizer, checked against the model's parameter shapes before any data is
-    prepared or anything compiles. Which parameters exist does not depend on the vocabulary,
-    so the byte tokenizer's size stands in for it here."""
-    model = Transformer(ModelConfig.from_config(config.model, 257, "float32"))
-    params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))
-    return optim.build_from_config(config, params, mup_width_mult(config.model))
 
 
 def _write_run_files(workdir: str, config, record: dict) -> None:

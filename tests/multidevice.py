@@ -9,11 +9,10 @@ import sys
 import jax
 import numpy as np
 
-import optim
 from configs import base
 from lm import runtime, sharding, train
 from lm.metrics_log import read_metrics
-from lm.model import ModelConfig, Transformer, init_params
+from lm.model import ModelConfig
 
 MESHES = {"one_device": dict(data=1, fsdp=1, tensor=1),
           "fsdp8": dict(data=1, fsdp=8, tensor=1),
@@ -38,16 +37,9 @@ def build(config, mesh: dict):
     config.mesh.update(mesh)
     devices = jax.devices()[:int(np.prod(list(mesh.values())))]
     sharder = sharding.from_config(config, devices)
-    model_cfg = ModelConfig.from_config(config.model, VOCAB, "float32")
-    rt = runtime.build(model_cfg, _tx(config, model_cfg), sharder, seed=0, seq_len=SEQ_LEN,
-                       microbatches=config.train.microbatches)
+    rt = runtime.build(ModelConfig.for_run(config, VOCAB), runtime.build_optimizer(config).tx,
+                       sharder, seed=0, seq_len=SEQ_LEN, microbatches=config.train.microbatches)
     return rt, rt.init_state()
-
-
-def _tx(config, model_cfg):
-    params = jax.eval_shape(lambda: init_params(Transformer(model_cfg), jax.random.PRNGKey(0),
-                                                SEQ_LEN))
-    return optim.build_from_config(config, params).tx
 
 
 def batches(steps: int):
