@@ -3,7 +3,8 @@
     python -m benchmarks.mx [--size d128_l4] [--batch_size 16] [--seq_len 256]
 
 One JSON line per precision with the train-step time and its ratio to the float32 step
-(weights and activations in one MX format, every quantizable layer, backward re-quantized),
+(weights and activations in one MX format, every quantizable layer, backward re-quantized,
+diagnostics counted; scaled_dot: the same through jax.lax.scaled_dot),
 and one per format with quantize-dequantize throughput (elements/s, jitted, 4M float32 values).
 Timings are medians of --repeats runs of --steps steps after a warm-up.
 """
@@ -18,7 +19,10 @@ from lm import mx
 
 PRECISIONS = {"float32": {}, "bfloat16": {"activation_dtype": "bfloat16"},
               "mxfp8_e4m3": {"mx_weights": "mxfp8_e4m3", "mx_activations": "mxfp8_e4m3"},
-              "mxfp4_e2m1": {"mx_weights": "mxfp4_e2m1", "mx_activations": "mxfp4_e2m1"}}
+              "mxfp4_e2m1": {"mx_weights": "mxfp4_e2m1", "mx_activations": "mxfp4_e2m1"},
+              "mxfp8_e4m3/scaled_dot": {"mx_weights": "mxfp8_e4m3",
+                                        "mx_activations": "mxfp8_e4m3",
+                                        "mx_backend": "scaled_dot"}}
 
 
 def step_seconds(precision: dict, args) -> float:

@@ -83,6 +83,15 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         keep_checkpoints=3,
         log_every=10,
         layer_stats_every=100,  # RMS of each parameter, gradient and update; 0 disables
+        # A loss spike starts at a step whose loss exceeds loss_spike_ratio x the median of
+        # the previous loss_spike_window steps (train/loss_spikes counts them)
+        loss_spike_window=50,
+        loss_spike_ratio=1.2,
+        # Branch a new run (in-situ intervention): a workdir without checkpoints starts from
+        # this run's checkpoint at branch_step (-1: its newest) and copies its metrics up to
+        # there; any config change (e.g. precision) applies from that step on
+        branch_from="",
+        branch_step=-1,
     ))
 
     # Device mesh (lm/sharding.py): data x fsdp x tensor must equal the device count; one axis
@@ -124,5 +133,12 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         mx_rounding="even",        # even (OCP) | half_away (microxcaling's default; Su et al.)
         mx_scale_rule="floor",     # floor (OCP) | bump_on_overflow (Su et al.'s intervention)
         mx_quantize_backprop=True,  # False: backward GEMMs unquantized ("forward only")
+        # emulated (the reference, any backend) | scaled_dot (GEMMs whose operands are both
+        # fp8/fp4 go to jax.lax.scaled_dot as elements + E8M0 scales: MX tensor cores)
+        mx_backend="emulated",
+        # Norm scale/bias: float32 | bfloat16 (rounded in the forward, as microxcaling's
+        # LayerNorm; ties as mx_rounding under MX) | none (no affine parameters: a different
+        # model, fixed for the run)
+        norm_affine="float32",
     ))
     return c

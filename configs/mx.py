@@ -8,7 +8,11 @@ The argument is WEIGHTS/ACTIVATIONS[/OPTION...]: each of fp8_e4m3 (or e4m3), fp8
 fp6_e3m2 (e3m2), fp6_e2m3 (e2m3), fp4_e2m1 (e2m1), int8, bf16 (not MX-quantized: bfloat16
 operands) -- so e4m3/bf16 is "MX weights with bf16 activations", and the 5 x 5 grid of the
 paper is {e4m3, e5m2, e2m3, e3m2, bf16}^2. Options: fwd_only (backward GEMMs unquantized),
-bump_exp (scale_rule bump_on_overflow), half_away (microxcaling's rounding, as the paper ran).
+bump_exp (scale_rule bump_on_overflow), half_away (microxcaling's rounding, as the paper ran),
+ln_bf16 (norm scales/biases rounded to bf16, as the paper's "quantized LayerNorm"),
+no_ln_affine (norms without scale/bias). Su et al.'s faithful setting is
+e4m3/e4m3/half_away/ln_bf16; its in-situ interventions branch a run at a step with another
+preset (--config.train.branch_from=runs/mx_e4m3 --config.train.branch_step=600).
 Gradients take the activation format, as in microxcaling; override any field on the command
 line (--config.precision.mx_grads_for_inputs=bfloat16).
 """
@@ -18,7 +22,9 @@ _FORMATS = {"e4m3": "mxfp8_e4m3", "e5m2": "mxfp8_e5m2", "e3m2": "mxfp6_e3m2",
             "e2m3": "mxfp6_e2m3", "e2m1": "mxfp4_e2m1", "int8": "mxint8", "bf16": "bfloat16"}
 _OPTIONS = {"fwd_only": {"mx_quantize_backprop": False},
             "bump_exp": {"mx_scale_rule": "bump_on_overflow"},
-            "half_away": {"mx_rounding": "half_away"}}
+            "half_away": {"mx_rounding": "half_away"},
+            "ln_bf16": {"norm_affine": "bfloat16"},
+            "no_ln_affine": {"norm_affine": "none"}}
 
 
 def _format(name: str) -> str:

@@ -19,10 +19,12 @@ from jax.experimental import multihost_utils
 class Checkpointer:
     """A thin wrapper of `ocp.CheckpointManager` with the restore policy described above."""
 
-    def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
+    def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True,
+                 read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.corrupt_directory = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
-        self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else max_to_keep,
+                                                     create=not read_only, read_only=read_only,
                                                      enable_async_checkpointing=async_save)
         self._manager = self._open()
 
@@ -47,9 +49,7 @@ class Checkpointer:
         """
         for step in reversed(self.steps()):
             try:
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-                return step, restored.state, restored.meta
+                return step, *self.restore(step, abstract_state)
             except Exception as err:  # orbax raises many types for truncated/missing files
                 self._set_aside(step, err)
         if os.path.isdir(self.corrupt_directory) and os.listdir(self.corrupt_directory):
@@ -58,6 +58,12 @@ class Checkpointer:
                 f"in {self.corrupt_directory}. Start a new run with another --workdir, or "
                 "repair them and move them back.")
         return None
+
+    def restore(self, step: int, abstract_state) -> tuple:
+        """(state, meta) of the checkpoint at `step`, onto `abstract_state`'s shardings."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return restored.state, restored.meta
 
     def _set_aside(self, step: int, err: Exception) -> None:
         """Moves the checkpoint aside (process 0 does; the others wait for it)."""

@@ -10,6 +10,7 @@ import runpy
 import jax.numpy as jnp
 
 from lm import mx
+from lm.layers import NORM_AFFINE
 from lm.model import ACTIVATIONS, NORMS, ModelConfig
 
 DTYPES = ("float32", "bfloat16")
@@ -81,12 +82,18 @@ def check_config(config) -> None:
         mx.formats_from_config(config.precision)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    _require(config.precision.norm_affine in NORM_AFFINE,
+             f"precision.norm_affine={config.precision.norm_affine!r} is not one of "
+             f"{NORM_AFFINE}")
     _require(config.precision.activation_dtype in DTYPES,
              f"precision.activation_dtype={config.precision.activation_dtype!r} is not one "
              f"of {DTYPES}")
     for key in ("steps", "batch_size", "microbatches", "eval_every", "checkpoint_every",
                 "log_every", "keep_checkpoints"):
         _require(t[key] > 0, f"train.{key}={t[key]} must be positive")
+    _require(t.loss_spike_window > 0 and t.loss_spike_ratio > 1,
+             f"train.loss_spike_window={t.loss_spike_window} must be positive and "
+             f"train.loss_spike_ratio={t.loss_spike_ratio} above 1")
     _require(t.layer_stats_every >= 0,
              f"train.layer_stats_every={t.layer_stats_every} must be >= 0 (0 disables)")
     _require(t.batch_size % t.microbatches == 0,
@@ -101,6 +108,7 @@ def check_workdir(workdir: str, model_cfg: ModelConfig) -> None:
         return
     with open(path) as f:
         previous = json.load(f)["model"]
+    previous.setdefault("norm_affine", True)  # runs from before the field existed
     current = _shape_fields(model_cfg)
     diff = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
     if diff:
@@ -116,6 +124,7 @@ def _shape_fields(model_cfg: ModelConfig) -> dict:
     fields = dict(vars(model_cfg))
     for precision in ("dtype", "mx", "mx_layers"):
         fields.pop(precision)
+    fields["norm_affine"] = model_cfg.norm_affine != "none"  # float32 <-> bfloat16 may change
     return fields
 
 

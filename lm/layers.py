@@ -10,6 +10,10 @@ import jax
 import jax.numpy as jnp
 
 from lm import matmul
+from lm import mx as mx_lib
+
+MX_STATS = "mx_stats"  # the collection of MX diagnostics probes (see mx_probe)
+NORM_AFFINE = ("float32", "bfloat16", "none")
 
 
 def normal_init(stddev: float, axes: Sequence[str]):
@@ -33,34 +37,58 @@ class DenseGeneral(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", normal_init(self.init_std, self.kernel_axes),
                             tuple(self.kernel_shape), jnp.float32)
-        return matmul.einsum(self.spec, x, kernel, dtype=self.dtype, mx=self.mx)
+        return matmul.einsum(self.spec, x, kernel, dtype=self.dtype, mx=self.mx,
+                             probe=mx_probe(self, self.mx))
+
+
+def mx_probe(module: nn.Module, mx) -> jax.Array | None:
+    """The MX diagnostics probe of a quantized matmul in `module`: zeros (lm.mx.PROBE_SHAPE)
+    in the "mx_stats" collection, whose gradient is that matmul's quantization counts (the
+    train step reads them). None when the layer is not quantized or the model is applied
+    without the collection (evaluation)."""
+    if mx is None or not (module.is_initializing() or module.has_variable(MX_STATS, "probe")):
+        return None
+    return module.variable(MX_STATS, "probe", jnp.zeros, mx_lib.PROBE_SHAPE, jnp.float32).value
 
 
 class Norm(nn.Module):
     """Pre-norm: RMSNorm (Zhang & Sennrich 2019; scale only) or LayerNorm (Ba et al. 2016; scale
-    and bias). Computed in float32 whatever the activation dtype, returned in `dtype`."""
+    and bias). Computed in float32 whatever the activation dtype, returned in `dtype`.
+
+    `affine` is the handling of the scale and bias that Su et al. (2025) trace MX instabilities
+    to: "float32"; "bfloat16", rounded to bf16 in the forward with a straight-through
+    gradient, as microxcaling's LayerNorm does (`rounding` as its MX rounding); or "none", no
+    affine parameters (their *_no_LN_affine configs)."""
     kind: str  # "rmsnorm" | "layernorm"
     dtype: jnp.dtype
     eps: float = 1e-6
     axis_name: str = "norm"
+    affine: str = "float32"
+    rounding: str = "even"
+
+    def _affine_param(self, name: str, init, dim: int):
+        value = self.param(name, nn.with_logical_partitioning(init, (self.axis_name,)), (dim,),
+                           jnp.float32)
+        if self.affine == "bfloat16":  # x + (bf16(x) - x) is exactly bf16(x) (Sterbenz)
+            value = value + jax.lax.stop_gradient(
+                mx_lib.round_to_bfloat16(value, self.rounding) - value)
+        return value
 
     @nn.compact
     def __call__(self, x):
         dim = x.shape[-1]
         x32 = x.astype(jnp.float32)
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones,
-                                                                 (self.axis_name,)),
-                           (dim,), jnp.float32)
         if self.kind == "rmsnorm":
             y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-            return (y * scale).astype(self.dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                               (self.axis_name,)),
-                          (dim,), jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * scale + bias).astype(self.dtype)
+        else:
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        if self.affine != "none":
+            y = y * self._affine_param("scale", nn.initializers.ones, dim)
+            if self.kind == "layernorm":
+                y = y + self._affine_param("bias", nn.initializers.zeros, dim)
+        return y.astype(self.dtype)
 
 
 def rotary_table(max_len: int, head_dim: int, base: float) -> tuple[jnp.ndarray, jnp.ndarray]:

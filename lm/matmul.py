@@ -15,17 +15,20 @@ _KERNEL_LAYOUT = {"btd,dn->btn": False, "btn,nd->btd": False, "btd,df->btf": Fal
                   "btf,fd->btd": False, "btd,dv->btv": False, "btd,vd->btv": True}
 
 
-def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None) -> jnp.ndarray:
+def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None,
+           probe=None) -> jnp.ndarray:
     """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`.
 
     With `mx` (a weight matmul only), the MX-quantized matmul of lm/mx.py: both operands
-    quantized along the reduction axis (from the `dtype`-rounded values), float32 out."""
+    quantized along the reduction axis (from the `dtype`-rounded values), float32 out; its
+    quantization counts are the gradient of `probe` (see lm.layers.mx_probe)."""
     lhs, rhs = lhs.astype(dtype), rhs.astype(dtype)
     if mx is not None:
         if spec not in _KERNEL_LAYOUT:
             raise ValueError(f"MX quantization is defined for weight matmuls "
                              f"{sorted(_KERNEL_LAYOUT)}, not {spec!r}")
-        out = mx_lib.mx_matmul(lhs, rhs.T if _KERNEL_LAYOUT[spec] else rhs, mx)
+        out = mx_lib.mx_matmul(lhs, rhs.T if _KERNEL_LAYOUT[spec] else rhs, mx,
+                                probe=probe)
     else:
         out = jnp.einsum(spec, lhs, rhs, preferred_element_type=jnp.float32)
     return out.astype(dtype)

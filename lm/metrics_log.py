@@ -12,6 +12,10 @@ Schema (keys are slash-separated, as TensorBoard and wandb group them):
     train/lr              learning rate used for this step
     time/step_s           mean wall time per step since the previous row
     time/tokens_per_s     training tokens per second since the previous row
+    train/loss_spikes     loss spikes so far (lm/loss_spikes.py)
+    mx/<kind>/saturated   MX runs: fraction of the <kind> operand's elements clipped to the
+    mx/<kind>/clipped_blocks   format's max, of its blocks whose max clips, and of its nonzero
+    mx/<kind>/underflow   elements that became 0; kinds as precision.mx_<kind> (lm.mx.diagnostics)
     eval/<set>/loss       validation cross-entropy on <set>, nats/token (eval steps only)
     eval/<set>/bpb        the same in bits per byte (loss / ln 2 / bytes_per_token)
     params_rms/<path>     RMS of parameter <path> (e.g. block_0/attn/query/kernel), and
@@ -46,6 +50,13 @@ class MetricsLog:
         os.replace(tmp, self.path)
         print(f"metrics.jsonl: {len(lines) - len(keep)} rows after step {step} moved to "
               f"{self.path}.after_{step}; the resumed run recomputes them", flush=True)
+
+    def start_from(self, rows: list[dict]) -> None:
+        """Begins a branched run's file with its parent's rows (up to the branch step); rows
+        already there (a branch that failed before its first checkpoint) are set aside."""
+        self.resume_at(0)
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a") as f:

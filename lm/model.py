@@ -28,7 +28,8 @@ import jax.numpy as jnp
 
 from lm import matmul
 from lm import mx as mx_lib
-from lm.layers import DenseGeneral, Norm, apply_rotary, normal_init, rotary_table
+from lm.layers import (MX_STATS, DenseGeneral, Norm, apply_rotary, mx_probe, normal_init,
+                       rotary_table)
 
 constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/sharding.py)
 
@@ -64,10 +65,12 @@ class ModelConfig:
     # (lm/mx.py) and the layer kinds they apply to, a subset of MX_LAYERS.
     mx: mx_lib.MatmulFormats | None = None
     mx_layers: tuple = ()
+    # Norm scale/bias handling (lm.layers.NORM_AFFINE); "none" removes those parameters.
+    norm_affine: str = "float32"
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int, dtype: str, mx=None,
-                    mx_layers=()) -> "ModelConfig":
+                    mx_layers=(), norm_affine: str = "float32") -> "ModelConfig":
         """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
         head_dim = d_model / heads, d_ff = 4 d_model."""
         fields = dict(model_cfg)
@@ -80,13 +83,15 @@ class ModelConfig:
             fields["head_dim"] = fields["d_model"] // max(fields["n_heads"], 1)
         if not fields["d_ff"]:
             fields["d_ff"] = 4 * fields["d_model"]
-        return cls(dtype=dtype, mx=mx, mx_layers=tuple(mx_layers), **fields)
+        return cls(dtype=dtype, mx=mx, mx_layers=tuple(mx_layers), norm_affine=norm_affine,
+                   **fields)
 
     @classmethod
     def for_run(cls, config, vocab_size: int) -> "ModelConfig":
         """The model of a run config: config.model, in the precision config.precision says."""
         return cls.from_config(config.model, vocab_size, config.precision.activation_dtype,
-                               **mx_lib.formats_from_config(config.precision))
+                               **mx_lib.formats_from_config(config.precision),
+                               norm_affine=config.precision.norm_affine)
 
     @property
     def compute_dtype(self):
@@ -95,6 +100,12 @@ class ModelConfig:
     def mx_for(self, layer: str) -> mx_lib.MatmulFormats | None:
         """The MX formats of a layer kind ("qkv", "attn_out", "mlp", "lm_head"), or None."""
         return self.mx if layer in self.mx_layers else None
+
+    def make_norm(self, name: str, axis_name: str = "norm") -> Norm:
+        """A norm layer of this model (its kind, dtype and affine handling)."""
+        return Norm(self.norm, self.compute_dtype, axis_name=axis_name,
+                    affine=self.norm_affine, rounding=self.mx.rounding if self.mx else "even",
+                    name=name)
 
     @property
     def d_attn(self) -> int:
@@ -143,8 +154,8 @@ class Attention(nn.Module):
         k = project("key", c.n_kv_heads, "kv_heads")
         v = project("value", c.n_kv_heads, "kv_heads")
         if c.qk_norm:
-            q = Norm(c.norm, dt, axis_name="head_dim", name="query_norm")(q)
-            k = Norm(c.norm, dt, axis_name="head_dim", name="key_norm")(k)
+            q = c.make_norm("query_norm", axis_name="head_dim")(q)
+            k = c.make_norm("key_norm", axis_name="head_dim")(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         groups = c.n_heads // c.n_kv_heads
@@ -189,10 +200,10 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, cos, sin):
         c = self.cfg
-        x = x + Attention(c, name="attn")(Norm(c.norm, c.compute_dtype, name="attn_norm")(x),
+        x = x + Attention(c, name="attn")(c.make_norm("attn_norm")(x),
                                           cos, sin)
         x = constrain(x, ("batch", "seq", "embed"))
-        x = x + Mlp(c, name="mlp")(Norm(c.norm, c.compute_dtype, name="mlp_norm")(x))
+        x = x + Mlp(c, name="mlp")(c.make_norm("mlp_norm")(x))
         return constrain(x, ("batch", "seq", "embed"))
 
 
@@ -215,10 +226,11 @@ class Transformer(nn.Module):
         cos, sin = cos[:seq], sin[:seq]
         for i in range(c.n_layers):
             x = Block(c, name=f"block_{i}")(x, cos, sin)
-        x = Norm(c.norm, dt, name="final_norm")(x)
+        x = c.make_norm("final_norm")(x)
         if c.tie_embeddings:
-            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32,
-                                   mx=c.mx_for("lm_head"))
+            head_mx = c.mx_for("lm_head")
+            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32, mx=head_mx,
+                                   probe=mx_probe(self, head_mx))
         else:
             logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
                                   c.init_std, jnp.float32, c.mx_for("lm_head"),
@@ -231,6 +243,14 @@ def init_params(model: Transformer, rng: jax.Array, seq_len: int):
     """Float32 parameters (logical-axis boxes removed) for `model`."""
     tokens = jnp.zeros((1, seq_len), jnp.int32)
     return nn.meta.unbox(model.init(rng, tokens)["params"])
+
+
+def mx_probes(model: Transformer) -> dict:
+    """Zeros for the model's "mx_stats" collection (one probe per MX-quantized matmul, see
+    lm.layers.mx_probe); empty without MX."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                  dict(shapes.get(MX_STATS, {})))
 
 
 def param_logical_axes(model: Transformer):

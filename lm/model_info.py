@@ -20,8 +20,9 @@ from lm.model import ModelConfig
 def param_counts(cfg: ModelConfig) -> dict:
     """Analytic counts: total, embedding (input table and untied output table), non-embedding."""
     d, hd = cfg.d_model, cfg.head_dim
-    norm = d if cfg.norm == "rmsnorm" else 2 * d
-    head_norm = (hd if cfg.norm == "rmsnorm" else 2 * hd) if cfg.qk_norm else 0
+    per_dim = 0 if cfg.norm_affine == "none" else 1 if cfg.norm == "rmsnorm" else 2
+    norm = per_dim * d
+    head_norm = per_dim * hd if cfg.qk_norm else 0
     norms = cfg.n_layers * (2 * norm + 2 * head_norm) + norm  # + final norm
     embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     non_embedding = _matmul_params(cfg) + norms

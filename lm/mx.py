@@ -40,6 +40,11 @@ FORMATS = {
 }
 ROUNDINGS = ("even", "half_away")
 SCALE_RULES = ("floor", "bump_on_overflow")
+BACKENDS = ("emulated", "scaled_dot")
+# Element formats with an XLA dtype that jax.lax.scaled_dot takes (float6 does not run on XLA
+# CPU and MXINT8 has none; mx-spec.md §6).
+NATIVE_DTYPES = {"mxfp8_e4m3": jnp.float8_e4m3fn, "mxfp8_e5m2": jnp.float8_e5m2,
+                 "mxfp4_e2m1": jnp.float4_e2m1fn}
 E8M0_MIN, E8M0_MAX = -127, 127
 
 
@@ -119,6 +124,51 @@ def _blocks(x: jax.Array, axis: int, block_size: int):
     return x.reshape(x.shape[:-1] + ((n + pad) // block_size, block_size)), n
 
 
+def _block_quantize(x, elem: ElementFormat, axis: int, block_size: int, rounding: str,
+                    scale_rule: str):
+    """The blocks of x along `axis` (..., blocks, block_size), their maxima, E8M0 exponents,
+    the elements divided by the scale and those rounded to the element grid."""
+    blocks, n = _blocks(jnp.asarray(x, jnp.float32), axis % jnp.ndim(x), block_size)
+    amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)  # NaN propagates
+    scale_exp = shared_exponents(amax, elem, scale_rule)
+    scaled = scale_by_pow2(blocks, -scale_exp)
+    return blocks, n, amax, scale_exp, scaled, round_elements(scaled, elem, rounding)
+
+
+def _unblock(blocks, n: int, axis: int, ndim: int):
+    out = blocks.reshape(blocks.shape[:-2] + (-1,))[..., :n]
+    return jnp.moveaxis(out, -1, axis % ndim)
+
+
+# Counts kept per quantized operand (float32 sums: fractions stay exact to ~1e-7 at any size).
+STATS = ("saturated", "clipped_blocks", "underflow", "elements", "blocks", "nonzero")
+
+
+def _counts(elem: ElementFormat, size: int, blocks, amax, scale_exp, scaled, q) -> jax.Array:
+    """The STATS of one quantized tensor of `size` elements, from _block_quantize's pieces."""
+    nonzero = blocks != 0
+    counts = [jnp.abs(scaled) > elem.max_normal,
+              scale_by_pow2(amax, -scale_exp) > elem.max_normal,
+              nonzero & (q == 0)]
+    return jnp.stack([jnp.sum(c, dtype=jnp.float32) for c in counts]
+                     + [jnp.float32(size), jnp.float32(amax.size),
+                        jnp.sum(nonzero, dtype=jnp.float32)])
+
+
+def quantize_with_stats(x, fmt: str, axis: int, block_size: int = 32, rounding: str = "even",
+                        scale_rule: str = "floor") -> tuple[jax.Array, jax.Array]:
+    """`quantize` and the counts of STATS: elements whose |x| / scale exceeds max_normal
+    (saturated to it), blocks whose maximum does (Su et al.'s "clipped" blocks), nonzero
+    elements that round to zero (underflow), and the numbers of elements, blocks and nonzero
+    elements they are fractions of (mx-spec.md §7.3)."""
+    elem = _check(fmt, rounding, scale_rule, block_size)
+    x = jnp.asarray(x, jnp.float32)
+    pieces = _block_quantize(x, elem, axis, block_size, rounding, scale_rule)
+    blocks, n, amax, scale_exp, scaled, q = pieces
+    out = jnp.where(jnp.isfinite(amax), scale_by_pow2(q, scale_exp), jnp.nan)
+    return _unblock(out, n, axis, x.ndim), _counts(elem, x.size, blocks, *pieces[2:])
+
+
 def quantize(x, fmt: str, axis: int, block_size: int = 32, rounding: str = "even",
              scale_rule: str = "floor") -> jax.Array:
     """OCP MX quantize-dequantize of x along `axis`: a float32 array of x's shape.
@@ -127,16 +177,7 @@ def quantize(x, fmt: str, axis: int, block_size: int = 32, rounding: str = "even
     block) share the scale 2^shared_exponents(amax); a block holding NaN or Inf dequantizes
     to NaN (the E8M0 NaN scale, as microxcaling makes it).
     """
-    elem = _check(fmt, rounding, scale_rule, block_size)
-    x = jnp.asarray(x, jnp.float32)
-    axis = axis % x.ndim
-    blocks, n = _blocks(x, axis, block_size)
-    amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)  # NaN propagates
-    scale_exp = shared_exponents(amax, elem, scale_rule)
-    q = round_elements(scale_by_pow2(blocks, -scale_exp), elem, rounding)
-    out = jnp.where(jnp.isfinite(amax), scale_by_pow2(q, scale_exp), jnp.nan)
-    out = out.reshape(out.shape[:-2] + (-1,))[..., :n]
-    return jnp.moveaxis(out, -1, axis)
+    return quantize_with_stats(x, fmt, axis, block_size, rounding, scale_rule)[0]
 
 
 class MatmulFormats(NamedTuple):
@@ -149,7 +190,9 @@ class MatmulFormats(NamedTuple):
       g_os  output gradient in dx (a_elem_format_bp_os)
     Unset backward formats default as microxcaling's finalize_mx_specs does: w_bp = w and
     a_bp = g_ex = g_os = a (gradients in the activation format). quantize_backprop=False runs
-    the backward GEMMs on the unquantized operands ("quantize forward only")."""
+    the backward GEMMs on the unquantized operands ("quantize forward only").
+    backend="scaled_dot" hands every GEMM whose two operands have a native element dtype
+    (NATIVE_DTYPES) to `jax.lax.scaled_dot` as elements plus E8M0 scales (see _native_gemm)."""
     w: str | None = None
     a: str | None = None
     w_bp: str | None = None
@@ -160,11 +203,14 @@ class MatmulFormats(NamedTuple):
     rounding: str = "even"
     scale_rule: str = "floor"
     quantize_backprop: bool = True
+    backend: str = "emulated"
 
     def resolved(self) -> "MatmulFormats":
         """The formats with microxcaling's defaults filled in (and checked)."""
         filled = self._replace(w_bp=self.w_bp or self.w, a_bp=self.a_bp or self.a,
                                g_ex=self.g_ex or self.a, g_os=self.g_os or self.a)
+        if filled.backend not in BACKENDS:
+            raise ValueError(f"MX backend {filled.backend!r} is not one of {BACKENDS}")
         for name in ("w", "a", "w_bp", "a_bp", "g_ex", "g_os"):
             fmt = getattr(filled, name)
             if fmt is not None and fmt != "bfloat16":
@@ -172,14 +218,26 @@ class MatmulFormats(NamedTuple):
         return filled
 
 
-def _q(x, fmt, axis, formats: MatmulFormats):
-    """x quantized to `fmt` along `axis`; rounded to bfloat16 for "bfloat16" (an operand kept
-    in bf16, as Su et al.'s "bf16 activations"); x itself (float32) when fmt is None."""
-    if fmt is None:
-        return x.astype(jnp.float32)
-    if fmt == "bfloat16":
+def round_to_bfloat16(x: jax.Array, rounding: str) -> jax.Array:
+    """x rounded to bfloat16's 8 significant bits, as float32: the cast (ties to even), or
+    ties away from zero on the same grid (microxcaling's `bfloat=16` with its default round)."""
+    x = jnp.asarray(x, jnp.float32)
+    if rounding == "even":
         return x.astype(jnp.bfloat16).astype(jnp.float32)
-    return quantize(x, fmt, axis, formats.block_size, formats.rounding, formats.scale_rule)
+    ulp_exp = floor_log2(x) - 7
+    return scale_by_pow2(round_to_integer(scale_by_pow2(x, -ulp_exp), rounding), ulp_exp)
+
+
+def _q(x, fmt, axis, formats: MatmulFormats) -> tuple[jax.Array, jax.Array]:
+    """(x quantized to `fmt` along `axis`, its STATS counts). "bfloat16" rounds x to bf16 (an
+    operand kept in bf16, as Su et al.'s "bf16 activations") and None leaves it float32; both
+    count nothing."""
+    if fmt is None or fmt == "bfloat16":
+        x = x.astype(jnp.float32)
+        return (x if fmt is None else round_to_bfloat16(x, formats.rounding),
+                jnp.zeros(len(STATS), jnp.float32))
+    return quantize_with_stats(x, fmt, axis, formats.block_size, formats.rounding,
+                               formats.scale_rule)
 
 
 def _dot(a, b, spec):
@@ -187,47 +245,130 @@ def _dot(a, b, spec):
                       precision=jax.lax.Precision.HIGHEST)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _mx_matmul(x, w, formats):
-    return _dot(_q(x, formats.a, -1, formats), _q(w, formats.w, 0, formats), "...k,kn->...n")
+# The operands of an MX matmul and its backward GEMMs, in MatmulFormats' field order; a
+# probe (OPERANDS x STATS zeros) given to mx_matmul receives their counts as its gradient.
+OPERANDS = ("w", "a", "w_bp", "a_bp", "g_ex", "g_os")
+PROBE_SHAPE = (len(OPERANDS), len(STATS))
 
 
-def _forward(x, w, formats):
-    return _mx_matmul(x, w, formats), (x, w)
+def _native_operand(x, fmt: str, formats: MatmulFormats):
+    """x (rows, ..., K) blocked along its last axis, as `scaled_dot` operands: elements in
+    fmt's dtype (rows, K') and E8M0 scales (rows, K' / block_size), the middle axes folded into
+    the reduction (a ragged block is zero-padded); and its STATS. The element values and
+    scales are exactly the emulation's (a NaN/Inf block gets the E8M0 NaN scale)."""
+    elem = FORMATS[fmt]
+    pieces = _block_quantize(x, elem, -1, formats.block_size, formats.rounding,
+                             formats.scale_rule)
+    blocks, _, amax, scale_exp, _, q = pieces
+    biased = jnp.where(jnp.isfinite(amax), scale_exp + 127, 255).astype(jnp.uint8)
+    rows = x.shape[0]
+    return (q.reshape(rows, -1).astype(NATIVE_DTYPES[fmt]),
+            jax.lax.bitcast_convert_type(biased, jnp.float8_e8m0fnu).reshape(rows, -1),
+            _counts(elem, x.size, blocks, *pieces[2:]))
+
+
+def _native_gemm(a, fa: str, b, fb: str, formats: MatmulFormats):
+    """(a @ b^T (rows_a, rows_b) by jax.lax.scaled_dot on MX operands, a's STATS, b's STATS)
+    for a (rows_a, ..., K) and b (rows_b, ..., K), both blocked along K. On an accelerator with
+    MX tensor cores the products and scales are the emulation's; only the float32 accumulation
+    order is the kernel's. On CPU XLA decomposes it (dequantize, then dot)."""
+    ea, sa, ca = _native_operand(a, fa, formats)
+    eb, sb, cb = _native_operand(b, fb, formats)
+    out = jax.lax.scaled_dot(ea, eb, lhs_scale=sa, rhs_scale=sb,
+                             dimension_numbers=(((1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+    return out, ca, cb
+
+
+def _is_native(fa, fb, formats: MatmulFormats) -> bool:
+    return formats.backend == "scaled_dot" and fa in NATIVE_DTYPES and fb in NATIVE_DTYPES
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _mx_matmul(x, w, probe, formats):
+    return _forward(x, w, probe, formats)[0]  # XLA drops the unused counts
+
+
+def _forward(x, w, probe, formats):
+    del probe
+    if _is_native(formats.a, formats.w, formats):
+        y, a_stats, w_stats = _native_gemm(x.reshape(-1, x.shape[-1]), formats.a, w.T,
+                                           formats.w, formats)
+        y = y.reshape(x.shape[:-1] + (w.shape[1],))
+    else:
+        (xq, a_stats), (wq, w_stats) = (_q(x, formats.a, -1, formats),
+                                        _q(w, formats.w, 0, formats))
+        y = _dot(xq, wq, "...k,kn->...n")
+    return y, (x, w, w_stats, a_stats)
 
 
 def _backward(formats, residuals, g):
     """Each backward GEMM re-quantizes its operands, from the saved high-precision x and w,
     along its own reduction axis: dx = Q(g, -1) Q(w, -1)^T reduces over the outputs;
-    dW = Q(x, -2)^T Q(g, -2) reduces over tokens, blocked within each sequence."""
-    x, w = residuals
+    dW = Q(x, -2)^T Q(g, -2) reduces over tokens, blocked within each sequence. The probe's
+    "gradient" is the operands' STATS counts (zero rows for unquantized operands)."""
+    x, w, w_stats, a_stats = residuals
     if not formats.quantize_backprop:
         formats = MatmulFormats(block_size=formats.block_size)
     g = g.astype(jnp.float32)
-    dx = _dot(_q(g, formats.g_os, -1, formats), _q(w, formats.w_bp, -1, formats),
-              "...n,kn->...k")
+    if _is_native(formats.g_os, formats.w_bp, formats):
+        dx, g_os_stats, w_bp_stats = _native_gemm(g.reshape(-1, g.shape[-1]), formats.g_os, w,
+                                                  formats.w_bp, formats)
+        dx = dx.reshape(x.shape)
+    else:
+        (g_os, g_os_stats), (w_bp, w_bp_stats) = (_q(g, formats.g_os, -1, formats),
+                                                  _q(w, formats.w_bp, -1, formats))
+        dx = _dot(g_os, w_bp, "...n,kn->...k")
     xs, gs = x.reshape((-1,) + x.shape[-2:]), g.reshape((-1,) + g.shape[-2:])
-    dw = _dot(_q(xs, formats.a_bp, -2, formats), _q(gs, formats.g_ex, -2, formats),
-              "btk,btn->kn")
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    if _is_native(formats.a_bp, formats.g_ex, formats):
+        dw, a_bp_stats, g_ex_stats = _native_gemm(xs.transpose(2, 0, 1), formats.a_bp,
+                                                  gs.transpose(2, 0, 1), formats.g_ex, formats)
+    else:
+        (a_bp, a_bp_stats), (g_ex, g_ex_stats) = (_q(xs, formats.a_bp, -2, formats),
+                                                  _q(gs, formats.g_ex, -2, formats))
+        dw = _dot(a_bp, g_ex, "btk,btn->kn")
+    counts = jnp.stack([w_stats, a_stats, w_bp_stats, a_bp_stats, g_ex_stats, g_os_stats])
+    return dx.astype(x.dtype), dw.astype(w.dtype), counts
 
 
 _mx_matmul.defvjp(_forward, _backward)
 
 
-def mx_matmul(x, w, fmt: "str | MatmulFormats", block_size: int = 32) -> jax.Array:
+def mx_matmul(x, w, fmt: "str | MatmulFormats", block_size: int = 32,
+              probe: jax.Array | None = None) -> jax.Array:
     """Q(x, axis=-1) @ Q(w, axis=0) in float32 for x (..., k) with at least one leading axis
     and w (k, n). `fmt` is one format for every operand, or a MatmulFormats. The gradient is
-    straight-through the quantizers, with the backward GEMMs re-quantized (see _backward)."""
+    straight-through the quantizers, with the backward GEMMs re-quantized (see _backward).
+    The gradient with respect to `probe` (zeros of PROBE_SHAPE) is the quantization counts of
+    every operand (`diagnostics` turns them into fractions); without one they are not computed
+    (XLA drops them)."""
     formats = (MatmulFormats(w=fmt, a=fmt, block_size=block_size) if isinstance(fmt, str)
                else fmt).resolved()
-    return _mx_matmul(x, w, formats)
+    return _mx_matmul(x, w, jnp.zeros(PROBE_SHAPE, jnp.float32) if probe is None else probe,
+                      formats)
 
 
 MX_LAYERS = ("qkv", "attn_out", "mlp", "lm_head")
 _OPERAND_FIELDS = {"w": "mx_weights", "a": "mx_activations", "w_bp": "mx_weights_bp",
                    "a_bp": "mx_activations_bp", "g_ex": "mx_grads_for_weights",
                    "g_os": "mx_grads_for_inputs"}
+
+
+def diagnostics(formats: MatmulFormats, counts: jax.Array) -> dict:
+    """{"mx/<kind>/saturated" | "clipped_blocks" | "underflow": fraction} for each MX-quantized
+    operand kind, from counts (OPERANDS x STATS) summed over layers and microbatches: saturated
+    elements per element, clipped blocks per block, zeroed per nonzero element."""
+    out = {}
+    for i, operand in enumerate(OPERANDS):
+        quantized = formats.quantize_backprop or operand in ("w", "a")
+        if getattr(formats, operand) not in FORMATS or not quantized:
+            continue
+        c = dict(zip(STATS, counts[i]))
+        kind = "mx/" + _OPERAND_FIELDS[operand].removeprefix("mx_")
+        out[f"{kind}/saturated"] = c["saturated"] / c["elements"]
+        out[f"{kind}/clipped_blocks"] = c["clipped_blocks"] / c["blocks"]
+        out[f"{kind}/underflow"] = c["underflow"] / jnp.maximum(c["nonzero"], 1.0)
+    return out
 
 
 def formats_from_config(precision_cfg) -> dict:
@@ -248,5 +389,6 @@ def formats_from_config(precision_cfg) -> dict:
     formats = MatmulFormats(**operands, block_size=precision_cfg.mx_block_size,
                             rounding=precision_cfg.mx_rounding,
                             scale_rule=precision_cfg.mx_scale_rule,
-                            quantize_backprop=precision_cfg.mx_quantize_backprop)
+                            quantize_backprop=precision_cfg.mx_quantize_backprop,
+                            backend=precision_cfg.mx_backend)
     return {"mx": formats.resolved(), "mx_layers": layers}

@@ -6,7 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lm import mx as mx_lib
+from lm.layers import MX_STATS
 from lm.loss import next_token_loss, sampled_label_loss
+from lm.model import mx_probes
 
 
 class TrainState(NamedTuple):
@@ -37,16 +40,20 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     `layer_stats` holds the RMS of every parameter, gradient and update leaf; they stay on the
     device unless the trainer fetches them (at train.layer_stats_every).
 
+    With MX matmuls, `metrics` also holds their quantization diagnostics (lm.mx.diagnostics):
+    the gradient of each layer's probe is its counts, summed here over layers and microbatches.
+
     `tx.update` also receives the loss functions that curvature-estimating optimizers (Sophia,
     optim/sophia.py) evaluate on the first microbatch: `obj_fn(params)` and
     `sampled_loss_fn(params, rng)`; other optimizers ignore them (nothing is traced for them).
     """
 
-    def loss_fn(params, windows):
-        logits = model.apply({"params": params}, windows[:, :-1])
+    def loss_fn(params, windows, probes=None):
+        logits = model.apply({"params": params, MX_STATS: probes or {}}, windows[:, :-1])
         return next_token_loss(logits, windows[:, 1:], z_loss)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True)
+    zero_probes = mx_probes(model)
 
     def train_step(state: TrainState, windows):
         # Microbatch m is rows m, m + M, m + 2M, ...: each device's contiguous share of a
@@ -55,12 +62,12 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
         micro = nn.with_logical_constraint(micro, (None, "batch", None))
 
         def accumulate(carry, mb):
-            (objective, ce), grads = grad_fn(state.params, mb)
-            return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads)), None
+            (objective, ce), (grads, counts) = grad_fn(state.params, mb, zero_probes)
+            return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads, counts)), None
 
         zeros = (jnp.zeros(()), jnp.zeros(()),
-                 jax.tree_util.tree_map(jnp.zeros_like, state.params))
-        (objective, ce, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+                 jax.tree_util.tree_map(jnp.zeros_like, state.params), zero_probes)
+        (objective, ce, grads, counts), _ = jax.lax.scan(accumulate, zeros, micro)
         objective, ce, grads = jax.tree_util.tree_map(lambda x: x / microbatches,
                                                       (objective, ce, grads))
         def sampled_loss_fn(params, rng):
@@ -74,6 +81,9 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
                    "train/grad_norm": optax.global_norm(grads),
                    "train/update_norm": optax.global_norm(updates),
                    "train/param_norm": optax.global_norm(params)}
+        if zero_probes:
+            metrics.update(mx_lib.diagnostics(model.cfg.mx,
+                                              sum(jax.tree_util.tree_leaves(counts))))
         layer_stats = {**layer_rms("params_rms", params), **layer_rms("grads_rms", grads),
                        **layer_rms("updates_rms", updates)}
         return TrainState(state.step + 1, params, opt_state), metrics, layer_stats

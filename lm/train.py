@@ -25,7 +25,8 @@ from lm import distributed, inputs, runtime, sharding
 from lm.checkpoint import Checkpointer
 from lm.config_checks import (ConfigError, check_config, check_override_keys, check_workdir,
                               model_record)
-from lm.metrics_log import MetricsLog
+from lm.loss_spikes import LossSpikes
+from lm.metrics_log import MetricsLog, read_metrics
 from lm.model import ModelConfig
 from lm.model_info import count_pytree_params, model_info
 from lm.step import TrainState
@@ -86,6 +87,9 @@ def run(config, workdir: str) -> dict:
     checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
     metrics_log = MetricsLog(workdir) if primary else None
     restored = checkpointer.restore_latest(rt.abstract_state)
+    if restored is None and config.train.branch_from:
+        restored = _branch(config.train.branch_from, config.train.branch_step, model_cfg,
+                           rt.abstract_state, metrics_log)
     if restored is None:
         state = rt.init_state()
         start = 0
@@ -103,6 +107,9 @@ def run(config, workdir: str) -> dict:
             print(f"resumed from the checkpoint at step {start}", flush=True)
     if primary:
         metrics_log.resume_at(start)
+    logged = read_metrics(workdir) if primary and os.path.exists(metrics_log.path) else []
+    spikes = LossSpikes(config.train.loss_spike_window, config.train.loss_spike_ratio,
+                        int(logged[-1].get("train/loss_spikes", 0)) if logged else 0)
     n_params = count_pytree_params(state.params)
     assert n_params == info["params/total"], (n_params, info["params/total"])
 
@@ -128,6 +135,7 @@ def run(config, workdir: str) -> dict:
             step += 1
             host = jax.device_get(metrics)  # one sync per step: a NaN is caught before saving
             _check_finite(host, step, checkpointer)
+            spikes.update(float(host["train/loss"]))
             done = step == config.train.steps
             evaluate = step % config.train.eval_every == 0 or done
             stats = config.train.layer_stats_every and step % config.train.layer_stats_every == 0
@@ -139,6 +147,7 @@ def run(config, workdir: str) -> dict:
                        "flops": step * tokens_per_step * info["flops_per_token"],
                        **{k: float(v) for k, v in host.items()},
                        "train/lr": float(optimizer.schedule(step - 1)),
+                       "train/loss_spikes": spikes.count,
                        "time/step_s": seconds, "time/tokens_per_s": tokens_per_step / seconds}
                 if stats:
                     row.update({k: float(v) for k, v in jax.device_get(layer_stats).items()})
@@ -168,6 +177,27 @@ def run(config, workdir: str) -> dict:
         print(f"done: {step} steps, {step * tokens_per_step:,} tokens, "
               f"train/loss={last_row.get('train/loss', float('nan')):.4f}  {evals}", flush=True)
     return {**summary, "stopped": stop.signal_name}
+
+
+def _branch(source: str, step: int, model_cfg: ModelConfig, abstract_state, metrics_log):
+    """(step, state, meta) of run `source`'s checkpoint at `step` (-1: its newest), read-only;
+    the branch's metrics.jsonl starts with the source's rows up to that step."""
+    if not os.path.isdir(os.path.join(source, "checkpoints")):
+        raise ConfigError(f"train.branch_from={source!r} has no checkpoints/ folder; give the "
+                          "workdir of a run that saved checkpoints")
+    check_workdir(source, model_cfg)
+    parent = Checkpointer(source, 1, read_only=True)
+    steps = parent.steps()
+    step = steps[-1] if step == -1 and steps else step
+    if step not in steps:
+        raise ConfigError(f"train.branch_step={step}: {source} has checkpoints at steps "
+                          f"{steps}; use one of those (or -1, the newest)")
+    state, meta = parent.restore(step, abstract_state)
+    parent.close()
+    if metrics_log is not None:
+        metrics_log.start_from([r for r in read_metrics(source) if r["step"] <= step])
+        print(f"branched from {source} at step {step}", flush=True)
+    return step, state, meta
 
 
 def _check_finite(host_metrics: dict, step: int, checkpointer: Checkpointer) -> None:

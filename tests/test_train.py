@@ -248,3 +248,14 @@ def test_bad_parameter_group_fails_before_compiling(tiny_config, tmp_path):
     assert not workdir.exists()
     check_override_keys(["--config=configs/quickstart.py",
                          "--config.optimizer.groups.embeddings.lr_multiplier=10"])
+
+
+def test_loss_spikes_count_onsets_above_the_running_median():
+    from lm.loss_spikes import LossSpikes
+    spikes = LossSpikes(window=4, ratio=1.2)
+    losses = [9.0, 5.0, 4.0, 4.0, 4.1, 5.0, 5.5, 4.0, 4.0, 4.0, 4.0, 6.0, 4.0]
+    counts = [spikes.update(loss) for loss in losses]
+    # 9 -> 5 early is no spike (window not full); 5.0 > 1.2 * median(5,4,4,4.1) starts one
+    # that 5.5 continues; 6.0 starts a second
+    assert counts == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2]
+    assert LossSpikes(window=4, ratio=1.2, count=3).update(1.0) == 3
