@@ -24,6 +24,9 @@ setuptools.setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "tokenizers>=0.20",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

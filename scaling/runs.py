@@ -1,0 +1,146 @@
+"""Run directories (lm/train.py workdirs) -> one Table row per run.
+
+A run directory holds config.json, model.json and metrics.jsonl (schema in lm/metrics_log.py).
+Columns of the table `load_runs` returns:
+
+    name, path              directory name and path
+    data                    training corpus (config data.corpus)
+    optimizer, lr           config optimizer.name, optimizer.lr
+    batch_size, seq_len     sequences per step and tokens per sequence (config)
+    batch_tokens            batch_size * seq_len
+    steps, last_step        configured train.steps and the last logged step
+    params_non_embedding    N (model.json params/non_embedding), the size scaling laws use
+    params_total            model.json params/total
+    tokens, flops           D and C: training tokens and FLOPs at the last logged step
+    train_loss              train/loss at the last logged step (one batch: noisy)
+    eval/<set>/loss         final validation loss on each eval set (NaN if the run has none)
+    val_loss                final eval loss on the training corpus's own validation split
+    finished                last_step reached `steps` and the final step has eval losses
+    history                 a History: per-step curves, for steps-to-target (critical batch)
+
+Unfinished runs (crashed, killed, still training) stay in the table with finished=False and NaN
+final eval losses, so the caller decides: the fits on final losses skip them with a warning
+(scaling/fit.py); the critical-batch fit still reads their history up to where they stopped.
+"""
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scaling.table import Table
+
+RUN_FILES = ("config.json", "model.json", "metrics.jsonl")
+
+
+@dataclass(frozen=True)
+class History:
+    """Logged curves of one run: for each loss key, the steps it was logged at and its values."""
+    curves: dict
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        if key not in self.curves:
+            raise ValueError(f"no {key!r} in this run's metrics; it logs: {', '.join(self.curves)}")
+        return self.curves[key]
+
+
+def find_run_dirs(paths: list[str]) -> list[Path]:
+    """Each path is a run directory or a directory whose subdirectories are runs."""
+    found = []
+    for path in map(Path, paths):
+        if (path / "metrics.jsonl").exists():
+            found.append(path)
+            continue
+        children = sorted(p for p in path.glob("*") if (p / "metrics.jsonl").exists())
+        if not children:
+            raise ValueError(f"{path}: neither a run directory (config.json, model.json, "
+                             "metrics.jsonl) nor a directory of them")
+        found.extend(children)
+    return found
+
+
+def read_metrics_rows(path: Path) -> list[dict]:
+    """metrics.jsonl rows; a torn last line (a run killed mid-write) is dropped with a warning.
+
+    lm.metrics_log.read_metrics raises on such a line, which would make one crashed run stop the
+    loading of a whole ladder."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+            warnings.warn(f"{path}: last line is incomplete (run killed mid-write); dropped")
+    return rows
+
+
+def load_run(path: Path) -> dict:
+    """One run directory as a table row (see the module docstring for the columns)."""
+    for name in RUN_FILES:
+        if not (path / name).exists():
+            raise ValueError(f"{path}: missing {name}; a run directory from lm/train.py has "
+                             f"{', '.join(RUN_FILES)}")
+    config = json.loads((path / "config.json").read_text())
+    model = json.loads((path / "model.json").read_text())
+    rows = read_metrics_rows(path / "metrics.jsonl")
+    if not rows:
+        raise ValueError(f"{path}: metrics.jsonl has no rows (the run never logged a step)")
+    last = rows[-1]
+    evals = {k: v for k, v in last.items() if k.startswith("eval/") and k.endswith("/loss")}
+    corpus = config["data"]["corpus"]
+    expects_eval = bool(config["data"].get("eval_corpora"))
+    train = config["train"]
+    finished = last["step"] >= train["steps"] and (bool(evals) or not expects_eval)
+    return {
+        "name": path.name, "path": str(path), "data": corpus,
+        "optimizer": config["optimizer"]["name"], "lr": config["optimizer"]["lr"],
+        "batch_size": train["batch_size"], "seq_len": config["data"]["seq_len"],
+        "batch_tokens": train["batch_size"] * config["data"]["seq_len"],
+        "steps": train["steps"], "last_step": last["step"],
+        "params_non_embedding": model["params/non_embedding"],
+        "params_total": model["params/total"],
+        "tokens": last["tokens"], "flops": last["flops"],
+        "train_loss": last.get("train/loss", np.nan),
+        **evals,
+        "val_loss": evals.get(f"eval/{corpus}/loss", np.nan),
+        "finished": finished,
+        "history": History(_curves(rows)),
+    }
+
+
+def _curves(rows: list[dict]) -> dict:
+    keys = sorted({k for row in rows for k in row if k.endswith("loss")})
+    curves = {}
+    for key in keys:
+        logged = [(row["step"], row[key]) for row in rows if key in row]
+        curves[key] = tuple(np.array(column, dtype=float) for column in zip(*logged))
+    return curves
+
+
+def curve_points(table: Table) -> Table:
+    """One row per logged validation point of every run (steps that have the training corpus's
+    eval loss): val_loss, tokens and flops at that step, name "<run>@<step>". The envelope of
+    these learning curves is Kaplan et al.'s compute frontier (2020, Fig. 1), which a ladder of
+    a few sizes fills with many budgets; points before the end of a decaying schedule sit
+    above what a run of that length would reach, so the envelope is conservative."""
+    records = []
+    for i in range(len(table)):
+        row = {name: table[name][i] for name in table.names}
+        steps, losses = row["history"].curve(f"eval/{row['data']}/loss")
+        for step, loss in zip(steps, losses):
+            fraction = step / row["last_step"]
+            records.append({**row, "name": f"{row['name']}@{int(step)}", "last_step": step,
+                            "tokens": row["tokens"] * fraction,
+                            "flops": row["flops"] * fraction, "val_loss": loss})
+    names = list(dict.fromkeys(k for record in records for k in record))
+    return Table({name: [record.get(name, np.nan) for record in records] for name in names})
+
+
+def load_runs(paths: list[str]) -> Table:
+    """All runs under `paths` as one Table; eval sets missing from a run read NaN."""
+    records = [load_run(path) for path in find_run_dirs(paths)]
+    names = list(dict.fromkeys(k for record in records for k in record))
+    return Table({name: [record.get(name, np.nan) for record in records] for name in names})
