@@ -29,7 +29,8 @@ setuptools.setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "ray": ["ray>=2.9"],  # python -m lm.sweep --executor=ray
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },
 )

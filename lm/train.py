@@ -168,7 +168,7 @@ def run(config, workdir: str) -> dict:
             save(step, state)
         checkpointer.close()
 
-    summary = {"step": step, "tokens": step * tokens_per_step, **last_row}
+    summary = {**last_row, "step": step, "tokens": step * tokens_per_step}
     if primary and stop.signal_name is not None:
         print(f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
               f"{checkpointer.directory}. Rerun the same command to resume.", flush=True)

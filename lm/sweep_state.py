@@ -1,0 +1,108 @@
+"""What a sweep root holds on disk, and what each run's workdir says about its progress.
+
+ROOT/sweep.json names the sweep that owns the root (its name, config file and runs), so a second
+sweep into the same root is refused while the same sweep, run again, picks up where it stopped.
+ROOT/<run name>/ is an lm.train workdir; lm.sweep adds ROOT/<run name>/sweep_run.json, the
+outcome of the run's latest attempt (status, error, traceback, wall seconds over all attempts).
+"""
+import dataclasses
+import json
+import os
+
+from lm.metrics_log import read_metrics
+from lm.sweep_spec import Run, SweepError
+
+MANIFEST = "sweep.json"
+RECORD = "sweep_run.json"
+RUN_MARKERS = ("metrics.jsonl", "config.json", "checkpoints")  # what makes a dir a run
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A workdir's state: its metrics, newest checkpoint and the latest attempt's record."""
+    steps: int           # the run's train.steps
+    last_row: dict       # the last row of metrics.jsonl ({}: none)
+    eval_row: dict       # the last row with validation losses ({}: none)
+    checkpoint: int      # newest checkpoint step (0: none)
+    record: dict         # sweep_run.json ({}: no attempt has ended)
+
+    @property
+    def finished(self) -> bool:
+        """The final row (step train.steps, with validation losses) is logged."""
+        return self.eval_row.get("step", -1) >= self.steps
+
+    @property
+    def status(self) -> str:
+        """finished, or how the latest attempt ended (diverged, failed, stopped), or pending."""
+        if self.finished:
+            return "finished"
+        status = self.record.get("status", "pending")
+        return "pending" if status == "finished" else status  # train.steps was raised since
+
+
+def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
+               write: bool) -> list[str]:
+    """Checks that `root` is empty, new, or this sweep's, and (if `write`) records the sweep in
+    ROOT/sweep.json. Returns the run directories in `root` that are not runs of this sweep
+    (left by an earlier version of it), for the caller to report."""
+    path = os.path.join(root, MANIFEST)
+    existing = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
+                      if any(os.path.exists(os.path.join(root, d, m)) for m in RUN_MARKERS))
+    owner = _read_json(path)
+    if owner and owner["sweep"] != sweep_name:
+        raise SweepError(f"{root} holds the runs of sweep {owner['sweep']!r} "
+                         f"({owner['config']}), not of {sweep_name!r} ({config_path}); give "
+                         f"this sweep its own root, e.g. --root={root.rstrip('/')}_{sweep_name}")
+    if not owner and existing:
+        raise SweepError(f"{root} already holds runs that no sweep started "
+                         f"({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}); "
+                         "use an empty or new --root")
+    if write:
+        os.makedirs(root, exist_ok=True)
+        manifest = {"sweep": sweep_name, "config": config_path,
+                    "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}
+        _write_json(path, manifest)
+    names = {r.name for r in runs}
+    return [d for d in existing if d not in names]
+
+
+def progress(workdir: str, steps: int) -> Progress:
+    rows = read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
+    checkpoints = os.path.join(workdir, "checkpoints")
+    saved = [int(s) for s in (os.listdir(checkpoints) if os.path.isdir(checkpoints) else [])
+             if s.isdigit()]
+    return Progress(steps=steps, last_row=rows[-1] if rows else {},
+                    eval_row=next((r for r in reversed(rows)
+                                   if any(k.startswith("eval/") for k in r)), {}),
+                    checkpoint=max(saved, default=0), record=read_record(workdir))
+
+
+def read_model_json(workdir: str) -> dict:
+    """WORKDIR/model.json (parameter counts, FLOPs per token), {} before the run started."""
+    return _read_json(os.path.join(workdir, "model.json"))
+
+
+def read_record(workdir: str) -> dict:
+    return _read_json(os.path.join(workdir, RECORD))
+
+
+def write_record(workdir: str, outcome: dict) -> None:
+    """Stores an attempt's outcome; wall seconds add up over attempts."""
+    record = {**outcome,
+              "wall_s": read_record(workdir).get("wall_s", 0.0) + outcome.get("wall_s", 0.0)}
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, RECORD), record)
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
