@@ -1,13 +1,18 @@
-"""Model size ladder, from ~100K to ~1B parameters: name -> (d_model, n_layers, n_heads).
+"""Model size ladder, from ~30K to ~1B parameters: name -> (d_model, n_layers, n_heads).
 
 Names read `d<width>_l<depth>`. Widths and depths follow the GPT-2/Chinchilla aspect ratios
-(d_model / n_layers between 32 and 128) with head_dim 32 below d_model 256 and 64 from there.
+(d_model / n_layers between 16 and 128) with head_dim 16 below d_model 64, 32 below 256 and 64
+from there; the rungs below d128_l4 are the tiny study's (configs/study.py).
 Use one as `--config=configs/base.py:d256_l4`; `python -m configs.ladder` prints the exact
 parameter counts (the table in README.md comes from it).
 """
 SIZES = {
+    "d32_l2": (32, 2, 2),
+    "d48_l2": (48, 2, 3),
     "d64_l2": (64, 2, 2),
+    "d96_l3": (96, 3, 3),
     "d128_l4": (128, 4, 4),
+    "d192_l4": (192, 4, 6),
     "d256_l4": (256, 4, 4),
     "d384_l6": (384, 6, 6),
     "d512_l8": (512, 8, 8),

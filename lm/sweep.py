@@ -107,6 +107,8 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     table = list(rows.values())
     group_keys = [k for k in axes if k != "lr"]
     best = best_learning_rates(table, group_keys) if "lr" in axes else []
+    if all(len(entry["grid"].split()) == 1 for entry in best):
+        best = []  # one lr per group (lr varies with another axis): nothing to select
     if best:
         write_best(os.path.join(root, "best_lr.csv"), best, group_keys)
     print(summary(table, best, group_keys, root))

@@ -123,6 +123,29 @@ def warmup_fraction(fraction: float) -> Rule:
     return rule
 
 
+def evaluations(count: int, checkpoints: int = 2) -> Rule:
+    """Rule: validate `count` times and checkpoint `checkpoints` times over train.steps (learning
+    curves of equal shape at every budget); put it after the rule that sets the steps."""
+    if count < 1 or checkpoints < 1:
+        raise SweepError(f"evaluations({count}, {checkpoints}): both counts must be at least 1")
+
+    def rule(config):
+        steps = config.train.steps
+        config.train.eval_every = max(1, steps // count)
+        config.train.checkpoint_every = max(1, steps // checkpoints)
+    return rule
+
+
+def run_length(*fields: str) -> Rule:
+    """Rule: set each dotted field to train.steps, for schedules meant to span the whole run
+    (AdEMAMix's b3 and alpha warmups, Pagliardini et al. 2024, use T = the run's length); put
+    it after the rule that sets the steps."""
+    def rule(config):
+        for field in fields:
+            _set_field(config, field, config.train.steps, "(every run)")
+    return rule
+
+
 def run_model_info(config) -> dict:
     """Parameter counts and FLOPs per token of a run config's model, without loading data:
     the vocabulary is the tokenizer's (257 bytes, or data.vocab_size for BPE)."""
@@ -174,7 +197,7 @@ def format_value(value) -> str:
     only characters safe in a directory name."""
     if isinstance(value, (list, tuple)):
         return "+".join(map(format_value, value))
-    return re.sub(r"[^A-Za-z0-9._+-]", "-", repr(value) if isinstance(value, float)
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", repr(float(value)) if isinstance(value, float)
                   else str(value))
 
 

@@ -122,19 +122,24 @@ def _curves(rows: list[dict]) -> dict:
 
 def curve_points(table: Table) -> Table:
     """One row per logged validation point of every run (steps that have the training corpus's
-    eval loss): val_loss, tokens and flops at that step, name "<run>@<step>". The envelope of
+    eval loss): val_loss, every eval/<set>/loss, tokens and flops at that step, name
+    "<run>@<step>" (train-to-test loss-to-loss pairs these points' losses). The envelope of
     these learning curves is Kaplan et al.'s compute frontier (2020, Fig. 1), which a ladder of
     a few sizes fills with many budgets; points before the end of a decaying schedule sit
     above what a run of that length would reach, so the envelope is conservative."""
     records = []
     for i in range(len(table)):
         row = {name: table[name][i] for name in table.names}
-        steps, losses = row["history"].curve(f"eval/{row['data']}/loss")
+        history = row["history"]
+        steps, losses = history.curve(f"eval/{row['data']}/loss")
+        evals = {key: dict(zip(*history.curve(key))) for key in history.curves
+                 if key.startswith("eval/")}
         for step, loss in zip(steps, losses):
             fraction = step / row["last_step"]
             records.append({**row, "name": f"{row['name']}@{int(step)}", "last_step": step,
                             "tokens": row["tokens"] * fraction,
-                            "flops": row["flops"] * fraction, "val_loss": loss})
+                            "flops": row["flops"] * fraction, "val_loss": loss,
+                            **{key: at.get(step, np.nan) for key, at in evals.items()}})
     names = list(dict.fromkeys(k for record in records for k in record))
     return Table({name: [record.get(name, np.nan) for record in records] for name in names})
 

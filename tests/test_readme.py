@@ -20,8 +20,8 @@ def test_ci_runs_the_readme_test_command():
     assert ci_command in read(".ci/run").splitlines()
 
 
-def test_readme_main_command_names_existing_config():
+def test_readme_main_command_runs_the_study():
     main_command, _ = readme_commands()
-    config = re.search(r"--config=(\S+)", main_command)[1]
-    assert os.path.exists(os.path.join(REPO, config))
-    assert "python -m lm.train" in main_command
+    module = re.search(r"python -m (\S+) --out=\S+$", main_command)[1]
+    assert module == "lm.study"
+    assert os.path.exists(os.path.join(REPO, *module.split(".")) + ".py")

@@ -124,6 +124,8 @@ def test_curve_points_are_every_validation_point_with_its_compute():
                                   13529146982400 * np.array([1, 2, 3, 4]) / 4)
     np.testing.assert_array_equal(points.numeric("val_loss"),
                                   table["history"][0].curve("eval/en_docs/loss")[1])
+    np.testing.assert_array_equal(points.numeric("eval/code_py/loss"),
+                                  table["history"][0].curve("eval/code_py/loss")[1])
 
 
 def test_cli_refuses_to_fit_two_real_runs(tmp_path):

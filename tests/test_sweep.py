@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lm import inputs, sweep, train
 from lm.sweep_executors import LocalProcesses
 from lm.sweep_results import best_learning_rates, summary
-from lm.sweep_spec import Sweep, SweepError, expand, lr_grid, product, zip_axes
+from lm.sweep_spec import Sweep, SweepError, expand, format_value, lr_grid, product, zip_axes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "sweeps", "tiny.py")
@@ -212,6 +213,7 @@ def test_run_names_are_readable_stable_and_made_of_what_varies(data_root):
     assert presets[0].config.precision.activation_dtype == "bfloat16"
     assert presets[1].config.precision.mx_weights == "mxfp8_e4m3"
     assert expand(Sweep(base, [{"optimizer.lr": 0.1}]))[0].name == "lr=0.1"
+    assert format_value(np.float64(0.01)) == "0.01"  # numpy 2 reprs it as np.float64(0.01)
 
 
 @pytest.mark.parametrize("points, message", [
