@@ -30,7 +30,7 @@ from lm.metrics_log import read_metrics  # noqa: E402
 from lm.sweep_spec import expand, format_value  # noqa: E402
 from lm.sweep_state import progress, read_record  # noqa: E402
 from scaling import chinchilla, fit as scaling_fit, speedup  # noqa: E402
-from scaling.runs import load_runs  # noqa: E402
+from scaling.runs import curve_points, load_runs  # noqa: E402
 
 BASELINE = "adamw"
 # L-BFGS runs from the best 100 of the 4,500 Approach-3 grid starts (all of them take minutes,
@@ -45,17 +45,17 @@ def write(out: str, preset, grid, followup, *, command: str, train_seconds: floa
     fits_start = time.perf_counter()
     runs = _finished_runs(out, preset, grid, followup)
     sizes = [s for s in preset.sizes if (BASELINE, s) in runs["best"]]
-    fits, commands, problems = {}, [], []
+    fits, laws, commands, problems = {}, {}, [], []
     shown = _fit_commands(out, runs, preset, sizes, relative_to=out)
     for name, argv in _fit_commands(out, runs, preset, sizes, relative_to=".").items():
         commands.append("python -m scaling.fit " + shlex.join(shown[name]))
         try:
-            scaling_fit.run(argv)
+            _, laws[name] = scaling_fit.fit_and_report(argv)
             with open(os.path.join(out, "fits", name, "fit.json")) as f:
                 fits[name] = json.load(f)
         except ValueError as err:
             problems.append(f"fit {name} failed: {err}")
-    speedups = _speedups(runs, preset, sizes, problems)
+    speedups = _speedups(runs, preset, sizes, laws.get("adamw_data_law"))
     steps = _steps_to_target(runs, preset, sizes)
     plots = [_plot_curves(out, runs, preset), _plot_compute(out, runs, preset, fits)]
     sections = [
@@ -139,19 +139,12 @@ def _fit_commands(out, runs, preset, sizes, relative_to: str) -> dict:
     return commands
 
 
-def _speedups(runs, preset, sizes, problems) -> list[dict]:
-    """Effective-data speedup of each optimizer's best run at each size over AdamW's law (the
-    same fit as the adamw_data_law command: same runs, bootstrap and seed)."""
-    adamw = [runs["best"][(BASELINE, s)] for s in sizes]
-    table = load_runs(adamw + [d for s in sizes for d in runs["budgets"].get(s, [])])
-    try:
-        law = chinchilla.fit_approach3(table.numeric("params_non_embedding"),
-                                       table.numeric("tokens"), table.numeric("val_loss"),
-                                       n_bootstrap=preset.bootstrap, seed=0,
-                                       keep_best=GRID_STARTS)
-    except ValueError as err:
-        problems.append(f"effective-data speedup: AdamW's L(N, D) fit failed: {err}")
+def _speedups(runs, preset, sizes, adamw_law) -> list[dict]:
+    """Effective-data speedup of each optimizer's best run at each size over `adamw_law`, the
+    adamw_data_law fit (None if it failed: its problem is reported with the fits)."""
+    if adamw_law is None:
         return []
+    law = adamw_law.fit
     rows = []
     for optimizer in preset.optimizers:
         for size in sizes:
@@ -375,12 +368,8 @@ def _plot_compute(out, runs, preset, fits) -> str:
                 if (optimizer, s) in runs["best"]]
         if not dirs:
             continue
-        t = load_runs(dirs)
-        flops, loss = [], []
-        for i in range(len(t)):
-            steps, values = t["history"][i].curve(f"eval/{preset.prose}/loss")
-            flops += list(t.numeric("flops")[i] * steps / t.numeric("last_step")[i])
-            loss += list(values)
+        points = curve_points(load_runs(dirs))  # the points the compute fit saw (--curves)
+        flops, loss = points.numeric("flops"), points.numeric("val_loss")
         ax.scatter(flops, loss, s=10, color=color, alpha=0.6)
         fit = fits.get(f"compute_{optimizer}")
         label = optimizer

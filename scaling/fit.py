@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,17 @@ from scaling.inputs import bootstrap_settings
 from scaling.runs import curve_points, load_runs
 from scaling.table import Table, read_csv
 from scaling.validation import largest_runs
+
+
+class Fitted(NamedTuple):
+    """One law's fit: the report's title, tables, held-out predictions and plot paths, and the
+    fit object itself (its point estimate and bootstrap draws, for predictions downstream)."""
+    title: str
+    tables: dict
+    heldout: Any
+    plots: list
+    fit: Any
+
 
 LAWS = ("chinchilla", "compute", "loss_to_loss", "cbs")
 KINDS = ("train_to_train", "train_to_test", "test_to_test")
@@ -184,7 +196,8 @@ def fit_compute(args, table, held, notes):
                                  os.path.join(args.out, "compute_law.png"))
     notes.append(f"{fit.frontier.sum()} of {(~mask).sum()} fitted runs lie on the compute "
                  "frontier.")
-    return "Compute law L(C) = E + A C^-alpha", {"parameters": fit.params}, fit.heldout, [png]
+    return Fitted("Compute law L(C) = E + A C^-alpha", {"parameters": fit.params}, fit.heldout,
+                  [png], fit)
 
 
 def fit_chinchilla(args, table, held, notes):
@@ -200,8 +213,8 @@ def fit_chinchilla(args, table, held, notes):
         labels = chinchilla.group_budgets(cols["c"]) if budgets is None else budgets
         png = plots.plot_isoflop(fit, cols["n"][~mask], cols["loss"][~mask], labels[~mask],
                                  os.path.join(args.out, "chinchilla_approach2.png"))
-        return ("Chinchilla Approach 2 (IsoFLOP parabolas)", {"allocation": fit.params},
-                fit.heldout, [png])
+        return Fitted("Chinchilla Approach 2 (IsoFLOP parabolas)", {"allocation": fit.params},
+                      fit.heldout, [png], fit)
     fit = chinchilla.fit_approach3(cols["n"], cols["d"], cols["loss"], heldout=mask,
                                    n_bootstrap=args.bootstrap, seed=args.seed, level=args.level,
                                    keep_best=args.grid_starts)
@@ -217,10 +230,10 @@ def fit_chinchilla(args, table, held, notes):
                  "starts.")
     params = {k: v for k, v in fit.params.items() if k in chinchilla.PARAMS}
     exponents = {k: v for k, v in fit.params.items() if k in chinchilla.ALLOCATION}
-    return ("Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta",
-            {"parameters": params, "compute-optimal exponents (N* = G (C/6)^a, "
-             "D* = (C/6)^b / G)": exponents, "compute-optimal allocation": table_},
-            fit.heldout, [png])
+    return Fitted("Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta",
+                  {"parameters": params, "compute-optimal exponents (N* = G (C/6)^a, "
+                   "D* = (C/6)^b / G)": exponents, "compute-optimal allocation": table_},
+                  fit.heldout, [png], fit)
 
 
 def fit_loss_to_loss(args, table, held, notes):
@@ -283,9 +296,10 @@ def fit_loss_to_loss(args, table, held, notes):
     png = plots.plot_loss_to_loss(fit, os.path.join(args.out, "loss_to_loss.png"))
     notes.append(f"{len(ix)} fitted pairs; E_x from {offsets[0].n_points} runs, E_y from "
                  f"{offsets[1].n_points} runs.")
-    return (f"Loss-to-loss ({args.kind}): L_y = K (L_x - E_x)^kappa + E_y",
-            {"shifted power law": fit.params, f"offset law, x = {x_label}": offsets[0].params,
-             f"offset law, y = {y_label}": offsets[1].params}, fit.heldout, [png])
+    return Fitted(f"Loss-to-loss ({args.kind}): L_y = K (L_x - E_x)^kappa + E_y",
+                  {"shifted power law": fit.params,
+                   f"offset law, x = {x_label}": offsets[0].params,
+                   f"offset law, y = {y_label}": offsets[1].params}, fit.heldout, [png], fit)
 
 
 def steps_from_runs(args, table: Table, notes: list[str]) -> Table:
@@ -327,9 +341,9 @@ def fit_cbs(args, table, held, notes):
     png = plots.plot_critical_batch(fit, os.path.join(args.out, "critical_batch.png"))
     per_size = {f"B* at N={s.n:.3g}": s.cbs for s in fit.sweeps}
     per_size.update({f"D* at N={s.n:.3g}": s.tokens for s in fit.sweeps})
-    return (f"Critical batch size ({fit.overhead:.0%} over linear scaling)",
-            {"power laws (B* = N_coef N^N_exponent = D_coef D*^D_exponent)": fit.params,
-             "per model size": per_size}, fit.heldout, [png])
+    return Fitted(f"Critical batch size ({fit.overhead:.0%} over linear scaling)",
+                  {"power laws (B* = N_coef N^N_exponent = D_coef D*^D_exponent)": fit.params,
+                   "per model size": per_size}, fit.heldout, [png], fit)
 
 
 FITS = {"compute": fit_compute, "chinchilla": fit_chinchilla, "loss_to_loss": fit_loss_to_loss,
@@ -338,18 +352,25 @@ FITS = {"compute": fit_compute, "chinchilla": fit_chinchilla, "loss_to_loss": fi
 
 def run(argv) -> list[str]:
     """Parses `argv`, fits, writes the report; returns the written paths."""
+    return fit_and_report(argv)[0]
+
+
+def fit_and_report(argv) -> tuple[list[str], Fitted]:
+    """`run`, also returning the fit (for callers that predict from its bootstrap draws)."""
     args = parse_args(argv)
     bootstrap_settings(args.bootstrap, args.level)
     table, held, notes = load(args)
     check_enough(args, table)
     os.makedirs(args.out, exist_ok=True)
-    title, tables, heldout, pngs = FITS[args.law](args, table, held, notes)
+    fitted = FITS[args.law](args, table, held, notes)
     source = args.table if args.table else " ".join(args.runs)
     inputs = {"source": source, "law": args.law, "rows": len(table),
               "bootstrap resamples": args.bootstrap, "interval level": args.level,
               "seed": args.seed}
-    return report.write_report(args.out, title=title, inputs=inputs, tables=tables,
-                               heldout=heldout, plots=pngs, notes=notes) + pngs
+    paths = report.write_report(args.out, title=fitted.title, inputs=inputs,
+                                tables=fitted.tables, heldout=fitted.heldout,
+                                plots=fitted.plots, notes=notes)
+    return paths + fitted.plots, fitted
 
 
 def main(argv=None) -> None:
