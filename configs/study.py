@@ -1,7 +1,7 @@
 """Presets of the optimizer-comparison scaling study (python -m lm.study --preset=NAME).
 
     tiny   the README's main job: 4 sizes from 25K to 330K non-embedding parameters, byte-level,
-           300 steps of 16 x 64 tokens; ~13 minutes on 2 CPU cores
+           300 steps of 16 x 64 tokens; ~14 minutes on 2 CPU cores
     small  4 quickstart-sized models (0.1M to 1.8M non-embedding parameters, 4096-token BPE,
            4000 steps of 16 x 128 tokens, 4.6 tokens per parameter for the largest, under one
            epoch of en_docs): hours on a CPU, well under an hour on one GPU

@@ -1,6 +1,6 @@
 """The main job: an optimizer-comparison scaling study, end to end, into one directory.
 
-    python -m lm.study --out=runs/study                          # tiny: ~13 min on 2 CPU cores
+    python -m lm.study --out=runs/study                          # tiny: ~14 min on 2 CPU cores
     python -m lm.study --out=runs/study --dry-run                # runs, FLOPs, time estimate
     python -m lm.study --out=runs/study --optimizers=adamw,soap,simplified_ademamix,lion
     python -m lm.study --out=runs/study_small --preset=small     # hours on a CPU
