@@ -16,8 +16,13 @@ from optim import from_optax  # noqa: F401  (registers optax's optimizers)
 from optim.adalayer import adalayer
 from optim.ademamix import ademamix, simplified_ademamix
 from optim.masks import lr_multipliers, matrix_mask, weight_decay_mask
-from optim.registry import (Optimizer, build, build_from_config, optimizer_defaults,
-                            registered_optimizers)
+from optim.registry import (
+                            Optimizer,
+                            build,
+                            build_from_config,
+                            optimizer_defaults,
+                            registered_optimizers,
+)
 from optim.schedules import make_schedule
 from optim.shampoo import shampoo
 from optim.soap import soap

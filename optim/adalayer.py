@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optim.registry import register
+from optim import checks
+from optim.registry import register, signature_defaults
 
 
 class ScaleByAdalayerState(NamedTuple):
@@ -106,20 +107,17 @@ def adalayer(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
       mask: optional pytree of bools (or callable params -> pytree) selecting the params
         weight decay applies to; None decays all.
     """
-    if not callable(learning_rate) and learning_rate < 0:
-        raise ValueError(f"learning_rate={learning_rate} must be >= 0")
+    checks.learning_rate(learning_rate)
     for name, value in dict(b1=b1, b2=b2).items():
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}={value} must lie in [0, 1)")
+        checks.in_unit_interval(name, value)
     for name, value in dict(eps=eps, weight_decay=weight_decay).items():
-        if value < 0:
-            raise ValueError(f"{name}={value} must be >= 0")
+        checks.nonnegative(name, value)
     return optax.chain(scale_by_adalayer(b1, b2, eps, per_coordinate),
                        optax.add_decayed_weights(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
 
 
-@register("adalayer", defaults=dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, star=True))
+@register("adalayer", defaults=signature_defaults(adalayer, skip=("per_coordinate",), star=True))
 def _adalayer_from_config(h, schedule, decay_mask):
     """config.optimizer.adalayer; star: Adalayer* (last layer and norms keep per-coordinate
     second moments, `adalayer_star_mask`), else one second moment per block everywhere."""

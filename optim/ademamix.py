@@ -54,7 +54,6 @@ and 1 - beta^t are computed from float64 constants (expm1 / log), so float32 run
 precision on betas near 1 (the references compute these scalars in float64 Python).
 """
 import math
-import numbers
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -62,7 +61,8 @@ import jax.numpy as jnp
 import optax
 from optax._src import numerics
 
-from optim.registry import register
+from optim import checks
+from optim.registry import register, signature_defaults
 
 _HL_EPS = 1e-8  # the eps inside the references' half-life function f
 
@@ -86,34 +86,6 @@ class ScaleBySimplifiedAdemamixState(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_lr(learning_rate):
-    if callable(learning_rate):
-        return
-    if not isinstance(learning_rate, numbers.Real) or not learning_rate >= 0:
-        raise ValueError(f"learning_rate={learning_rate!r} must be a float >= 0 or a schedule")
-
-
-def _check_unit(name, value):
-    if not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}={value!r} must lie in [0, 1)")
-
-
-def _check_common(alpha, eps, weight_decay):
-    if not isinstance(alpha, numbers.Real) or not alpha >= 0:
-        raise ValueError(f"alpha={alpha!r} must be >= 0")
-    if not isinstance(eps, numbers.Real) or not eps > 0:
-        raise ValueError(f"eps={eps!r} must be > 0")
-    if not isinstance(weight_decay, numbers.Real) or not weight_decay >= 0:
-        raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
-
-
-def _check_warmup(name, warmup):
-    if warmup is None:
-        return
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not warmup >= 1:
-        raise ValueError(f"{name}={warmup!r} must be None or a number of steps >= 1")
 
 
 def _check_hl_end(name, beta, warmup_name):
@@ -175,10 +147,11 @@ def scale_by_ademamix(b1=0.9, b2=0.999, b3=0.9999, alpha=2.0, eps=1e-8, b3_warmu
                       alpha_warmup=None) -> optax.GradientTransformation:
     """The AdEMAMix direction u (module docstring), without learning rate or weight decay."""
     for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
-        _check_unit(name, value)
-    _check_common(alpha, eps, 0.0)
-    _check_warmup("b3_warmup", b3_warmup)
-    _check_warmup("alpha_warmup", alpha_warmup)
+        checks.in_unit_interval(name, value)
+    checks.nonnegative("alpha", alpha)
+    checks.positive("eps", eps)
+    checks.optional_steps("b3_warmup", b3_warmup)
+    checks.optional_steps("alpha_warmup", alpha_warmup)
     if b3_warmup is not None:
         _check_hl_end("b3", b3, "b3_warmup")
     one_minus_b1, one_minus_b2 = 1.0 - b1, 1.0 - b2
@@ -228,8 +201,8 @@ def ademamix(learning_rate: Union[float, Callable], b1: float = 0.9, b2: float =
     theta) on the leaves `mask` selects (all if None). State: int32 count + m1, m2, nu like
     the params (m1 omitted when b1 = 0), plus the lr schedule's count.
     """
-    _check_lr(learning_rate)
-    _check_common(alpha, eps, weight_decay)
+    checks.learning_rate(learning_rate)
+    checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(
         scale_by_ademamix(b1=b1, b2=b2, b3=b3, alpha=alpha, eps=eps, b3_warmup=b3_warmup,
                           alpha_warmup=alpha_warmup),
@@ -245,11 +218,13 @@ def scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=0.0, eps=1e-8, b1_warmu
                                  min_b1=0.9, bias_correction1=False,
                                  bias_correction2=True) -> optax.GradientTransformation:
     """The Simplified-AdEMAMix direction u (module docstring), without lr or weight decay."""
-    _check_unit("b1", b1)
-    _check_unit("b2", b2)
-    _check_common(alpha, eps, 0.0)
-    _check_warmup("b1_warmup", b1_warmup)
-    if not isinstance(min_b1, numbers.Real) or not 0.0 <= min_b1 <= b1:
+    checks.in_unit_interval("b1", b1)
+    checks.in_unit_interval("b2", b2)
+    checks.nonnegative("alpha", alpha)
+    checks.positive("eps", eps)
+    checks.optional_steps("b1_warmup", b1_warmup)
+    checks.nonnegative("min_b1", min_b1)
+    if not min_b1 <= b1:
         raise ValueError(f"min_b1={min_b1!r} must lie in [0, b1={b1}]")
     if b1_warmup is not None:
         _check_hl_end("b1", b1, "b1_warmup")
@@ -299,8 +274,8 @@ def simplified_ademamix(learning_rate: Union[float, Callable], b1: float = 0.99,
     Weight decay: theta <- theta - lr_t (u + wd theta) on the leaves `mask` selects. State:
     int32 count, a scalar num_sum, m and nu like the params, plus the lr schedule's count.
     """
-    _check_lr(learning_rate)
-    _check_common(alpha, eps, weight_decay)
+    checks.learning_rate(learning_rate)
+    checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(
         scale_by_simplified_ademamix(b1=b1, b2=b2, alpha=alpha, eps=eps, b1_warmup=b1_warmup,
                                      min_b1=min_b1, bias_correction1=bias_correction1,
@@ -312,8 +287,7 @@ def simplified_ademamix(learning_rate: Union[float, Callable], b1: float = 0.99,
 
 # weight_decay 0.1: the paper's language-model setting (the function's default is the
 # reference's 0).
-@register("ademamix", defaults=dict(b1=0.9, b2=0.999, b3=0.9999, alpha=2.0, eps=1e-8,
-                                    weight_decay=0.1, b3_warmup=0, alpha_warmup=0))
+@register("ademamix", defaults=signature_defaults(ademamix, weight_decay=0.1))
 def _ademamix_from_config(h, schedule, decay_mask):
     """config.optimizer.ademamix; a warmup of 0 means none."""
     return ademamix(schedule, b1=h.b1, b2=h.b2, b3=h.b3, alpha=h.alpha, eps=h.eps,
@@ -321,9 +295,7 @@ def _ademamix_from_config(h, schedule, decay_mask):
                     alpha_warmup=h.alpha_warmup or None, mask=decay_mask)
 
 
-@register("simplified_ademamix", defaults=dict(b1=0.99, b2=0.95, alpha=0.0, eps=1e-8,
-                                               weight_decay=0.0, b1_warmup=0, min_b1=0.9,
-                                               bias_correction1=False, bias_correction2=True))
+@register("simplified_ademamix", defaults=signature_defaults(simplified_ademamix))
 def _simplified_ademamix_from_config(h, schedule, decay_mask):
     """config.optimizer.simplified_ademamix; a warmup of 0 means none."""
     return simplified_ademamix(schedule, b1=h.b1, b2=h.b2, alpha=h.alpha, eps=h.eps,

@@ -13,6 +13,7 @@ marks the parameters weight decay applies to. The keys shared by all optimizers 
 `config.optimizer`: name, lr, grad_clip, and `groups`, the parameter groups (optim/masks.py)
 with their own lr multipliers and weight decay.
 """
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import optax
@@ -66,6 +67,19 @@ def register(name: str, defaults: dict, eval_params: Callable = identity_eval_pa
         return builder
 
     return decorator
+
+
+def signature_defaults(transform: Callable, skip: tuple = (), **changes) -> dict:
+    """A transform's hyperparameter defaults, read from its signature, so that each default is
+    written once: every argument with a default except learning_rate, mask and `skip`, with
+    None (off) written as 0, since a config field needs a typed value (the builder maps 0 back
+    to None). `changes` adds the config section's own keys (e.g. the lr multiplier of a matrix
+    optimizer's AdamW part) or sets a default the project chooses over the function's."""
+    defaults = {name: 0 if p.default is None else p.default
+                for name, p in inspect.signature(transform).parameters.items()
+                if p.default is not inspect.Parameter.empty
+                and name not in ("learning_rate", "mask", *skip)}
+    return {**defaults, **changes}
 
 
 def registered_optimizers() -> tuple[str, ...]:

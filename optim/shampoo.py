@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optim import checks
 from optim.masks import matrices_and_rest
-from optim.registry import register
+from optim.registry import register, signature_defaults
 
 GRAFTS = ("adam", "sgd")
 
@@ -56,7 +57,7 @@ class ScaleByShampooState(NamedTuple):
 
     @staticmethod
     def factor_param_axis(field: str, index: tuple) -> int | None:
-        """Sharding declaration (lm/sharding.py): entry i of a parameter's `stats` / `roots`
+        """Sharding declaration (lm/train/sharding.py): entry i of a parameter's `stats` / `roots`
         tuple is the factor of the parameter's axis i."""
         return index[0] if field in ("stats", "roots") else None
 
@@ -87,6 +88,37 @@ def _inverse_root(stat, exponent, matrix_eps, eps):
     return (v * w ** (-1.0 / exponent)) @ v.T
 
 
+def _init_state(params, graft: str, max_precond_dim: int) -> ScaleByShampooState:
+    """Zero moments and statistics, identity roots (float32)."""
+    def per_axis(p, factor):
+        axes = precond_axes(p.shape, max_precond_dim)
+        return tuple(factor(n) if i in axes else jnp.zeros((0,), jnp.float32)
+                     for i, n in enumerate(p.shape))
+
+    zeros = lambda p: jnp.zeros(p.shape, jnp.float32)  # noqa: E731
+    return ScaleByShampooState(
+        count=jnp.zeros([], jnp.int32),
+        mu=jax.tree.map(zeros, params),
+        nu=jax.tree.map(zeros, params) if graft == "adam" else None,
+        stats=jax.tree.map(lambda p: per_axis(p, lambda n: jnp.zeros((n, n), jnp.float32)),
+                           params),
+        roots=jax.tree.map(lambda p: per_axis(p, lambda n: jnp.eye(n, dtype=jnp.float32)),
+                           params))
+
+
+def _grafted(g, graft_dir, roots, axes, preconditioning):
+    """D = |graft(G)| / |S| * S with S = G x_i R_i over the preconditioned `axes` (graft(G)
+    alone without any, or before preconditioning starts)."""
+    if not axes:
+        return graft_dir
+    s = g
+    for i in axes:
+        s = _mode_product(s, roots[i], i)
+    s_norm = jnp.linalg.norm(s)
+    unit = s / jnp.where(s_norm > 0, s_norm, 1.0)  # s = 0 stays 0
+    return jnp.where(preconditioning, jnp.linalg.norm(graft_dir) * unit, graft_dir)
+
+
 def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_frequency=10,
                      start_preconditioning_step=1, max_precond_dim=10000, graft="adam",
                      graft_eps=1e-8, matrix_eps=1e-6,
@@ -97,28 +129,6 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
 
     def axes_of(p):
         return precond_axes(p.shape, max_precond_dim)
-
-    def init_fn(params):
-        def zeros(p):
-            return jnp.zeros(p.shape, jnp.float32)
-
-        def per_axis(p, factor):
-            axes = axes_of(p)
-            return tuple(factor(n) if i in axes else jnp.zeros((0,), jnp.float32)
-                         for i, n in enumerate(p.shape))
-
-        def zero_stats(p):
-            return per_axis(p, lambda n: jnp.zeros((n, n), jnp.float32))
-
-        def identities(p):
-            return per_axis(p, lambda n: jnp.eye(n, dtype=jnp.float32))
-
-        return ScaleByShampooState(
-            count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(zeros, params),
-            nu=jax.tree.map(zeros, params) if graft == "adam" else None,
-            stats=jax.tree.map(zero_stats, params),
-            roots=jax.tree.map(identities, params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -145,8 +155,6 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
         since_start = count - start_preconditioning_step
         recompute = (since_start >= 0) & (since_start % precondition_frequency == 0)
         roots = jax.lax.cond(recompute, new_roots, lambda: state.roots)
-        preconditioning = since_start >= 0
-
         if graft == "adam":
             nu = jax.tree.map(lambda v, g: b2 * v + stat_weight * g * g, state.nu, grads)
             nu_scale = 1.0 if b2 == 1 else 1.0 - b2 ** t
@@ -154,23 +162,15 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
                                   nu, grads)
         else:
             nu, grafts = None, grads
-
-        def direction(g, graft_dir, rs):
-            if not axes_of(g):
-                return graft_dir
-            s = g
-            for i in axes_of(g):
-                s = _mode_product(s, rs[i], i)
-            s_norm = jnp.linalg.norm(s)
-            unit = s / jnp.where(s_norm > 0, s_norm, 1.0)  # s = 0 stays 0
-            return jnp.where(preconditioning, jnp.linalg.norm(graft_dir) * unit, graft_dir)
-
-        directions = jax.tree.map(direction, grads, grafts, roots)
+        directions = jax.tree.map(
+            lambda g, d, rs: _grafted(g, d, rs, axes_of(g), since_start >= 0),
+            grads, grafts, roots)
         mu = jax.tree.map(lambda m, d: b1 * m + (1.0 - b1) * d, state.mu, directions)
         out = jax.tree.map(lambda m, u: (m / (1.0 - b1 ** t)).astype(u.dtype), mu, updates)
         return out, ScaleByShampooState(count=count, mu=mu, nu=nu, stats=stats, roots=roots)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(lambda params: _init_state(params, graft, max_precond_dim),
+                                        update_fn)
 
 
 def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
@@ -201,26 +201,20 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
       mask: optional pytree of bools (or callable params -> pytree) selecting the params
         weight decay applies to; None decays all.
     """
-    if not callable(learning_rate) and learning_rate < 0:
-        raise ValueError(f"learning_rate={learning_rate} must be >= 0")
-    if not 0 <= b1 < 1:
-        raise ValueError(f"b1={b1} must lie in [0, 1)")
-    if not 0 <= b2 <= 1:
-        raise ValueError(f"b2={b2} must lie in [0, 1]")
+    checks.learning_rate(learning_rate)
+    checks.in_unit_interval("b1", b1)
+    checks.in_unit_interval("b2", b2, closed=True)
     for name, value in dict(eps=eps, weight_decay=weight_decay, graft_eps=graft_eps,
                             matrix_eps=matrix_eps).items():
-        if value < 0:
-            raise ValueError(f"{name}={value} must be >= 0")
-    if exponent is not None and exponent <= 0:
-        raise ValueError(f"exponent={exponent} must be > 0 (or None for 2 * order)")
+        checks.nonnegative(name, value)
+    if exponent is not None:
+        checks.positive("exponent", exponent)
     for name, value in dict(precondition_frequency=precondition_frequency,
                             start_preconditioning_step=start_preconditioning_step,
                             max_precond_dim=max_precond_dim,
                             statistics_frequency=statistics_frequency).items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name}={value} must be an integer >= 1")
-    if graft not in GRAFTS:
-        raise ValueError(f"graft={graft!r} must be one of {GRAFTS}")
+        checks.integer(name, value)
+    checks.one_of("graft", graft, GRAFTS)
     return optax.chain(
         scale_by_shampoo(b1=b1, b2=b2, eps=eps, exponent=exponent,
                          precondition_frequency=int(precondition_frequency),
@@ -232,11 +226,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
         optax.scale_by_learning_rate(learning_rate))
 
 
-@register("shampoo", defaults=dict(b1=0.9, b2=0.95, eps=1e-12, exponent=0.0, weight_decay=0.0,
-                                   precondition_frequency=10, start_preconditioning_step=1,
-                                   max_precond_dim=10000, graft="adam", graft_eps=1e-8,
-                                   matrix_eps=1e-6, statistics_frequency=1,
-                                   rest_lr_multiplier=1.0))
+# exponent 0.0 (a float field): 2 x the number of preconditioned axes, the function's None.
+@register("shampoo", defaults=signature_defaults(shampoo, exponent=0.0, rest_lr_multiplier=1.0))
 def _shampoo_from_config(h, schedule, decay_mask):
     """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes): Shampoo on
     the hidden matrices; AdamW with b1, b2, graft_eps and weight decay, at lr x

@@ -30,17 +30,22 @@ i.e. a block-diagonal preconditioner. A (m, n) matrix then costs O(mn * block_si
 instead of O(mn (m + n)) and stores (m + n) * block_size factor entries instead of m^2 + n^2.
 Blocks of equal shape are rotated together (vmap) and their eigenbases updated in a loop (lax.map),
 so the compiled step does not grow with the number of blocks.
+
+Written as optax writes its optimizers: `scale_by_soap` is the direction (Adam in the eigenbasis,
+bias correction included), chained with the learning rate and decoupled weight decay on the
+stepped parameters (optim/decay.py, the reference's order), which takes a `mask`.
 """
-import itertools
 import math
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from optim import blocks, checks
+from optim.decay import add_decayed_weights_after_step
 from optim.masks import matrices_and_rest
-from optim.registry import register
+from optim.registry import register, signature_defaults
 
 # The reference runs true float32 matmuls (PyTorch's TF32 default is off); JAX's default on GPU
 # may use TF32, so the rotations and statistics ask for full precision.
@@ -60,7 +65,7 @@ class SoapState(NamedTuple):
 
     @staticmethod
     def factor_param_axis(field: str, index: tuple) -> int | None:
-        """Sharding declaration (lm/sharding.py): the gg / q leaf at (region, dim) of a
+        """Sharding declaration (lm/train/sharding.py): the gg / q leaf at (region, dim) of a
         parameter is a stack of factors of its axis `dim` (of the merged shape, which is the
         parameter's own unless merge_dims merged small dims)."""
         return index[1] if field in ("gg", "q") else None
@@ -91,62 +96,6 @@ def _preconditioned_shape(shape, max_precond_dim, merge_dims):
     if merge_dims and len(shape) > 1:
         return _merged_shape(shape, max_precond_dim)
     return tuple(shape)
-
-
-class _Region(NamedTuple):
-    """A box of equal blocks inside the preconditioned shape: per dim, where it starts, how many
-    blocks it holds and the block length."""
-    starts: tuple
-    counts: tuple
-    block: tuple
-
-    @property
-    def box(self) -> tuple:
-        """The region's index into the preconditioned shape."""
-        return tuple(slice(s, s + c * b) for s, c, b in zip(self.starts, self.counts, self.block))
-
-
-def _regions(shape, block_size):
-    """The blocks of `shape`: each dim longer than block_size splits into full blocks of
-    block_size plus, if the size is not a multiple, one shorter block; so there are at most
-    2^ndim regions of equal blocks. Without block_size, one region of one block (the tensor)."""
-    per_dim = []
-    for size in shape:
-        if not block_size or size <= block_size:
-            per_dim.append([(0, 1, size)])
-        else:
-            full, rest = divmod(size, block_size)
-            per_dim.append([(0, full, block_size)] + ([(full * block_size, 1, rest)] if rest
-                                                      else []))
-    return [_Region(*map(tuple, zip(*combo))) if combo else _Region((), (), ())
-            for combo in itertools.product(*per_dim)]
-
-
-def _to_blocks(x, region):
-    """x's entries in `region` as a (blocks, *block) stack, blocks in row-major order."""
-    n = len(region.block)
-    x = x[region.box]
-    x = x.reshape([v for c, b in zip(region.counts, region.block) for v in (c, b)])
-    x = x.transpose(list(range(0, 2 * n, 2)) + list(range(1, 2 * n, 2)))
-    return x.reshape((math.prod(region.counts),) + region.block)
-
-
-def _from_blocks(blocks, region):
-    """The inverse of _to_blocks: the (blocks, *block) stack as the region's box."""
-    n = len(region.block)
-    x = blocks.reshape(region.counts + region.block)
-    x = x.transpose([i for d in range(n) for i in (d, n + d)])
-    return x.reshape([c * b for c, b in zip(region.counts, region.block)])
-
-
-def _assemble(pieces, regions, shape, dtype):
-    """The full array from each region's block stack (a lone region is the whole array)."""
-    if len(regions) == 1:
-        return _from_blocks(pieces[0], regions[0])
-    x = jnp.zeros(shape, dtype)
-    for blocks, region in zip(pieces, regions):
-        x = x.at[region.box].set(_from_blocks(blocks, region))
-    return x
 
 
 def _rotate(x, bases, back):
@@ -190,168 +139,177 @@ def _refresh(stats, bases, v):
     return tuple(new_bases), v
 
 
-def _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
-              max_precond_dim, block_size):
-    """Reject hyperparameters outside their meaningful range, naming the argument."""
-    if not callable(learning_rate) and learning_rate < 0:
-        raise ValueError(f"learning_rate must be >= 0, got {learning_rate}")
-    for name, beta in (("b1", b1), ("b2", b2)):
-        if not 0 <= beta < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
-    if shampoo_beta >= 1:
-        raise ValueError(f"shampoo_beta must be < 1 (negative means b2), got {shampoo_beta}")
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if int(precondition_frequency) != precondition_frequency or precondition_frequency < 1:
-        raise ValueError(f"precondition_frequency must be an integer >= 1, "
-                         f"got {precondition_frequency}")
-    if int(max_precond_dim) != max_precond_dim or max_precond_dim < 1:
-        raise ValueError(f"max_precond_dim must be an integer >= 1, got {max_precond_dim}")
-    if block_size is not None and (int(block_size) != block_size or block_size < 0):
-        raise ValueError(f"block_size must be None or 0 (no blocks) or an integer >= 1, "
-                         f"got {block_size}")
+class _Settings(NamedTuple):
+    """scale_by_soap's hyperparameters, as the per-tensor functions below use them."""
+    b1: float
+    b2: float
+    factor_beta: float  # the factors' moving-average rate (shampoo_beta, or b2)
+    eps: float
+    max_precond_dim: int
+    merge_dims: bool
+    precondition_1d: bool
+    block_size: int
 
-
-def soap(learning_rate: Union[float, Callable[[jax.Array], jax.Array]], b1: float = 0.95,
-         b2: float = 0.95, shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
-         precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
-         precondition_1d: bool = False, normalize_grads: bool = False,
-         correct_bias: bool = True, block_size: int | None = None) -> optax.GradientTransformation:
-    """SOAP with the reference's defaults; learning rate (float or schedule of the 0-based call
-    count) and decoupled weight decay included, so apply the output with optax.apply_updates.
-
-    shampoo_beta < 0 uses b2 for the factors' moving average. merge_dims merges small dims of
-    >= 2-D tensors before preconditioning; normalize_grads divides each tensor's direction by its
-    RMS; correct_bias scales the step by sqrt(1 - b2^t) / (1 - b1^t); block_size (None or 0: off)
-    gives each block of at most block_size along every dim its own preconditioner. `update`
-    needs `params` when weight_decay > 0.
-    """
-    _validate(learning_rate, b1, b2, shampoo_beta, eps, weight_decay, precondition_frequency,
-              max_precond_dim, block_size)
-    factor_beta = shampoo_beta if shampoo_beta >= 0 else b2
-
-    def layout(shape):
+    def layout(self, shape):
         """(preconditioned shape, its regions of equal blocks)."""
-        merged = _preconditioned_shape(shape, max_precond_dim, merge_dims)
-        return merged, _regions(merged, block_size)
+        merged = _preconditioned_shape(shape, self.max_precond_dim, self.merge_dims)
+        return merged, blocks.regions(merged, self.block_size)
 
-    def rotated(block):
+    def rotated(self, block) -> tuple:
         """Which dims of a block are rotated: none longer than max_precond_dim, and a 1-D
         parameter's only if precondition_1d."""
-        return tuple(size <= max_precond_dim and (len(block) > 1 or precondition_1d)
+        return tuple(size <= self.max_precond_dim and (len(block) > 1 or self.precondition_1d)
                      for size in block)
 
-    def dtype_of(x):
-        return jnp.promote_types(x.dtype, jnp.float32)
+
+def _init_factors(h: _Settings, p, make):
+    """Per region, per dim: a (blocks, d, d) stack of `make(d)`, or (blocks, 0) if unrotated."""
+    dtype = jnp.promote_types(p.dtype, jnp.float32)
+    return tuple(
+        tuple(jnp.broadcast_to(make(size, dtype), (math.prod(r.counts), size, size))
+              if on else jnp.zeros((math.prod(r.counts), 0), dtype)
+              for size, on in zip(r.block, h.rotated(r.block)))
+        for r in h.layout(p.shape)[1])
+
+
+def _adam_in_eigenbasis(h: _Settings, g, m_new, v, stats, bases):
+    """One block: Adam in the eigenbasis of the current (previous calls') Q, and the Shampoo
+    factors updated with the current gradient (after the step, as the reference)."""
+    g_rot = _rotate(g, bases, back=False)
+    v_new = h.b2 * v + (1 - h.b2) * jnp.square(g_rot)
+    direction = _rotate(m_new, bases, back=False) / (jnp.sqrt(v_new) + h.eps)
+    direction = _rotate(direction, bases, back=True)
+    stats = tuple(s + (1 - h.factor_beta) * (_factor(g, axis) - s) if s.ndim == 2 else s
+                  for axis, s in enumerate(stats))
+    return direction, v_new, stats
+
+
+def _new_bases(branch, v, v_new, stats, bases):
+    """A region's bases (and V, permuted with them) after this call, block by block. `branch`
+    0: the initial eigendecomposition, 1: power iteration + QR, 2: keep. lax.map runs unbatched
+    eigh / QR in a loop (batched LAPACK calls inside the switch hung XLA's CPU runtime, idle,
+    in a full train step with jax 0.10)."""
+    def eigh_all(args):
+        stats, bases, v = args
+        return tuple(_eigenbasis(s) if s.ndim == 2 else q for s, q in zip(stats, bases)), v
+
+    def refresh_all(args):
+        return _refresh(*args)
+
+    return jax.lax.switch(branch, [lambda: jax.lax.map(eigh_all, (stats, bases, v)),
+                                   lambda: jax.lax.map(refresh_all, (stats, bases, v_new)),
+                                   lambda: (bases, v_new)])
+
+
+def _tensor_update(h: _Settings, branch, g, m, v, stats, bases):
+    """(direction, new M, new V, factors, bases) of one parameter, region by region."""
+    dtype = m.dtype
+    g = g.astype(dtype)
+    shape, regions = h.layout(g.shape)
+    m_new = h.b1 * m + (1 - h.b1) * g  # first moment, original space
+    inputs = [x.reshape(shape) for x in (g, m_new, v)]
+    outputs = []
+    for region, s, q in zip(regions, stats, bases):
+        g_b, m_b, v_b = (blocks.to_blocks(x, region) for x in inputs)
+        direction, v_new, s = jax.vmap(lambda *a: _adam_in_eigenbasis(h, *a))(g_b, m_b, v_b, s, q)
+        q, v_rot = _new_bases(branch, v_b, v_new, s, q)
+        outputs.append((direction, v_rot, s, q))
+    direction, v_rot = (blocks.assemble([o[i] for o in outputs], regions, shape, dtype)
+                        .reshape(g.shape) for i in (0, 1))
+    return (direction, m_new, v_rot, tuple(o[2] for o in outputs),
+            tuple(o[3] for o in outputs))
+
+
+def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0,
+                  eps: float = 1e-8, precondition_frequency: int = 10,
+                  max_precond_dim: int = 10000, merge_dims: bool = False,
+                  precondition_1d: bool = False, normalize_grads: bool = False,
+                  correct_bias: bool = True, block_size: int = 0
+                  ) -> optax.GradientTransformation:
+    """SOAP's direction (the module docstring, without learning rate and weight decay): N,
+    times sqrt(1 - b2^t) / (1 - b1^t) if correct_bias, divided by its RMS if normalize_grads.
+    The first call initialises the factors and bases and returns zeros.
+
+    shampoo_beta < 0 uses b2 for the factors' moving average. merge_dims merges small dims of
+    >= 2-D tensors before preconditioning; block_size (0: off) gives each block of at most
+    block_size along every dim its own preconditioner."""
+    for name, beta in (("b1", b1), ("b2", b2)):
+        checks.in_unit_interval(name, beta)
+    if not shampoo_beta < 1:
+        raise ValueError(f"shampoo_beta={shampoo_beta!r} must be < 1 (negative means b2)")
+    checks.positive("eps", eps)
+    checks.integer("precondition_frequency", precondition_frequency)
+    checks.integer("max_precond_dim", max_precond_dim)
+    checks.integer("block_size", block_size or 0, minimum=0)
+    h = _Settings(b1, b2, shampoo_beta if shampoo_beta >= 0 else b2, eps, max_precond_dim,
+                  merge_dims, precondition_1d, block_size or 0)
 
     def init_fn(params):
-        def factors(p, make):
-            dtype, (_, regions) = dtype_of(p), layout(p.shape)
-            return tuple(
-                tuple(jnp.broadcast_to(make(size, dtype), (math.prod(r.counts), size, size))
-                      if on else jnp.zeros((math.prod(r.counts), 0), dtype)
-                      for size, on in zip(r.block, rotated(r.block)))
-                for r in regions)
-
-        zeros = lambda p: jnp.zeros(p.shape, dtype_of(p))  # noqa: E731
+        zeros = lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32))  # noqa
         return SoapState(
             count=jnp.zeros([], jnp.int32),
-            exp_avg=jax.tree.map(zeros, params),
-            exp_avg_sq=jax.tree.map(zeros, params),
-            gg=jax.tree.map(lambda p: factors(p, lambda d, t: jnp.zeros((d, d), t)), params),
-            q=jax.tree.map(lambda p: factors(p, lambda d, t: jnp.eye(d, dtype=t)), params))
+            exp_avg=jax.tree.map(zeros, params), exp_avg_sq=jax.tree.map(zeros, params),
+            gg=jax.tree.map(lambda p: _init_factors(h, p, lambda d, t: jnp.zeros((d, d), t)),
+                            params),
+            q=jax.tree.map(lambda p: _init_factors(h, p, lambda d, t: jnp.eye(d, dtype=t)),
+                           params))
 
     def update_fn(grads, state, params=None):
-        if params is None and weight_decay > 0:
-            raise ValueError("soap: update() needs params when weight_decay > 0")
-        count = state.count
-        lr = learning_rate(count) if callable(learning_rate) else learning_rate
+        del params
+        count, first = state.count, state.count == 0
         t = jnp.maximum(count, 1).astype(jnp.float32)  # Adam's step: the first call is skipped
-        step_size = lr * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t) if correct_bias else lr
-        first = count == 0
-        # 0: initial eigendecomposition, 1: power-iteration + QR refresh, 2: keep the basis.
+        scale = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t) if correct_bias else 1.0
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
-
-        def block(g, m_new, v, stats, bases):
-            """One block: Adam in the eigenbasis of the current (previous calls') Q, and the
-            Shampoo factors updated with the current gradient (after the step)."""
-            g_rot = _rotate(g, bases, back=False)
-            v_new = b2 * v + (1 - b2) * jnp.square(g_rot)
-            direction = _rotate(m_new, bases, back=False) / (jnp.sqrt(v_new) + eps)
-            direction = _rotate(direction, bases, back=True)
-            stats = tuple(s + (1 - factor_beta) * (_factor(g, axis) - s) if s.ndim == 2 else s
-                          for axis, s in enumerate(stats))
-            return direction, v_new, stats
-
-        def new_bases(v, v_new, stats, bases):
-            """The region's bases (and V, permuted with them) after this call, block by block:
-            lax.map runs unbatched eigh / QR in a loop (batched LAPACK calls inside the switch
-            hung XLA's CPU runtime, idle, in a full train step with jax 0.10)."""
-            def eigh_all(args):
-                stats, bases, v = args
-                return tuple(_eigenbasis(s) if s.ndim == 2 else q
-                             for s, q in zip(stats, bases)), v
-
-            def refresh_all(args):
-                stats, bases, v_new = args
-                return _refresh(stats, bases, v_new)
-
-            return jax.lax.switch(branch, [
-                lambda: jax.lax.map(eigh_all, (stats, bases, v)),
-                lambda: jax.lax.map(refresh_all, (stats, bases, v_new)),
-                lambda: (bases, v_new),
-            ])
-
-        def leaf(g, p, m, v, stats, bases):
-            dtype = m.dtype
-            g = g.astype(dtype)
-            shape, regions = layout(g.shape)
-            m_new = b1 * m + (1 - b1) * g  # first moment, original space
-            inputs = [x.reshape(shape) for x in (g, m_new, v)]
-            outputs = []
-            for r, s, q in zip(regions, stats, bases):
-                g_b, m_b, v_b = (_to_blocks(x, r) for x in inputs)
-                direction, v_new, s = jax.vmap(block)(g_b, m_b, v_b, s, q)
-                q, v_rot = new_bases(v_b, v_new, s, q)
-                outputs.append((direction, v_rot, s, q))
-            direction, v_rot = (_assemble([o[i] for o in outputs], regions, shape, dtype)
-                                .reshape(g.shape) for i in (0, 1))
+        treedef = jax.tree.structure(grads)
+        columns = zip(*(treedef.flatten_up_to(tree) for tree in (
+            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q)))
+        out, exp_avg, exp_avg_sq, gg, q = ([] for _ in range(5))
+        for g, m, *rest in columns:
+            direction, m_new, v, stats, bases = _tensor_update(h, branch, g, m, *rest)
             if normalize_grads:
                 direction = direction / (1e-30 + jnp.sqrt(jnp.mean(jnp.square(direction))))
-            update = -step_size * direction
-            if weight_decay > 0:  # p <- p - lr * wd * p, on the already-stepped p
-                update = update - lr * weight_decay * (p.astype(dtype) + update)
-            out_dtype = (p if params is not None else g).dtype
-            return (jnp.where(first, 0, update).astype(out_dtype), jnp.where(first, m, m_new),
-                    v_rot, tuple(o[2] for o in outputs), tuple(o[3] for o in outputs))
-
-        treedef = jax.tree.structure(grads)
-        per_leaf = [treedef.flatten_up_to(tree) for tree in (
-            grads, params if params is not None else grads, state.exp_avg, state.exp_avg_sq,
-            state.gg, state.q)]
-        results = [leaf(*args) for args in zip(*per_leaf)]
-        updates, exp_avg, exp_avg_sq, gg, q = (
-            treedef.unflatten(list(column)) for column in zip(*results))
-        return updates, SoapState(optax.safe_int32_increment(count), exp_avg, exp_avg_sq, gg, q)
+            out.append(jnp.where(first, 0, scale * direction).astype(g.dtype))
+            exp_avg.append(jnp.where(first, m, m_new))
+            for column, value in ((exp_avg_sq, v), (gg, stats), (q, bases)):
+                column.append(value)
+        new = [treedef.unflatten(column) for column in (out, exp_avg, exp_avg_sq, gg, q)]
+        return new[0], SoapState(optax.safe_int32_increment(count), *new[1:])
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-@register("soap", defaults=dict(b1=0.95, b2=0.95, shampoo_beta=-1.0, eps=1e-8, weight_decay=0.01,
-                                precondition_frequency=10, max_precond_dim=10000,
-                                merge_dims=False, precondition_1d=False, normalize_grads=False,
-                                correct_bias=True, block_size=0, rest_lr_multiplier=1.0))
+def soap(learning_rate: optax.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.95,
+         shampoo_beta: float = -1.0, eps: float = 1e-8, weight_decay: float = 0.01,
+         precondition_frequency: int = 10, max_precond_dim: int = 10000,
+         merge_dims: bool = False, precondition_1d: bool = False,
+         normalize_grads: bool = False, correct_bias: bool = True, block_size: int = 0,
+         mask=None) -> optax.GradientTransformation:
+    """SOAP with the reference's defaults: `scale_by_soap`, the learning rate (a float or a
+    schedule of the 0-based call count) and decoupled weight decay of the stepped parameters
+    that `mask` selects (None: all; optax's `mask`). `update` needs `params` when
+    weight_decay > 0. Apply the output with optax.apply_updates."""
+    checks.learning_rate(learning_rate)
+    return optax.chain(
+        scale_by_soap(b1=b1, b2=b2, shampoo_beta=shampoo_beta, eps=eps,
+                      precondition_frequency=precondition_frequency,
+                      max_precond_dim=max_precond_dim, merge_dims=merge_dims,
+                      precondition_1d=precondition_1d, normalize_grads=normalize_grads,
+                      correct_bias=correct_bias, block_size=block_size),
+        optax.scale_by_learning_rate(learning_rate),
+        add_decayed_weights_after_step(weight_decay, learning_rate, mask, first_step=1))
+
+
+@register("soap", defaults=signature_defaults(soap, rest_lr_multiplier=1.0))
 def _soap_from_config(h, schedule, decay_mask):
     """config.optimizer.soap: SOAP on the hidden matrices; AdamW with SOAP's b1, b2, eps and
-    weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases. block_size 0
-    (the default) is the reference's one preconditioner per matrix; levanter uses 256."""
+    weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases; both decay the
+    parameters `decay_mask` selects. block_size 0 (the default) is the reference's one
+    preconditioner per matrix; levanter uses 256."""
     matrices = soap(schedule, b1=h.b1, b2=h.b2, shampoo_beta=h.shampoo_beta, eps=h.eps,
                     weight_decay=h.weight_decay, precondition_frequency=h.precondition_frequency,
                     max_precond_dim=h.max_precond_dim, merge_dims=h.merge_dims,
                     precondition_1d=h.precondition_1d, normalize_grads=h.normalize_grads,
-                    correct_bias=h.correct_bias, block_size=h.block_size)
+                    correct_bias=h.correct_bias, block_size=h.block_size, mask=decay_mask)
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
                        eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
     return matrices_and_rest(matrices, rest)

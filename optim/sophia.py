@@ -11,7 +11,7 @@ Algorithm 3 of the paper, with the GNB estimator of Algorithm 2, step t:
                    h  <- b2 h + (1 - b2) B g^ * g^                      (GNB estimate of diag H)
     theta <- theta - lr wd theta - lr clip(m / max(rho h, eps), 1)      (elementwise, |.| <= 1)
 
-The model-side pieces come from the train step (lm/step.py), which passes to `update`:
+The model-side pieces come from the train step (lm/train/step.py), which passes to `update`:
   - `sampled_loss_fn(params, rng) -> (mean cross-entropy against labels sampled from the model's
     own stop-gradient logits, number of tokens B)`, for GNB;
   - `obj_fn(params) -> loss`, for Hutchinson (optax's estimator: h ~ u * (H u), Rademacher u).
@@ -29,7 +29,8 @@ import optax
 from optax import contrib
 from optax.contrib._sophia import scale_by_sophia  # not re-exported by optax.contrib
 
-from optim.registry import register
+from optim import checks
+from optim.registry import register, signature_defaults
 
 ESTIMATORS = ("gnb", "hutchinson")
 
@@ -50,7 +51,7 @@ def gnb_estimator_diag_hessian(seed: int = 0) -> optax.GradientTransformationExt
         del updates, extra_args
         if params is None or sampled_loss_fn is None:
             raise ValueError("the GNB estimator needs params and sampled_loss_fn (the loss "
-                             "against labels sampled from the model; lm/step.py passes it)")
+                             "against labels sampled from the model; lm/train/step.py passes it)")
         key, sample_key = jax.random.split(state.key)
         grads, tokens = jax.grad(sampled_loss_fn, has_aux=True)(params, sample_key)
         return jax.tree.map(lambda g: tokens * g * g, grads), GNBState(key=key)
@@ -60,35 +61,29 @@ def gnb_estimator_diag_hessian(seed: int = 0) -> optax.GradientTransformationExt
 
 def sophia(learning_rate: optax.ScalarOrSchedule, b1: float = 0.965, b2: float = 0.99,
            rho: float = 0.04, eps: float = 1e-15, weight_decay: float = 0.1,
-           update_interval: int = 10, estimator: str = "gnb", weight_decay_mask=None,
+           update_interval: int = 10, estimator: str = "gnb", mask=None,
            seed: int = 0) -> optax.GradientTransformationExtraArgs:
     """Sophia with the defaults of the authors' SophiaG (betas (0.965, 0.99), rho 0.04,
     weight decay 0.1, k = 10, eps 1e-15); see the module docstring for the algorithm and what
     `update` must be given."""
-    if not callable(learning_rate) and learning_rate < 0:
-        raise ValueError(f"learning_rate={learning_rate} must be >= 0")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator={estimator!r} is not one of {', '.join(ESTIMATORS)}")
-    if int(update_interval) != update_interval or update_interval < 1:
-        raise ValueError(f"update_interval={update_interval} must be an integer >= 1")
+    checks.learning_rate(learning_rate)
+    checks.one_of("estimator", estimator, ESTIMATORS)
+    checks.integer("update_interval", update_interval)
     for name, value in dict(rho=rho, eps=eps).items():
-        if value <= 0:
-            raise ValueError(f"{name}={value} must be > 0")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
+        checks.positive(name, value)
+    checks.nonnegative("weight_decay", weight_decay)
     hessian = (gnb_estimator_diag_hessian(seed) if estimator == "gnb" else
                contrib.hutchinson_estimator_diag_hessian(jax.random.PRNGKey(seed)))
     return optax.chain(
         scale_by_sophia(b1=b1, b2=b2, eps=eps, gamma=rho, clip_threshold=1.0,
                                 update_interval=update_interval, hessian_diagonal_fn=hessian),
-        optax.add_decayed_weights(weight_decay, weight_decay_mask),
+        optax.add_decayed_weights(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate))
 
 
-@register("sophia", defaults=dict(b1=0.965, b2=0.99, rho=0.04, eps=1e-15, weight_decay=0.1,
-                                  update_interval=10, estimator="gnb"))
+@register("sophia", defaults=signature_defaults(sophia, skip=("seed",)))
 def _sophia_from_config(h, schedule, decay_mask):
     """config.optimizer.sophia: Sophia-G (estimator="gnb") or Sophia-H ("hutchinson")."""
     return sophia(schedule, b1=h.b1, b2=h.b2, rho=h.rho, eps=h.eps,
                   weight_decay=h.weight_decay, update_interval=h.update_interval,
-                  estimator=h.estimator, weight_decay_mask=decay_mask)
+                  estimator=h.estimator, mask=decay_mask)

@@ -19,7 +19,6 @@ import pytest
 
 from optim.soap import SoapState, soap
 
-
 # --- float64 NumPy oracle: the reference's SOAP.step, one parameter group ---------------------
 
 def merged_shape(shape, max_dim):
@@ -149,6 +148,11 @@ def make_problem(shapes, seed=0):
     return params, grad
 
 
+def soap_state(state) -> SoapState:
+    """scale_by_soap's state inside soap()'s chain (direction, learning rate, weight decay)."""
+    return state[0]
+
+
 def run_jax(tx, params, grad, steps=STEPS, jit=True, state=None):
     """Params after each call of tx (float32), and the state after the first call."""
     p = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
@@ -228,7 +232,7 @@ def test_degenerate_initial_basis(frequency, precondition_1d):
     got, state = run_jax(soap(**kwargs), params, grad)
     # one region of one block per parameter (no block_size): q[0] is the parameter's basis
     q0 = {k: [None if q.size == 0 else np.asarray(q[0], np.float64) for q in regions[0]]
-          for k, regions in state.q.items()}
+          for k, regions in soap_state(state).q.items()}
     factors = NumpySOAP(**oracle_kwargs(kwargs))
     factors.step(params, grad(0, params))
     for k, qs in q0.items():
@@ -252,7 +256,9 @@ def test_eigenvector_signs_do_not_matter():
     tx = soap(**kwargs)
     _, state = run_jax(tx, params, grad, steps=1)
     signs = lambda q: q * jnp.where(jnp.arange(q.shape[-1]) % 2 == 0, -1.0, 1.0)  # noqa: E731
-    flipped = state._replace(q=jax.tree.map(lambda q: signs(q) if q.ndim == 3 else q, state.q))
+    direction = soap_state(state)
+    flipped = (direction._replace(q=jax.tree.map(lambda q: signs(q) if q.ndim == 3 else q,
+                                                 direction.q)), *state[1:])
     p1 = {k: np.float32(v) for k, v in params.items()}
     shifted = lambda t, p: grad(t + 1, p)  # noqa: E731
     a, _ = run_jax(tx, p1, shifted, steps=STEPS - 1, state=state)
@@ -308,7 +314,8 @@ def test_jit_equals_eager_and_state_is_namedtuple():
     kwargs = dict(COMMON, precondition_frequency=2, precondition_1d=True)
     params, grad = make_problem(WELL_POSED, seed=6)
     tx = soap(**kwargs)
-    jitted, state = run_jax(tx, params, grad, steps=5, jit=True)
+    jitted, chain_state = run_jax(tx, params, grad, steps=5, jit=True)
+    state = soap_state(chain_state)
     eager, _ = run_jax(tx, params, grad, steps=5, jit=False)
     assert_trajectories_close(jitted, eager, params, rtol=1e-5, atol=1e-7)
     assert isinstance(state, SoapState) and isinstance(state, tuple)
@@ -327,7 +334,7 @@ def test_bfloat16_params_keep_float32_state():
     for _ in range(3):
         u, state = tx.update({"w": jnp.full((4, 3), 0.5, jnp.bfloat16)}, state, params)
     assert u["w"].dtype == jnp.bfloat16
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state)[1:])
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(soap_state(state))[1:])
 
 
 @pytest.mark.parametrize("kwargs,name", [
@@ -382,7 +389,7 @@ def test_blocked_soap_is_soap_on_each_block(frequency):
     assert_trajectories_close(got, [join_blocks(w) for w in want], params, rtol=2e-4,
                               atol=2e-6)
     # two regions: 2x2 blocks of 3x3, and the last row's 1x2 blocks of 2x3
-    assert [[q.shape for q in region] for region in state.q["w"]] == [
+    assert [[q.shape for q in region] for region in soap_state(state).q["w"]] == [
         [(4, 3, 3), (4, 3, 3)], [(2, 2, 2), (2, 3, 3)]]
 
 
