@@ -1,4 +1,4 @@
-"""Cost of the MX emulation (lm/mx.py), measured side by side in one run.
+"""Cost of the MX emulation (lm/model/mx.py), measured side by side in one run.
 
     python -m benchmarks.mx [--size d128_l4] [--batch_size 16] [--seq_len 256]
 
@@ -15,7 +15,7 @@ import jax
 
 from benchmarks.train_step import build, median_seconds, random_windows, time_steps
 from configs import base
-from lm import mx
+from lm.model import mx
 
 PRECISIONS = {"float32": {}, "bfloat16": {"activation_dtype": "bfloat16"},
               "mxfp8_e4m3": {"mx_weights": "mxfp8_e4m3", "mx_activations": "mxfp8_e4m3"},

@@ -25,7 +25,7 @@ import optim
 from benchmarks.train_step import build, random_windows, time_steps
 from configs import base, quickstart
 from data import prepare, sampling
-from lm.model_info import count_pytree_params
+from lm.model.info import count_pytree_params
 from optim.adalayer import adalayer_star_mask
 from optim.masks import is_matrix
 

@@ -5,7 +5,7 @@
         --sizes d256_l4 --mesh data=8 --mesh fsdp=8
 
 Prints one JSON line per size (tokens/s, achieved training FLOP/s by the Kaplan count of
-lm/model_info.py) and one for a plain square matmul in the same dtype, measured in the same run;
+lm/model/info.py) and one for a plain square matmul in the same dtype, measured in the same run;
 `fraction_of_matmul_peak` is the ratio of the two, the hardware-independent figure to compare.
 Each timing is the median of `--repeats` timed runs of `--steps` steps after a warm-up step.
 With `--mesh` (repeatable) each size runs on each mesh, and the row adds the per-device bytes of
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from lm import runtime, sharding
 from lm.model import ModelConfig
-from lm.model_info import flops_per_token, param_counts
+from lm.model.info import flops_per_token, param_counts
+from lm.train import runtime, sharding
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -10,6 +10,22 @@ import optim
 from configs import ladder
 
 
+def data_defaults() -> ml_collections.ConfigDict:
+    """The data section (also the defaults of `python -m data.prepare`)."""
+    return ml_collections.ConfigDict(dict(
+        root="",               # "": $OPTISCALE_DATA_DIR, else ~/.cache/optiscale
+        corpus="en_docs",      # training corpus (python -m data.fetch lists them)
+        eval_corpora=("en_docs", "code_py"),  # one validation set per corpus
+        tokenizer="byte",      # byte (UTF-8 bytes + EOS) | bpe (trained offline with `tokenizers`)
+        vocab_size=8192,       # bpe only
+        tokenizer_corpora=("en_docs", "code_py"),  # bpe only: what the tokenizer is trained on
+        val_fraction=0.02,     # fraction of documents held out for validation
+        seq_len=256,
+        eval_batches=8,        # fixed validation windows: eval_batches x eval_batch_size
+        eval_batch_size=32,
+    ))
+
+
 def get_config(size: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
@@ -36,18 +52,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     if size:
         ladder.apply_size(c.model, size)
 
-    c.data = ml_collections.ConfigDict(dict(
-        root="",               # "": $OPTISCALE_DATA_DIR, else ~/.cache/optiscale
-        corpus="en_docs",      # training corpus (python -m data.fetch lists them)
-        eval_corpora=("en_docs", "code_py"),  # one validation set per corpus
-        tokenizer="byte",      # byte (257 symbols) | bpe (trained offline with `tokenizers`)
-        vocab_size=8192,       # bpe only
-        tokenizer_corpora=("en_docs", "code_py"),  # bpe only: what the tokenizer is trained on
-        val_fraction=0.02,     # fraction of documents held out for validation
-        seq_len=256,
-        eval_batches=8,        # fixed validation windows: eval_batches x eval_batch_size
-        eval_batch_size=32,
-    ))
+    c.data = data_defaults()
 
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adamw",          # any of optim.registered_optimizers()
@@ -94,7 +99,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         branch_step=-1,
     ))
 
-    # Device mesh (lm/sharding.py): data x fsdp x tensor must equal the device count; one axis
+    # Device mesh (lm/train/sharding.py): data x fsdp x tensor must equal the device count; one axis
     # may be -1, "the devices left over". The default is data parallelism over every device.
     c.mesh = ml_collections.ConfigDict(dict(
         data=-1,               # replicas of parameters and optimizer state; the batch is split
@@ -115,7 +120,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         )),
     ))
 
-    # MX (OCP Microscaling) matmuls, emulated bit-exactly (lm/mx.py). Element formats:
+    # MX (OCP Microscaling) matmuls, emulated bit-exactly (lm/model/mx.py). Element formats:
     # mxfp8_e4m3 | mxfp8_e5m2 | mxfp6_e3m2 | mxfp6_e2m3 | mxfp4_e2m1 | mxint8, bfloat16 (an
     # operand rounded to bf16), "" (not quantized). Unset backward formats default as in
     # microxcaling: weights_bp = weights, the other three = activations.

@@ -33,8 +33,9 @@ def apply_size(model_cfg, name: str) -> None:
 def main() -> None:
     """Prints the ladder's parameter counts (byte and 8192-token BPE vocabularies, tied)."""
     from configs import base
+    from data.tokenizer import ByteTokenizer
     from lm.model import ModelConfig
-    from lm.model_info import flops_per_token, param_counts
+    from lm.model.info import flops_per_token, param_counts
 
     print("| size | d_model | layers | heads | non-embedding | total (byte vocab 257) | "
           "total (BPE 8192) | train FLOPs/token (seq 1024, BPE 8192) |")
@@ -42,8 +43,8 @@ def main() -> None:
     for name in SIZES:
         cfg = base.get_config(name).model
         cfg.max_seq_len = 1024
-        byte = ModelConfig.from_config(cfg, 257, "float32")
-        bpe = ModelConfig.from_config(cfg, 8192, "float32")
+        byte = ModelConfig.from_config(cfg, ByteTokenizer.vocab_size, "float32")
+        bpe = ModelConfig.from_config(cfg, base.data_defaults().vocab_size, "float32")
         counts = param_counts(bpe)
         print(f"| {name} | {bpe.d_model} | {bpe.n_layers} | {bpe.n_heads} | "
               f"{counts['non_embedding']:,} | {param_counts(byte)['total']:,} | "

@@ -28,12 +28,18 @@ from typing import Iterator
 import numpy as np
 import tqdm
 
+from configs.base import data_defaults
 from data import atomic, corpora, dataset, documents, fetch, split, store
-from data.tokenizer import (ByteTokenizer, Tokenizer, bpe_id, load_tokenizer, tokenizer_dir,
-                            train_bpe)
+from data.tokenizer import (
+    ByteTokenizer,
+    Tokenizer,
+    bpe_id,
+    load_tokenizer,
+    tokenizer_dir,
+    train_bpe,
+)
 
-DEFAULT_TOKENIZER_CORPORA = ("en_docs", "code_py")
-DEFAULT_VAL_FRACTION = 0.02
+DEFAULTS = data_defaults()  # vocabulary size, validation fraction, tokenizer corpora
 DOCS_PER_BATCH = 256
 
 
@@ -61,9 +67,9 @@ def _bpe_batches(root, tokenizer_corpora, val_fraction: float) -> Iterator[list[
                 bar.update(len(train[i:i + DOCS_PER_BATCH]))
 
 
-def ensure_tokenizer(root, kind: str, *, vocab_size: int = 8192,
-                     tokenizer_corpora=DEFAULT_TOKENIZER_CORPORA,
-                     val_fraction: float = DEFAULT_VAL_FRACTION) -> Tokenizer:
+def ensure_tokenizer(root, kind: str, *, vocab_size: int = DEFAULTS.vocab_size,
+                     tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
+                     val_fraction: float = DEFAULTS.val_fraction) -> Tokenizer:
     """The `byte` tokenizer, or the `bpe` one for these settings, trained on first use."""
     if kind == "byte":
         return ByteTokenizer()
@@ -127,9 +133,10 @@ def _check_current(prepared: dataset.PreparedCorpus, root, val_fraction: float) 
                          f"{manifest['sha256'][:12]}): delete {path} to prepare again")
 
 
-def ensure_prepared(root, corpus: str, *, tokenizer: str = "byte", vocab_size: int = 8192,
-                    tokenizer_corpora=DEFAULT_TOKENIZER_CORPORA,
-                    val_fraction: float = DEFAULT_VAL_FRACTION) -> dataset.PreparedCorpus:
+def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
+                    vocab_size: int = DEFAULTS.vocab_size,
+                    tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
+                    val_fraction: float = DEFAULTS.val_fraction) -> dataset.PreparedCorpus:
     """The prepared splits of `corpus`, fetching, training and preparing whatever is missing.
 
     `root` must be local; prepared data copied to gs:// is read with `dataset.open_prepared`.
@@ -152,13 +159,13 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = "byte", vocab_size: i
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", required=True, help="`python -m data.fetch` lists them")
-    parser.add_argument("--tokenizer", default="byte", choices=("byte", "bpe"))
-    parser.add_argument("--vocab_size", type=int, default=8192, help="bpe only")
-    parser.add_argument("--tokenizer_corpora", default=",".join(DEFAULT_TOKENIZER_CORPORA),
+    parser.add_argument("--tokenizer", default=DEFAULTS.tokenizer, choices=("byte", "bpe"))
+    parser.add_argument("--vocab_size", type=int, default=DEFAULTS.vocab_size, help="bpe only")
+    parser.add_argument("--tokenizer_corpora", default=",".join(DEFAULTS.tokenizer_corpora),
                         help="bpe only: comma-separated corpora the tokenizer is trained on")
     parser.add_argument("--root", help="data root (default: $OPTISCALE_DATA_DIR, else "
                         "~/.cache/optiscale)")
-    parser.add_argument("--val_fraction", type=float, default=DEFAULT_VAL_FRACTION)
+    parser.add_argument("--val_fraction", type=float, default=DEFAULTS.val_fraction)
     args = parser.parse_args(argv)
     start = time.time()
     prepared = ensure_prepared(args.root or dataset.default_root(), args.corpus,

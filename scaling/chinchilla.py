@@ -30,8 +30,14 @@ import numpy as np
 
 from scaling.bootstrap import Estimate, bootstrap, estimates, predictive
 from scaling.inputs import bootstrap_settings, positive_arrays, require_distinct
-from scaling.objective import (HUBER_DELTA, best_starts, fit_power_law, huber_log_objective,
-                               log_sum_exp, minimize_multistart)
+from scaling.objective import (
+    HUBER_DELTA,
+    best_starts,
+    fit_power_law,
+    huber_log_objective,
+    log_sum_exp,
+    minimize_multistart,
+)
 from scaling.validation import HeldOut
 
 BESIROGLU_GRID = np.array(list(itertools.product(

@@ -22,37 +22,22 @@ not finish (no final eval) are skipped with a warning, except for cbs, which rea
 loss curves up to where they stopped.
 """
 import argparse
-import os
+import re
 import sys
-import warnings
-from typing import Any, NamedTuple
 
 import numpy as np
 
-from scaling import chinchilla, compute_law, critical_batch, loss_to_loss, plots, report
+from scaling import chinchilla, compute_law, laws, loss_to_loss
 from scaling.inputs import bootstrap_settings
 from scaling.runs import curve_points, load_runs
 from scaling.table import Table, read_csv
-from scaling.validation import largest_runs
-
-
-class Fitted(NamedTuple):
-    """One law's fit: the report's title, tables, held-out predictions and plot paths, and the
-    fit object itself (its point estimate and bootstrap draws, for predictions downstream)."""
-    title: str
-    tables: dict
-    heldout: Any
-    plots: list
-    fit: Any
-
 
 LAWS = ("chinchilla", "compute", "loss_to_loss", "cbs")
-KINDS = ("train_to_train", "train_to_test", "test_to_test")
 MIN_POINTS = {"compute": len(compute_law.PARAMS), "chinchilla": len(chinchilla.PARAMS),
               "loss_to_loss": len(loss_to_loss.OFFSET_PARAMS), "cbs": 2}
 
 
-def parse_args(argv):
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scaling.fit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
@@ -90,7 +75,7 @@ def parse_args(argv):
                                     "(train_to_test: the same as --x-data)")
     p.add_argument("--x-loss", default="val_loss", help="loss_to_loss: x loss column")
     p.add_argument("--y-loss", default="val_loss", help="loss_to_loss: y loss column")
-    p.add_argument("--kind", choices=KINDS, default="train_to_train")
+    p.add_argument("--kind", choices=laws.KINDS, default="train_to_train")
     p.add_argument("--batch-col", help="cbs: batch size column (default: batch_tokens for "
                                        "--runs, batch_size for --table)")
     p.add_argument("--steps-col", default="steps_to_target",
@@ -101,6 +86,11 @@ def parse_args(argv):
     p.add_argument("--target-loss", type=float,
                    help="cbs --runs: target loss for every model size (default: per size, the "
                         "lowest loss all its runs reach)")
+    return p
+
+
+def parse_args(argv):
+    p = _parser()
     args = p.parse_args(argv)
     if args.more_runs:
         if not args.runs:
@@ -114,13 +104,8 @@ def load(args) -> tuple[Table, Table | None, list[str]]:
     notes = []
     if args.runs:
         table = load_runs(args.runs)
-        unfinished = ~table["finished"].astype(bool)
-        if unfinished.any() and args.law != "cbs":
-            names = ", ".join(table["name"][unfinished])
-            warnings.warn(f"skipping {unfinished.sum()} unfinished run(s) without final eval "
-                          f"losses: {names}")
-            notes.append(f"Skipped unfinished runs: {names}.")
-            table = table.rows(~unfinished)
+        if args.law != "cbs":
+            table = laws.warn_unfinished(table, notes)
         if args.curves:
             table = curve_points(table)
             notes.append("Points: every validation point of every run's learning curve "
@@ -151,33 +136,6 @@ def _where(table: Table, column: str, value: str) -> Table:
         raise ValueError(f"--where {column}={value}: {column} is numeric; give a number") from None
 
 
-def sizes(args, table: Table, notes: list[str]) -> dict[str, np.ndarray]:
-    """N, D and C columns, deriving D = C / 6N or C = 6ND when one is absent."""
-    n_col = args.n_col or ("params_non_embedding" if args.runs else "params")
-    n = table.numeric(n_col)
-    if args.d_col in table:
-        d = table.numeric(args.d_col)
-        c = table.numeric(args.c_col) if args.c_col in table else 6 * n * d
-    else:
-        c = table.numeric(args.c_col)
-        d = c / (6 * n)
-        notes.append(f"No {args.d_col!r} column: D = C / (6 N).")
-    return {"n": n, "d": d, "c": c}
-
-
-def combined(args, table: Table, held: Table | None, notes: list[str], key: str):
-    """Columns of the fitting and held-out rows stacked, and the held-out mask: rows of
-    --heldout-table, or those within --holdout-factor of the largest `key` (c or n)."""
-    columns = {**sizes(args, table, notes), "loss": table.numeric(args.loss_col)}
-    if held is not None:
-        extra = {**sizes(args, held, []), "loss": held.numeric(args.loss_col)}
-        mask = np.r_[np.zeros(len(table), bool), np.ones(len(held), bool)]
-        return {k: np.r_[columns[k], extra[k]] for k in columns}, mask
-    if args.holdout_factor == 0:
-        return columns, np.zeros(len(table), bool)
-    return columns, largest_runs(columns[key], args.holdout_factor)
-
-
 def check_enough(args, table: Table) -> None:
     """The fundamental shortage first, before a held-out split makes it look like another."""
     needed = MIN_POINTS[args.law]
@@ -187,197 +145,60 @@ def check_enough(args, table: Table) -> None:
                          "sizes and token budgets)")
 
 
-def fit_compute(args, table, held, notes):
-    cols, mask = combined(args, table, held, notes, "c")
-    fit = compute_law.fit_compute_law(cols["c"], cols["loss"], heldout=mask,
-                                      n_bootstrap=args.bootstrap, seed=args.seed,
-                                      level=args.level)
-    png = plots.plot_compute_law(fit, cols["c"][~mask], cols["loss"][~mask],
-                                 os.path.join(args.out, "compute_law.png"))
-    notes.append(f"{fit.frontier.sum()} of {(~mask).sum()} fitted runs lie on the compute "
-                 "frontier.")
-    return Fitted("Compute law L(C) = E + A C^-alpha", {"parameters": fit.params}, fit.heldout,
-                  [png], fit)
-
-
-def fit_chinchilla(args, table, held, notes):
-    cols, mask = combined(args, table, held, notes, "c")
-    if args.approach == 2:
-        budgets = None if args.budget_col is None else np.r_[
-            table.numeric(args.budget_col),
-            held.numeric(args.budget_col) if held is not None else []]
-        fit = chinchilla.fit_approach2(cols["n"], cols["d"], cols["c"], cols["loss"],
-                                       budgets=budgets, heldout=mask,
-                                       n_bootstrap=args.bootstrap, seed=args.seed,
-                                       level=args.level)
-        labels = chinchilla.group_budgets(cols["c"]) if budgets is None else budgets
-        png = plots.plot_isoflop(fit, cols["n"][~mask], cols["loss"][~mask], labels[~mask],
-                                 os.path.join(args.out, "chinchilla_approach2.png"))
-        return Fitted("Chinchilla Approach 2 (IsoFLOP parabolas)", {"allocation": fit.params},
-                      fit.heldout, [png], fit)
-    fit = chinchilla.fit_approach3(cols["n"], cols["d"], cols["loss"], heldout=mask,
-                                   n_bootstrap=args.bootstrap, seed=args.seed, level=args.level,
-                                   keep_best=args.grid_starts)
-    png = plots.plot_chinchilla(fit, cols["n"][~mask], cols["d"][~mask], cols["loss"][~mask],
-                                os.path.join(args.out, "chinchilla.png"))
-    largest = cols["c"][~mask].max()
-    budgets = largest * np.array([1, 10, 100])
-    allocation = fit.optimal_allocation(budgets)
-    table_ = {f"{k} at C={c:.3g}": v[i] for k, v in allocation.items()
-              for i, c in enumerate(budgets)}
-    notes.append(f"L-BFGS ran from {fit.n_starts} grid starts; {fit.n_agree} reached the "
-                 "optimum. Bootstrap resamples start from the full-data optimum and the best grid "
-                 "starts.")
-    params = {k: v for k, v in fit.params.items() if k in chinchilla.PARAMS}
-    exponents = {k: v for k, v in fit.params.items() if k in chinchilla.ALLOCATION}
-    return Fitted("Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta",
-                  {"parameters": params, "compute-optimal exponents (N* = G (C/6)^a, "
-                   "D* = (C/6)^b / G)": exponents, "compute-optimal allocation": table_},
-                  fit.heldout, [png], fit)
-
-
-def fit_loss_to_loss(args, table, held, notes):
-    if args.x_data is None:
-        raise ValueError("loss_to_loss needs --x-data (the x runs' training set, a value of "
-                         f"--dataset-col={args.dataset_col})")
-    same_runs = args.kind == "train_to_test"
-    y_data = args.x_data if same_runs and args.y_data is None else args.y_data
-    if y_data is None:
-        raise ValueError(f"--kind={args.kind} needs --y-data (the y runs' training set)")
-    if same_runs and y_data != args.x_data:
-        raise ValueError("train_to_test compares two losses of the same runs: --y-data must "
-                         "equal --x-data (set --y-loss to the other distribution's loss)")
-
-    def side(t, data, loss_col):
-        rows = t.rows(t[args.dataset_col].astype(str) == data)
-        if len(rows) == 0:
-            raise ValueError(f"no rows with {args.dataset_col}={data!r}; values: "
-                             f"{', '.join(np.unique(t[args.dataset_col].astype(str)))}")
-        cols = sizes(args, rows, notes)
-        return cols["n"], cols["d"], cols["c"], rows.numeric(loss_col)
-
-    x_n, x_d, x_c, x_loss = side(table, args.x_data, args.x_loss)
-    y_n, y_d, y_c, y_loss = side(table, y_data, args.y_loss)
-    if held is not None:
-        hx, hy = side(held, args.x_data, args.x_loss), side(held, y_data, args.y_loss)
-        x_held, y_held = np.zeros(len(x_n), bool), np.zeros(len(y_n), bool)
-    elif args.holdout_factor:
-        x_held = largest_runs(x_c, args.holdout_factor)
-        y_held = largest_runs(y_c, args.holdout_factor)
-        hx = tuple(a[x_held] for a in (x_n, x_d, x_c, x_loss))
-        hy = tuple(a[y_held] for a in (y_n, y_d, y_c, y_loss))
+def fit(args, table: Table, held: Table | None, notes: list[str]) -> laws.Fitted:
+    """The law `args.law` of scaling.laws, with the command line's settings."""
+    columns = laws.Columns(n=args.n_col or ("params_non_embedding" if args.runs else "params"),
+                           d=args.d_col, c=args.c_col, loss=args.loss_col)
+    options = laws.FitOptions(bootstrap=args.bootstrap, level=args.level, seed=args.seed,
+                              holdout_factor=args.holdout_factor, heldout=held,
+                              plot_dir=args.out)
+    if args.law == "compute":
+        fitted = laws.compute(table, columns, options)
+    elif args.law == "chinchilla":
+        fitted = laws.chinchilla(table, columns, options, approach=args.approach,
+                                 grid_starts=args.grid_starts, budget_col=args.budget_col)
+    elif args.law == "loss_to_loss":
+        fitted = laws.loss_to_loss(table, args.x_data, args.y_data, kind=args.kind,
+                                   x_loss=args.x_loss, y_loss=args.y_loss,
+                                   dataset_col=args.dataset_col, columns=columns,
+                                   options=options)
     else:
-        x_held, y_held, hx, hy = np.zeros(len(x_n), bool), np.zeros(len(y_n), bool), None, None
-
-    def pair(x, y):
-        if same_runs:
-            return np.arange(len(x[0])), np.arange(len(x[0]))
-        return loss_to_loss.pair_by_size(x[0], x[1], y[0], y[1])
-
-    offsets = [loss_to_loss.fit_offset_law(n[~h], d[~h], loss[~h], n_bootstrap=args.bootstrap,
-                                           seed=args.seed, level=args.level)
-               for n, d, loss, h in ((x_n, x_d, x_loss, x_held), (y_n, y_d, y_loss, y_held))]
-    fx = tuple(a[~x_held] for a in (x_n, x_d, x_c, x_loss))
-    fy = tuple(a[~y_held] for a in (y_n, y_d, y_c, y_loss))
-    ix, iy = pair(fx, fy)
-    if len(ix) == 0:
-        raise ValueError(f"no {args.x_data} and {y_data} runs share (N, D); train-to-train and "
-                         "test-to-test pair models by size")
-    heldout = {}
-    if hx is not None:
-        hix, hiy = pair(hx, hy)
-        heldout = dict(heldout_x=hx[3][hix], heldout_y=hy[3][hiy],
-                       heldout_labels=[f"N={n:.3g}, D={d:.3g}" for n, d in
-                                       zip(hx[0][hix], hx[1][hix])])
-    x_label = f"{args.x_loss} ({args.x_data})"
-    y_label = f"{args.y_loss} ({y_data})"
-    fit = loss_to_loss.fit_loss_to_loss(fx[3][ix], fy[3][iy], *offsets, kind=args.kind,
-                                        labels=(x_label, y_label), **heldout)
-    png = plots.plot_loss_to_loss(fit, os.path.join(args.out, "loss_to_loss.png"))
-    notes.append(f"{len(ix)} fitted pairs; E_x from {offsets[0].n_points} runs, E_y from "
-                 f"{offsets[1].n_points} runs.")
-    return Fitted(f"Loss-to-loss ({args.kind}): L_y = K (L_x - E_x)^kappa + E_y",
-                  {"shifted power law": fit.params,
-                   f"offset law, x = {x_label}": offsets[0].params,
-                   f"offset law, y = {y_label}": offsets[1].params}, fit.heldout, [png], fit)
-
-
-def steps_from_runs(args, table: Table, notes: list[str]) -> Table:
-    """Adds the steps each run took to reach its model size's target loss; runs that never
-    reach it are dropped with a warning."""
-    n = table.numeric(args.n_col or "params_non_embedding")
-    curves = [h.curve(args.curve) for h in table["history"]]
-    steps = np.full(len(table), np.nan)
-    for size in np.unique(n):
-        at = np.flatnonzero(n == size)
-        target = (args.target_loss if args.target_loss is not None else
-                  critical_batch.reachable_target([curves[i][1] for i in at], args.smooth))
-        notes.append(f"N={size:.3g}: target {args.curve} {target:.4g}.")
-        for i in at:
-            steps[i] = critical_batch.steps_to_target(*curves[i], target, args.smooth)
-    missed = np.isnan(steps)
-    if missed.any():
-        names = ", ".join(table["name"][missed])
-        warnings.warn(f"{missed.sum()} run(s) never reach their target loss: {names}")
-        notes.append(f"Runs that never reached the target (dropped): {names}.")
-    return table.with_column(args.steps_col, steps).rows(~missed)
-
-
-def fit_cbs(args, table, held, notes):
-    if args.runs:
-        table = steps_from_runs(args, table, notes)
-    n = table.numeric(args.n_col or ("params_non_embedding" if args.runs else "params"))
-    batch = table.numeric(args.batch_col or ("batch_tokens" if args.runs else "batch_size"))
-    steps = table.numeric(args.steps_col)
-    mask = np.zeros(len(n), bool)
-    if held is not None:
-        raise ValueError("cbs holds out its largest model size(s) with --holdout-factor; "
-                         "--heldout-table is not supported for it")
-    if args.holdout_factor:
-        mask = largest_runs(n, args.holdout_factor)
-    fit = critical_batch.fit_critical_batch(n, batch, steps, heldout=mask,
-                                            n_bootstrap=args.bootstrap, seed=args.seed,
-                                            level=args.level)
-    png = plots.plot_critical_batch(fit, os.path.join(args.out, "critical_batch.png"))
-    per_size = {f"B* at N={s.n:.3g}": s.cbs for s in fit.sweeps}
-    per_size.update({f"D* at N={s.n:.3g}": s.tokens for s in fit.sweeps})
-    return Fitted(f"Critical batch size ({fit.overhead:.0%} over linear scaling)",
-                  {"power laws (B* = N_coef N^N_exponent = D_coef D*^D_exponent)": fit.params,
-                   "per model size": per_size}, fit.heldout, [png], fit)
-
-
-FITS = {"compute": fit_compute, "chinchilla": fit_chinchilla, "loss_to_loss": fit_loss_to_loss,
-        "cbs": fit_cbs}
+        if args.runs:
+            table = laws.with_steps_to_target(table, args.steps_col, columns.n, args.curve,
+                                              args.smooth, args.target_loss, notes)
+        batch_col = args.batch_col or ("batch_tokens" if args.runs else "batch_size")
+        fitted = laws.cbs(table, batch_col, args.steps_col, columns.n, options)
+    return fitted._replace(notes=notes + fitted.notes)
 
 
 def run(argv) -> list[str]:
     """Parses `argv`, fits, writes the report; returns the written paths."""
-    return fit_and_report(argv)[0]
-
-
-def fit_and_report(argv) -> tuple[list[str], Fitted]:
-    """`run`, also returning the fit (for callers that predict from its bootstrap draws)."""
     args = parse_args(argv)
     bootstrap_settings(args.bootstrap, args.level)
     table, held, notes = load(args)
     check_enough(args, table)
-    os.makedirs(args.out, exist_ok=True)
-    fitted = FITS[args.law](args, table, held, notes)
+    fitted = fit(args, table, held, notes)
     source = args.table if args.table else " ".join(args.runs)
     inputs = {"source": source, "law": args.law, "rows": len(table),
               "bootstrap resamples": args.bootstrap, "interval level": args.level,
               "seed": args.seed}
-    paths = report.write_report(args.out, title=fitted.title, inputs=inputs,
-                                tables=fitted.tables, heldout=fitted.heldout,
-                                plots=fitted.plots, notes=notes)
-    return paths + fitted.plots, fitted
+    return laws.write(fitted, args.out, inputs)
+
+
+def in_flag_names(message: str) -> str:
+    """A scaling.laws error in the command line's words: its argument names (x_data, y_loss,
+    ...) spelled as their flags (--x-data, --y-loss)."""
+    for action in _parser()._actions:
+        if "_" in action.dest and action.option_strings:
+            message = re.sub(rf"\b{action.dest}\b", action.option_strings[0], message)
+    return message
 
 
 def main(argv=None) -> None:
     try:
         paths = run(sys.argv[1:] if argv is None else argv)
     except ValueError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {in_flag_names(str(error))}")
     print("\n".join(paths))
 
 

@@ -1,6 +1,6 @@
-"""Run directories (lm/train.py workdirs) -> one Table row per run.
+"""Run directories (lm.train workdirs) -> one Table row per run.
 
-A run directory holds config.json, model.json and metrics.jsonl (schema in lm/metrics_log.py).
+A run directory holds config.json, model.json and metrics.jsonl (schema in lm/train/metrics_log.py).
 Columns of the table `load_runs` returns:
 
     name, path              directory name and path
@@ -63,8 +63,8 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
 def read_metrics_rows(path: Path) -> list[dict]:
     """metrics.jsonl rows; a torn last line (a run killed mid-write) is dropped with a warning.
 
-    lm.metrics_log.read_metrics raises on such a line, which would make one crashed run stop the
-    loading of a whole ladder."""
+    lm.train.metrics_log.read_metrics raises on such a line, which would make one crashed run
+    stop the loading of a whole ladder."""
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
@@ -81,7 +81,7 @@ def load_run(path: Path) -> dict:
     """One run directory as a table row (see the module docstring for the columns)."""
     for name in RUN_FILES:
         if not (path / name).exists():
-            raise ValueError(f"{path}: missing {name}; a run directory from lm/train.py has "
+            raise ValueError(f"{path}: missing {name}; a run directory from lm.train has "
                              f"{', '.join(RUN_FILES)}")
     config = json.loads((path / "config.json").read_text())
     model = json.loads((path / "model.json").read_text())

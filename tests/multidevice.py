@@ -10,9 +10,10 @@ import jax
 import numpy as np
 
 from configs import base
-from lm import runtime, sharding, train
-from lm.metrics_log import read_metrics
+from lm import train
 from lm.model import ModelConfig
+from lm.train import runtime, sharding
+from lm.train.metrics_log import read_metrics
 
 MESHES = {"one_device": dict(data=1, fsdp=1, tensor=1),
           "fsdp8": dict(data=1, fsdp=8, tensor=1),

@@ -14,8 +14,19 @@ import pytest
 import tensorstore as ts
 import tokenizers as hf_tokenizers
 
-from data import (clients, corpora, dataset, documents, fetch, prepare, samples, sampling, split,
-                  store, tokenizer)
+from data import (
+    clients,
+    corpora,
+    dataset,
+    documents,
+    fetch,
+    prepare,
+    samples,
+    sampling,
+    split,
+    store,
+    tokenizer,
+)
 from data.documents import Document
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +179,7 @@ def test_prepare_twice_gives_identical_arrays_and_meta(tmp_path, byte_root):
 def test_prepared_splits_hold_exactly_the_documents(byte_root):
     prepared = dataset.open_prepared(byte_root, "en_docs_sample", "byte")
     texts = sample_texts("en_docs_sample")
-    mask = split.validation_mask(texts, prepare.DEFAULT_VAL_FRACTION)
+    mask = split.validation_mask(texts, prepare.DEFAULTS.val_fraction)
     tok = tokenizer.ByteTokenizer()
     for s, want in ((prepared.train, [t for t, v in zip(texts, mask) if not v]),
                     (prepared.val, [t for t, v in zip(texts, mask) if v])):

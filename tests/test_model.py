@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from configs import base, ladder
-from lm.layers import apply_rotary, rotary_table
-from lm.loss import next_token_loss
 from lm.model import ModelConfig, Transformer, init_params
-from lm.model_info import count_pytree_params, flops_per_token, param_counts
+from lm.model.info import count_pytree_params, flops_per_token, param_counts
+from lm.model.layers import apply_rotary, rotary_table
+from lm.model.loss import next_token_loss
 
 
 def small_cfg(**overrides) -> ModelConfig:

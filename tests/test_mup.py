@@ -6,8 +6,8 @@ import pytest
 
 import optim
 from configs import base
-from lm.coord_check import coordinate_check, width_exponent
 from lm.model import ModelConfig, Transformer, init_params
+from lm.model.coord_check import coordinate_check, width_exponent
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""MX matmuls (lm/mx.py): forward and the three re-quantized backward GEMMs, the model's entry
+"""MX matmuls (lm/model/mx.py): forward and the three re-quantized backward GEMMs, the model's entry
 point and config, and a short MXFP8 training run against float32."""
 import jax
 import jax.numpy as jnp
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from configs import base
-from lm import mx, train
-from lm.config_checks import ConfigError, check_config
-from lm.metrics_log import read_metrics
+from lm import train
+from lm.model import mx
+from lm.train.config_checks import ConfigError, check_config
+from lm.train.metrics_log import read_metrics
 
 # A different format for every operand kind, so that each GEMM's choice is visible.
 DISTINCT = mx.MatmulFormats(w="mxfp8_e4m3", a="mxfp8_e5m2", w_bp="mxfp6_e3m2",
@@ -190,7 +191,7 @@ def test_bfloat16_rounding_ties():
 
 
 def test_norm_affine_handling(tiny_config):
-    from lm.layers import Norm
+    from lm.model.layers import Norm
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 8))
     params = {"params": {"scale": jnp.full((8,), 1 + 2 ** -9), "bias": jnp.full((8,), 0.1)}}
     full = Norm("layernorm", jnp.float32).apply(params, x)
@@ -214,9 +215,9 @@ def test_mx_training_diagnostics_and_switching_precision_by_branching(tiny_confi
     """MXFP8 tracks float32 and logs its diagnostics; a branch of the float32 run at step 10
     with MX on continues from exactly that state, data order and schedule: its step-11 loss
     is the MX loss of the parent's step-10 checkpoint on the step-10 batch, recomputed here."""
-    from lm import inputs, runtime, sharding
-    from lm.checkpoint import Checkpointer
     from lm.model import ModelConfig
+    from lm.train import batches, runtime, sharding
+    from lm.train.checkpoint import Checkpointer
 
     tiny_config.train.update(dict(steps=20, eval_every=10, checkpoint_every=10, log_every=1))
     train.run(tiny_config, str(tmp_path / "f32"))
@@ -237,14 +238,14 @@ def test_mx_training_diagnostics_and_switching_precision_by_branching(tiny_confi
     assert branched[:10] == f32[:10]
     assert sorted(p.name for p in (tmp_path / "f32" / "checkpoints").iterdir()) == before
 
-    data = inputs.load(mxfp8)
+    data = batches.load(mxfp8)
     sharder = sharding.from_config(mxfp8)
     rt = runtime.build(ModelConfig.for_run(mxfp8, data.vocab_size),
                        runtime.build_optimizer(mxfp8).tx, sharder, seed=0,
                        seq_len=mxfp8.data.seq_len)
     parent = Checkpointer(str(tmp_path / "f32"), 1, read_only=True)
     state, _ = parent.restore(10, rt.abstract_state)
-    _, metrics, _ = rt.train_step(state, inputs.to_device(data.train_batch(10), sharder.batch))
+    _, metrics, _ = rt.train_step(state, batches.to_device(data.train_batch(10), sharder.batch))
     assert branched[10]["step"] == 11
     assert branched[10]["train/loss"] == float(metrics["train/loss"]) != f32[10]["train/loss"]
     with pytest.raises(ConfigError, match=r"has checkpoints at steps \[10, 20\]"):

@@ -10,8 +10,9 @@ import optim
 from benchmarks.optimizers import parse_variant, predicted_state_floats, short_run_config
 from benchmarks.train_step import build
 from data import prepare, sampling
-from lm.checkpoint import Checkpointer
+from data.tokenizer import ByteTokenizer
 from lm.model import ModelConfig, Transformer, init_params
+from lm.train.checkpoint import Checkpointer
 
 SEQ_LEN, BATCH, STEPS = 64, 8, 30
 
@@ -29,7 +30,7 @@ def train(spec, windows, steps):
     config = short_run_config(name, STEPS)
     config.optimizer[name].update(overrides)
     config.train.batch_size = windows[0].shape[0]
-    rt, state, opt = build(config, SEQ_LEN, 257)
+    rt, state, opt = build(config, SEQ_LEN, ByteTokenizer.vocab_size)
     losses = []
     for w in windows[:steps]:
         state, metrics, _ = rt.train_step(state, jax.device_put(w, rt.sharder.batch))
@@ -65,6 +66,36 @@ def test_state_survives_orbax_save_and_restore_exactly(name, windows, tmp_path):
     # evaluation parameters are defined for every optimizer (schedule-free: the x iterate)
     eval_params = opt.eval_params(restored.opt_state, restored.params)
     assert jax.tree.structure(eval_params) == jax.tree.structure(state.params)
+
+
+def hidden_matrices_after(name, windows, weight_decay, group_decay, steps=3):
+    """The hidden matrices after `steps` steps of optimizer `name` at its weight_decay set to
+    `weight_decay`, with the matrices in a group whose weight_decay is `group_decay`."""
+    config = short_run_config(name, STEPS)
+    config.optimizer[name].weight_decay = weight_decay
+    config.optimizer.groups.hidden = dict(pattern=r"block_\d+/.*kernel", lr_multiplier=1.0,
+                                          weight_decay=group_decay)
+    config.train.batch_size = windows[0].shape[0]
+    rt, state, _ = build(config, SEQ_LEN, ByteTokenizer.vocab_size)
+    for w in windows[:steps]:
+        state, _, _ = rt.train_step(state, jax.device_put(w, rt.sharder.batch))
+    return {k: np.asarray(v) for k, v in ocp.tree.to_flat_dict(state.params).items()
+            if k[0].startswith("block_") and k[-1] == "kernel"}
+
+
+@pytest.mark.parametrize("name", optim.registered_optimizers())
+def test_a_group_without_weight_decay_gets_none(name, windows):
+    """optimizer.groups.X.weight_decay=False: X's parameters train exactly as with the
+    optimizer's weight decay at 0, under every optimizer (matrix optimizers included), while
+    the default rule decays them."""
+    without = hidden_matrices_after(name, windows, 0.5, False)
+    zero = hidden_matrices_after(name, windows, 0.0, None)
+    decayed = hidden_matrices_after(name, windows, 0.5, None)
+    for key in zero:
+        np.testing.assert_allclose(without[key], zero[key], rtol=1e-6, atol=1e-9,
+                                   err_msg=f"{name}: {key}")
+    assert any(not np.allclose(decayed[key], zero[key], rtol=1e-5, atol=0) for key in zero), \
+        f"{name}: weight decay 0.5 changed no hidden matrix"
 
 
 @pytest.mark.parametrize("spec", optim.registered_optimizers() + (

@@ -24,4 +24,4 @@ def test_readme_main_command_runs_the_study():
     main_command, _ = readme_commands()
     module = re.search(r"python -m (\S+) --out=\S+$", main_command)[1]
     assert module == "lm.study"
-    assert os.path.exists(os.path.join(REPO, *module.split(".")) + ".py")
+    assert os.path.exists(os.path.join(REPO, *module.split("."), "__main__.py"))

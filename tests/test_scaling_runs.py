@@ -1,4 +1,4 @@
-"""scaling/runs.py and the CLI on run directories: lm/train.py workdirs (config.json, model.json,
+"""scaling/runs.py and the CLI on run directories: lm.train workdirs (config.json, model.json,
 metrics.jsonl) written here for synthetic ladders whose losses follow known laws."""
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 from scaling import fit as cli
 from scaling.runs import load_runs
 
-REAL_RUNS = Path(__file__).parent / "data" / "runs"  # two lm/train.py runs (tests/data/README.md)
+REAL_RUNS = Path(__file__).parent / "data" / "runs"  # two lm.train runs (tests/data/README.md)
 
 TRUE = dict(E=2.0, A=60.0, alpha=0.3, B=80.0, beta=0.3)  # L(N, D) of the synthetic ladder
 
@@ -23,7 +23,7 @@ def ladder_loss(n, tokens):
 def write_run(root, name, *, n, steps, batch_size, loss_at, seq_len=128, log_every=20,
               eval_every=100, corpus="en_docs", eval_sets=("en_docs", "code_py"), stop_at=None,
               torn=False, noise=0.0, seed=0):
-    """A run directory as lm/train.py writes it; loss_at(step) gives the noiseless loss."""
+    """A run directory as lm.train writes it; loss_at(step) gives the noiseless loss."""
     path = os.path.join(root, name)
     os.makedirs(path)
     config = {"model": {"d_model": 64, "n_layers": 2},

@@ -13,10 +13,10 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from configs import base
-from lm import sharding
-from lm.config_checks import ConfigError
-from lm.metrics_log import read_metrics
 from lm.model import ModelConfig, Transformer, init_params, param_logical_axes
+from lm.train import sharding
+from lm.train.config_checks import ConfigError
+from lm.train.metrics_log import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from lm.loss import sampled_label_loss
+from lm.model.loss import sampled_label_loss
 from optim.sophia import gnb_estimator_diag_hessian, sophia
 
 A = np.array([[0.5, 2.0, 0.1], [1.0, 0.01, 4.0]])  # curvatures of a separable quadratic

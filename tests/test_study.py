@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from configs import study as presets
-from lm import study
-from scaling import chinchilla, fit as scaling_fit, speedup
+from lm.study import cli, phases
+from scaling import chinchilla, speedup
+from scaling import fit as scaling_fit
 from scaling.bootstrap import Estimate
 
 
 def _fails(tmp_path, capsys, *argv) -> str:
-    assert study.main([f"--out={tmp_path / 'out'}", *argv]) == 2
+    assert cli.main([f"--out={tmp_path / 'out'}", *argv]) == 2
     return capsys.readouterr().err
 
 
@@ -35,12 +36,12 @@ def test_a_directory_that_is_not_this_study_is_refused_and_left_alone(tmp_path, 
     assert "not a study directory" in _fails(tmp_path, capsys)
     assert (other / "notes.txt").read_text() == "mine"
     os.remove(other / "notes.txt")
-    (other / study.MANIFEST).write_text(json.dumps({"preset": "small"}))
+    (other / phases.MANIFEST).write_text(json.dumps({"preset": "small"}))
     assert "holds a study of preset 'small'" in _fails(tmp_path, capsys)
 
 
 def test_dry_run_lists_both_phases_and_writes_nothing(tmp_path, capsys):
-    assert study.main([f"--out={tmp_path / 'out'}", "--dry-run"]) == 0
+    assert cli.main([f"--out={tmp_path / 'out'}", "--dry-run"]) == 0
     out = capsys.readouterr().out
     preset = presets.get_preset("tiny")
     grid = sum(len(preset.lr_grids[o]) for o in preset.optimizers) * len(preset.sizes)
@@ -52,7 +53,7 @@ def test_dry_run_lists_both_phases_and_writes_nothing(tmp_path, capsys):
 
 def test_paper_preset_writes_launch_commands_instead_of_training(tmp_path):
     out = tmp_path / "paper"
-    assert study.main([f"--out={out}", "--preset=paper", "--optimizers=adamw,soap",
+    assert cli.main([f"--out={out}", "--preset=paper", "--optimizers=adamw,soap",
                        "--lr-grid=adamw:1e-3", "--lr-grid=soap:1e-3"]) == 0
     lines = (out / "launch_prose.sh").read_text().splitlines()
     runs = [line for line in lines if line.startswith("./launch_tpu.sh")]
@@ -110,7 +111,7 @@ def _micro_preset(name):
 def test_miniature_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(presets, "get_preset", _micro_preset)
     out = tmp_path / "study"
-    assert study.main([f"--out={out}"]) == 0
+    assert cli.main([f"--out={out}"]) == 0
     report = (out / "report.md").read_text()
     for section in ("## Learning-rate grids", "## Final losses", "## Compute laws",
                     "## Effective-data speedup", "## Steps to AdamW's final loss",
@@ -126,18 +127,22 @@ def test_miniature_study_end_to_end(tmp_path, monkeypatch):
     assert len(rows) == 3 * 4
     adamw = [float(r.split("|")[4].split("x")[0]) for r in rows if "| adamw |" in r]
     assert all(0.5 < s < 2 for s in adamw), adamw
-    # The report's fit commands reproduce the fits from the study directory
-    command = next(line for line in report.splitlines()
-                   if line.startswith("python -m scaling.fit") and "compute_adamw" in line)
-    argv = [a for a in shlex.split(command)[3:] if not a.startswith("--out=")]
+    # The report's fit commands (the study calls scaling.laws itself) reproduce every fit
+    commands = [line for line in report.splitlines() if line.startswith("python -m scaling.fit")]
+    assert len(commands) == 3 + 3  # a compute law per optimizer, the data law, 2 loss-to-loss
     monkeypatch.chdir(out)
-    scaling_fit.run([*argv, f"--out={tmp_path / 'again'}"])
-    again = json.loads((tmp_path / "again" / "fit.json").read_text())
-    first = json.loads((out / "fits" / "compute_adamw" / "fit.json").read_text())
-    assert again["parameters"] == first["parameters"]
+    for command in [c for c in commands if "fits/compute_" not in c or "compute_adamw" in c]:
+        argv = shlex.split(command)[3:]
+        name = next(a for a in argv if a.startswith("--out=")).split("/")[-1]
+        again = tmp_path / "again" / name
+        scaling_fit.run([*(a for a in argv if not a.startswith("--out=")), f"--out={again}"])
+        first = json.loads((out / "fits" / name / "fit.json").read_text())
+        second = json.loads((again / "fit.json").read_text())
+        assert {k: v for k, v in second.items() if k != "notes"} == {
+            k: v for k, v in first.items() if k != "notes"}, name
     # A rerun trains nothing and rewrites the report
     os.remove(out / "report.md")
-    assert study.main([f"--out={out}"]) == 0
+    assert cli.main([f"--out={out}"]) == 0
     for phase in ("prose", "followup"):
         with open(out / phase / "results.csv") as f:
             assert {row["action"] for row in csv.DictReader(f)} == {"skipped"}

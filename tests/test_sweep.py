@@ -13,10 +13,14 @@ import sys
 import numpy as np
 import pytest
 
-from lm import inputs, sweep, train
-from lm.sweep_executors import LocalProcesses
-from lm.sweep_results import best_learning_rates, summary
-from lm.sweep_spec import Sweep, SweepError, expand, format_value, lr_grid, product, zip_axes
+from lm import train
+from lm.errors import SweepError
+from lm.sweep import cli as sweep_cli
+from lm.sweep import runner
+from lm.sweep.executors import LocalProcesses
+from lm.sweep.results import best_learning_rates, summary
+from lm.sweep.spec import Sweep, expand, format_value, lr_grid, product, zip_axes
+from lm.train import batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "sweeps", "tiny.py")
@@ -24,13 +28,13 @@ TINY = os.path.join(REPO, "configs", "sweeps", "tiny.py")
 
 def tiny_sweep(data_root, points=None) -> Sweep:
     """configs/sweeps/tiny.py with its data under the test session's root (and other points)."""
-    loaded = sweep.load_sweep(TINY)
+    loaded = runner.load_sweep(TINY)
     loaded.base.data.root = data_root
     return Sweep(loaded.base, loaded.points if points is None else points)
 
 
 def run(swp, root, **kwargs) -> int:
-    return sweep.run_sweep(swp, str(root), name="tiny", config_path=TINY, **kwargs)
+    return runner.run_sweep(swp, str(root), name="tiny", config_path=TINY, **kwargs)
 
 
 def read_csv(path) -> dict:
@@ -104,7 +108,7 @@ def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, t
     """SIGTERM while the first run trains: it saves a checkpoint, the second never starts;
     the rerun resumes the first (to the same losses as an uninterrupted run) and trains the
     second."""
-    real_load = inputs.load
+    real_load = batches.load
     state = {"fired": False}
 
     def load(config):
@@ -119,7 +123,7 @@ def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, t
         data.train_batch = train_batch
         return data
 
-    monkeypatch.setattr(inputs, "load", load)
+    monkeypatch.setattr(batches, "load", load)
     swp = tiny_sweep(data_root, lr_grid({"adamw": [1e-2, 3e-2]}))
     root = tmp_path / "root"
     assert run(swp, root) == 0
@@ -182,7 +186,7 @@ def test_dry_run_lists_runs_with_flops_and_time_and_writes_nothing(finished_root
 
 
 def test_optimizers_sweep_expands_to_a_tuned_grid_per_optimizer(tmp_path, capsys):
-    swp = sweep.load_sweep(os.path.join(REPO, "configs", "sweeps", "optimizers.py"))
+    swp = runner.load_sweep(os.path.join(REPO, "configs", "sweeps", "optimizers.py"))
     runs = expand(swp)
     assert len(runs) == 9
     assert runs[0].name == "size=d64_l2,optimizer=adamw,lr=0.003"
@@ -190,7 +194,7 @@ def test_optimizers_sweep_expands_to_a_tuned_grid_per_optimizer(tmp_path, capsys
     steps = round(5 * 98_624 / (16 * 128))  # 5 tokens per non-embedding parameter
     assert {(r.config.train.steps, r.config.schedule.warmup_steps) for r in runs} == {
         (steps, round(0.1 * steps))}
-    assert sweep.run_sweep(swp, str(tmp_path / "root"), name="optimizers", config_path="x",
+    assert runner.run_sweep(swp, str(tmp_path / "root"), name="optimizers", config_path="x",
                            dry_run=True) == 0
     assert "9 to train" in capsys.readouterr().out
 
@@ -250,9 +254,9 @@ def test_a_root_holding_other_runs_is_refused(data_root, tmp_path, monkeypatch, 
     (loose / "quickstart" / "metrics.jsonl").write_text("")
     with pytest.raises(SweepError, match="already holds runs that no sweep started"):
         run(tiny_sweep(data_root), loose)
-    assert sweep.main([f"--config={TINY}", f"--root={other}"]) == 2  # the CLI: exit status 2
+    assert sweep_cli.main([f"--config={TINY}", f"--root={other}"]) == 2  # the CLI: exit status 2
     assert "holds the runs of sweep 'optimizers'" in capsys.readouterr().err
-    assert sweep.main([f"--config={tmp_path / 'none.py'}", f"--root={other}"]) == 2
+    assert sweep_cli.main([f"--config={tmp_path / 'none.py'}", f"--root={other}"]) == 2
 
 
 def test_best_lr_is_the_lowest_validation_loss_of_each_grid():
@@ -284,7 +288,7 @@ def test_a_sweep_through_a_local_ray_instance(data_root, tmp_path, monkeypatch):
 
     sweep_file = tmp_path / "one.py"
     sweep_file.write_text("from configs.sweeps.tiny import tiny_config\n"
-                          "from lm.sweep_spec import Sweep, product\n\n\n"
+                          "from lm.sweep.spec import Sweep, product\n\n\n"
                           "def get_sweep():\n"
                           "    return Sweep(tiny_config(), product(lr=[3e-3]))\n")
     monkeypatch.setenv("OPTISCALE_DATA_DIR", data_root)  # inherited by the Ray workers

@@ -10,9 +10,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lm import inputs, train
-from lm.config_checks import ConfigError, check_override_keys
-from lm.metrics_log import read_metrics
+from lm import train
+from lm.errors import ConfigError
+from lm.train import batches, runtime
+from lm.train.config_checks import check_override_keys
+from lm.train.metrics_log import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +30,7 @@ def deterministic(rows):
 
 def interrupt_at(monkeypatch, stop_step):
     """Sends this process SIGTERM while step `stop_step` is being computed, as a scheduler would."""
-    real_load = inputs.load
+    real_load = batches.load
 
     def load(config):
         data = real_load(config)
@@ -42,7 +44,7 @@ def interrupt_at(monkeypatch, stop_step):
         data.train_batch = train_batch
         return data
 
-    monkeypatch.setattr(inputs, "load", load)
+    monkeypatch.setattr(batches, "load", load)
 
 
 def assert_same_tree(a, b):
@@ -225,11 +227,24 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_config, tmp_path, capsys)
     assert read_metrics(workdir) == before
 
 
-def test_layer_stats_are_logged_at_their_cadence(tiny_config, tmp_path):
+def test_layer_stats_are_logged_at_their_cadence(tiny_config, tmp_path, monkeypatch):
     tiny_config.train.update(dict(steps=10, layer_stats_every=4, log_every=5))
     tiny_config.schedule.warmup_steps = 2
     workdir = str(tmp_path / "run")
+    steps_with_stats = []  # the steps the loop ran the train step that computes statistics
+    real_build = runtime.build
+
+    def build(*args, **kwargs):
+        rt = real_build(*args, **kwargs)
+
+        def with_stats(state, windows):
+            steps_with_stats.append(int(state.step) + 1)
+            return rt.train_step_with_stats(state, windows)
+        return rt._replace(train_step_with_stats=with_stats)
+
+    monkeypatch.setattr(runtime, "build", build)
     train.run(tiny_config, workdir)
+    assert steps_with_stats == [4, 8]
     rows = {r["step"]: r for r in read_metrics(workdir)}
     assert sorted(rows) == [4, 5, 8, 10]
     assert "params_rms/block_0/attn/query/kernel" in rows[4]
@@ -251,7 +266,7 @@ def test_bad_parameter_group_fails_before_compiling(tiny_config, tmp_path):
 
 
 def test_loss_spikes_count_onsets_above_the_running_median():
-    from lm.loss_spikes import LossSpikes
+    from lm.train.loss_spikes import LossSpikes
     spikes = LossSpikes(window=4, ratio=1.2)
     losses = [9.0, 5.0, 4.0, 4.0, 4.1, 5.0, 5.5, 4.0, 4.0, 4.0, 4.0, 6.0, 4.0]
     counts = [spikes.update(loss) for loss in losses]

@@ -11,7 +11,7 @@ tokens, at 3.7x the FLOPs per token). Add rungs to SIZES for the study; run name
 the size, so the runs already done keep their workdirs.
 """
 from configs import quickstart
-from lm.sweep_spec import Sweep, lr_grid, product, tokens_per_param, warmup_fraction
+from lm.sweep.spec import Sweep, lr_grid, product, tokens_per_param, warmup_fraction
 
 SIZES = ["d64_l2"]
 # x3 steps around each optimizer's scale: Simplified-AdEMAMix sums ~1 / (1 - b1) = 100

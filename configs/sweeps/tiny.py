@@ -4,7 +4,7 @@ CI runs end to end.
     python -m lm.sweep --config=configs/sweeps/tiny.py --root=runs/sweeps/tiny
 """
 from configs import base
-from lm.sweep_spec import Sweep, lr_grid
+from lm.sweep.spec import Sweep, lr_grid
 
 
 def tiny_config():

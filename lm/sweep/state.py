@@ -6,15 +6,14 @@ ROOT/<run name>/ is an lm.train workdir; lm.sweep adds ROOT/<run name>/sweep_run
 outcome of the run's latest attempt (status, error, traceback, wall seconds over all attempts).
 """
 import dataclasses
-import json
 import os
 
-from lm.metrics_log import read_metrics
-from lm.sweep_spec import Run, SweepError
+from lm.errors import SweepError
+from lm.sweep.spec import Run
+from lm.train import workdir as run_files
+from lm.train.metrics_log import read_metrics
 
 MANIFEST = "sweep.json"
-RECORD = "sweep_run.json"
-RUN_MARKERS = ("metrics.jsonl", "config.json", "checkpoints")  # what makes a dir a run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +46,9 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
     (left by an earlier version of it), for the caller to report."""
     path = os.path.join(root, MANIFEST)
     existing = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
-                      if any(os.path.exists(os.path.join(root, d, m)) for m in RUN_MARKERS))
-    owner = _read_json(path)
+                      if any(os.path.exists(os.path.join(root, d, m))
+                             for m in run_files.RUN_MARKERS))
+    owner = run_files.read_json(path)
     if owner and owner["sweep"] != sweep_name:
         raise SweepError(f"{root} holds the runs of sweep {owner['sweep']!r} "
                          f"({owner['config']}), not of {sweep_name!r} ({config_path}); give "
@@ -61,14 +61,14 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
         os.makedirs(root, exist_ok=True)
         manifest = {"sweep": sweep_name, "config": config_path,
                     "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}
-        _write_json(path, manifest)
+        run_files.write_json(path, manifest)
     names = {r.name for r in runs}
     return [d for d in existing if d not in names]
 
 
 def progress(workdir: str, steps: int) -> Progress:
-    rows = read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
-    checkpoints = os.path.join(workdir, "checkpoints")
+    rows = read_metrics(workdir) if os.path.exists(os.path.join(workdir, run_files.METRICS)) else []
+    checkpoints = os.path.join(workdir, run_files.CHECKPOINTS)
     saved = [int(s) for s in (os.listdir(checkpoints) if os.path.isdir(checkpoints) else [])
              if s.isdigit()]
     return Progress(steps=steps, last_row=rows[-1] if rows else {},
@@ -79,11 +79,11 @@ def progress(workdir: str, steps: int) -> Progress:
 
 def read_model_json(workdir: str) -> dict:
     """WORKDIR/model.json (parameter counts, FLOPs per token), {} before the run started."""
-    return _read_json(os.path.join(workdir, "model.json"))
+    return run_files.read_json(os.path.join(workdir, run_files.MODEL))
 
 
 def read_record(workdir: str) -> dict:
-    return _read_json(os.path.join(workdir, RECORD))
+    return run_files.read_json(os.path.join(workdir, run_files.SWEEP_RECORD))
 
 
 def write_record(workdir: str, outcome: dict) -> None:
@@ -91,18 +91,5 @@ def write_record(workdir: str, outcome: dict) -> None:
     record = {**outcome,
               "wall_s": read_record(workdir).get("wall_s", 0.0) + outcome.get("wall_s", 0.0)}
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, RECORD), record)
+    run_files.write_json(os.path.join(workdir, run_files.SWEEP_RECORD), record)
 
-
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)

@@ -1,23 +1,17 @@
-"""Checks of a config and a workdir that run before any data is read or anything compiles.
+"""Checks of a config that run before any data is read or anything compiles (a workdir's:
+lm/train/workdir.py).
 
 Each failure raises `ConfigError` with a message that names the field, the problem and the fix.
 """
 import difflib
-import json
 import os
 import runpy
 
-import jax.numpy as jnp
-
-from lm import mx
-from lm.layers import NORM_AFFINE
-from lm.model import ACTIVATIONS, NORMS, ModelConfig
+from lm.errors import ConfigError
+from lm.model import ACTIVATIONS, NORMS, mx
+from lm.model.layers import NORM_AFFINE
 
 DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A config or workdir that cannot run; the message says how to fix it."""
 
 
 def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
@@ -52,7 +46,8 @@ def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
 
 
 def check_config(config) -> None:
-    """Semantic checks of model, data, train and precision fields (the mesh: lm/sharding.py)."""
+    """Semantic checks of model, data, train and precision fields (the mesh's:
+    lm/train/sharding.py)."""
     m, d, t = config.model, config.data, config.train
     _require(m.norm in NORMS, f"model.norm={m.norm!r} is not one of {NORMS}")
     _require(m.activation in ACTIVATIONS,
@@ -99,38 +94,6 @@ def check_config(config) -> None:
     _require(t.batch_size % t.microbatches == 0,
              f"train.batch_size={t.batch_size} is not divisible by train.microbatches="
              f"{t.microbatches}")
-
-
-def check_workdir(workdir: str, model_cfg: ModelConfig) -> None:
-    """A workdir that already holds a run must hold one of the same model shape."""
-    path = os.path.join(workdir, "model.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        previous = json.load(f)["model"]
-    previous.setdefault("norm_affine", True)  # runs from before the field existed
-    current = _shape_fields(model_cfg)
-    diff = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
-    if diff:
-        changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(diff.items()))
-        raise ConfigError(f"workdir {workdir} holds a run with a different model shape "
-                          f"({changes}); use a new --workdir, or the model config of that run "
-                          f"(see {path})")
-
-
-def _shape_fields(model_cfg: ModelConfig) -> dict:
-    """The model fields that fix parameter shapes and meaning (the matmul precision, dtype and
-    MX formats, may change on resume)."""
-    fields = dict(vars(model_cfg))
-    for precision in ("dtype", "mx", "mx_layers"):
-        fields.pop(precision)
-    fields["norm_affine"] = model_cfg.norm_affine != "none"  # float32 <-> bfloat16 may change
-    return fields
-
-
-def model_record(model_cfg: ModelConfig, info: dict) -> dict:
-    """What WORKDIR/model.json holds: the resolved model config and its size figures."""
-    return {"model": _shape_fields(model_cfg), "dtype": str(jnp.dtype(model_cfg.dtype)), **info}
 
 
 def _require(ok: bool, message: str) -> None:

@@ -1,26 +1,10 @@
-"""Run a sweep: every run of a sweep file in its own workdir under one root.
+"""Runs a sweep: every run of a sweep file trains with lm.train in its own workdir, ROOT/<name>.
 
-    python -m lm.sweep --config=configs/sweeps/tiny.py --root=runs/sweeps/tiny
-    python -m lm.sweep --config=configs/sweeps/optimizers.py --root=runs/sweeps/optimizers --dry-run
-    python -m lm.sweep --config=... --root=... --processes=2        # 2 local runs at once
-    python -m lm.sweep --config=... --root=... --executor=ray --address=auto --gpus-per-run=1
-
-A sweep file defines `get_sweep()` returning an `lm.sweep_spec.Sweep` (configs/sweeps/ has
-examples). Each run trains with lm.train in ROOT/<name>, its name made of the values that vary
-across the sweep (`size=d64_l2,optimizer=adamw,lr=0.003`). Running the sweep again skips
-finished runs and resumes interrupted ones from their checkpoints. A run that crashes (failed)
-or whose loss turns non-finite (diverged) is recorded and the sweep goes on; the next invocation
-retries failed runs, and diverged ones only with --retry-diverged (they would diverge again).
-SIGINT / SIGTERM stop the sweep: running runs save a checkpoint, no new run starts.
-
-ROOT/results.csv (one row per run, see lm/sweep_results.py) is rewritten as each run ends, and
-ROOT/best_lr.csv holds the best learning rate of each (size, optimizer, ...) grid. The root is
-also a directory of runs for `scaling` (scaling.runs.find_run_dirs). Bad input (two runs with
-one name, an unknown optimizer, an empty axis, a root holding another sweep's runs) stops the
-sweep before any training. Exit status: 0 when no run failed (diverged runs are results of an
-lr grid), 1 when some run failed, 2 for bad input.
+`run_sweep` checks the whole sweep first (names, optimizers, axes, the root's owner), skips
+finished runs, resumes interrupted ones from their checkpoints, hands the rest to an executor
+(lm/sweep/executors.py) and keeps ROOT/results.csv and ROOT/best_lr.csv current
+(lm/sweep/results.py). `plan_report` is --dry-run's listing with FLOPs and a time estimate.
 """
-import argparse
 import contextlib
 import math
 import os
@@ -29,14 +13,20 @@ import signal
 import sys
 import threading
 
-from absl import logging
 from tqdm import tqdm
 
-from lm.sweep_executors import InProcess, LocalProcesses, RayCluster, Task
-from lm.sweep_results import (best_learning_rates, format_table, result_row, summary,
-                              write_best, write_results)
-from lm.sweep_spec import Run, Sweep, SweepError, expand, ordered_keys, run_model_info
-from lm.sweep_state import Progress, claim_root, progress, write_record
+from lm.errors import SweepError
+from lm.sweep.executors import InProcess, Task
+from lm.sweep.results import (
+    best_learning_rates,
+    format_table,
+    result_row,
+    summary,
+    write_best,
+    write_results,
+)
+from lm.sweep.spec import Run, Sweep, expand, ordered_keys, run_model_info
+from lm.sweep.state import Progress, claim_root, progress, write_record
 
 # --dry-run's time estimate. A 2-core x86-64 CPU runs AdamW train steps of the quickstart
 # ladder at 3e10 (d64_l2) to 7e10 (d128_l4) FLOP/s, and a run spends ~6 s on start-up and
@@ -54,11 +44,11 @@ def load_sweep(path: str) -> Sweep:
     get_sweep = runpy.run_path(path).get("get_sweep")
     if get_sweep is None:
         raise SweepError(f"{path} defines no get_sweep(); a sweep file returns an "
-                         "lm.sweep_spec.Sweep from get_sweep() (see configs/sweeps/tiny.py)")
+                         "lm.sweep.spec.Sweep from get_sweep() (see configs/sweeps/tiny.py)")
     sweep = get_sweep()
     if not isinstance(sweep, Sweep):
         raise SweepError(f"{path}: get_sweep() returned a {type(sweep).__name__}, not an "
-                         "lm.sweep_spec.Sweep")
+                         "lm.sweep.spec.Sweep")
     return sweep
 
 
@@ -193,53 +183,3 @@ def _stop_on_signals(stop: threading.Event):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lm.sweep",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="sweep file, configs/sweeps/NAME.py")
-    parser.add_argument("--root", required=True, help="directory of the sweep's runs")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the runs, their FLOPs and estimated time; train nothing")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="local: runs at once (1: one after another, in this process)")
-    parser.add_argument("--address", default="",
-                        help="ray: the cluster (auto, host:port, ray://host:port; local: a new "
-                        "local instance; empty: RAY_ADDRESS, else a new local instance)")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs per run")
-    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs per run")
-    parser.add_argument("--retry-diverged", action="store_true",
-                        help="train runs that diverged before again (e.g. after a fix)")
-    parser.add_argument("--flops-per-second", type=float, default=DEFAULT_FLOPS_PER_SECOND,
-                        help="--dry-run's time estimate: training FLOP/s of one process")
-    parser.add_argument("--seconds-per-run", type=float, default=DEFAULT_SECONDS_PER_RUN,
-                        help="--dry-run's time estimate: start-up and compilation per run")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
-    if args.processes < 1:
-        print(f"error: --processes={args.processes} must be at least 1", file=sys.stderr)
-        return 2
-    if args.executor == "ray":
-        executor = RayCluster(args.address, args.cpus_per_run, args.gpus_per_run)
-    else:
-        executor = LocalProcesses(args.processes) if args.processes > 1 else InProcess()
-    try:
-        sweep = load_sweep(args.config)
-        return run_sweep(sweep, args.root, name=os.path.splitext(os.path.basename(args.config))[0],
-                         config_path=args.config, executor=executor, dry_run=args.dry_run,
-                         retry_diverged=args.retry_diverged,
-                         flops_per_second=args.flops_per_second,
-                         seconds_per_run=args.seconds_per_run)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

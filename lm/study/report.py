@@ -1,7 +1,8 @@
-"""The study's fits and DIR/report.md (lm/study.py runs the training phases first).
+"""DIR/report.md: the study's tables and plots (lm/study/phases.py runs the training phases,
+lm/study/fits.py the fits, each into DIR/fits/<name>; the report lists each fit's equivalent
+`python -m scaling.fit` command).
 
-Fits, each a `python -m scaling.fit` command (the report lists them; each writes its fit.json,
-report.md and PNG into DIR/fits/<name>):
+Fits:
 - compute_<optimizer>: L(C) = E + A C^-alpha on the frontier of that optimizer's learning curves
   (best lr per size), the runs within 2x of the largest compute held out and predicted;
 - adamw_data_law: Chinchilla L(N, D) on AdamW's final losses at every size and data budget,
@@ -15,9 +16,7 @@ paper's iteration count), and the measured step times turn that into wall-clock 
 """
 import csv
 import datetime
-import json
 import os
-import shlex
 import time
 
 import matplotlib
@@ -26,16 +25,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
-from lm.metrics_log import read_metrics  # noqa: E402
-from lm.sweep_spec import expand, format_value  # noqa: E402
-from lm.sweep_state import progress, read_record  # noqa: E402
-from scaling import chinchilla, fit as scaling_fit, speedup  # noqa: E402
+from lm.study import fits  # noqa: E402
+from lm.study.fits import BASELINE  # noqa: E402
+from lm.sweep.spec import format_value  # noqa: E402
+from lm.train.metrics_log import read_metrics  # noqa: E402
+from scaling import chinchilla, laws, speedup  # noqa: E402
 from scaling.runs import curve_points, load_runs  # noqa: E402
-
-BASELINE = "adamw"
-# L-BFGS runs from the best 100 of the 4,500 Approach-3 grid starts (all of them take minutes,
-# and on the Chinchilla data the best 100 reach the same optimum: tests/test_scaling_chinchilla)
-GRID_STARTS = 100
 
 
 def write(out: str, preset, grid, followup, *, command: str, train_seconds: float,
@@ -43,35 +38,28 @@ def write(out: str, preset, grid, followup, *, command: str, train_seconds: floa
     """Fits, plots and DIR/report.md from the finished runs of both phases; returns its path.
     `train_seconds`: how long this invocation spent before the fits."""
     fits_start = time.perf_counter()
-    runs = _finished_runs(out, preset, grid, followup)
+    runs = fits.finished_runs(out, preset, grid, followup)
     sizes = [s for s in preset.sizes if (BASELINE, s) in runs["best"]]
-    fits, laws, commands, problems = {}, {}, [], []
-    shown = _fit_commands(out, runs, preset, sizes, relative_to=out)
-    for name, argv in _fit_commands(out, runs, preset, sizes, relative_to=".").items():
-        commands.append("python -m scaling.fit " + shlex.join(shown[name]))
-        try:
-            _, laws[name] = scaling_fit.fit_and_report(argv)
-            with open(os.path.join(out, "fits", name, "fit.json")) as f:
-                fits[name] = json.load(f)
-        except ValueError as err:
-            problems.append(f"fit {name} failed: {err}")
-    speedups = _speedups(runs, preset, sizes, laws.get("adamw_data_law"))
+    fitted, commands, problems = fits.run_fits(out, fits.fit_specs(runs, preset, sizes),
+                                               preset.bootstrap)
+    records = {name: laws.record(f) for name, f in fitted.items()}
+    speedups = _speedups(runs, preset, sizes, fitted.get("adamw_data_law"))
     steps = _steps_to_target(runs, preset, sizes)
-    plots = [_plot_curves(out, runs, preset), _plot_compute(out, runs, preset, fits)]
+    plots = [_plot_curves(out, runs, preset), _plot_compute(out, runs, preset, records)]
     sections = [
         _header(preset, command, (train_seconds, time.perf_counter() - fits_start), machine,
                 runs),
         _grid_table(out, preset),
         _final_table(runs, preset, sizes),
-        _compute_table(preset, fits),
-        _speedup_table(speedups, fits),
+        _compute_table(preset, records),
+        _speedup_table(speedups, records),
         _steps_table(steps),
-        _loss_to_loss_table(fits),
+        _loss_to_loss_table(records),
         "## Plots\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots + [
-            f"fits/{n}/loss_to_loss.png" for n in fits if n.startswith("loss_to_loss")]),
+            f"fits/{n}/loss_to_loss.png" for n in records if n.startswith("loss_to_loss")]),
         "## Commands\n\nThe whole study (finished runs are skipped, fits redone):\n\n"
         f"```\n{command}\n```\n\nEach fit, run from `{out}`:\n\n```\n"
-        + "\n".join(commands) + "\n```\n\nEach run's exact config is "
+        + "\n".join(commands.values()) + "\n```\n\nEach run's exact config is "
         "`<phase>/<run>/config.json`; `prose/results.csv`, `prose/best_lr.csv` and "
         "`followup/results.csv` list every run.",
     ]
@@ -81,62 +69,6 @@ def write(out: str, preset, grid, followup, *, command: str, train_seconds: floa
     with open(path, "w") as f:
         f.write("\n\n".join(sections) + "\n")
     return path
-
-
-def _finished_runs(out, preset, grid, followup) -> dict:
-    """Workdirs of finished runs: best[(optimizer, size)] (the selected lr), budgets[size]
-    (AdamW's other prose budgets), code[size]; status counts and summed wall time."""
-    prose, later = os.path.join(out, "prose"), os.path.join(out, "followup")
-    found = {"best": {}, "budgets": {}, "code": {}, "wall_s": 0.0, "counts": {}}
-    with open(os.path.join(prose, "best_lr.csv")) as f:
-        chosen = {row["run"] for row in csv.DictReader(f) if row["run"]}
-    for root, sweep in ((prose, grid), (later, followup)):
-        for run in expand(sweep):
-            workdir = os.path.join(root, run.name)
-            state = progress(workdir, run.config.train.steps)
-            found["counts"][state.status] = found["counts"].get(state.status, 0) + 1
-            found["wall_s"] += read_record(workdir).get("wall_s", 0.0)
-            if not state.finished:
-                continue
-            size = run.overrides["size"]
-            if root == prose and run.name in chosen:
-                found["best"][(run.overrides["optimizer"], size)] = workdir
-            elif root == later and run.overrides["dataset"] == preset.code:
-                found["code"][size] = workdir
-            elif root == later:
-                found["budgets"].setdefault(size, []).append(workdir)
-    return found
-
-
-def _fit_commands(out, runs, preset, sizes, relative_to: str) -> dict:
-    """name -> scaling.fit argv, with paths relative to `relative_to`."""
-    def rel(paths):
-        return [os.path.relpath(p, relative_to) for p in paths]
-
-    def fit_dir(name):
-        return "--out=" + os.path.relpath(os.path.join(out, "fits", name), relative_to)
-    common = [f"--bootstrap={preset.bootstrap}"]
-    commands = {}
-    for optimizer in preset.optimizers:
-        dirs = [runs["best"][(optimizer, s)] for s in preset.sizes
-                if (optimizer, s) in runs["best"]]
-        commands[f"compute_{optimizer}"] = ["--runs", *rel(dirs), "--law=compute", "--curves",
-                                            *common, fit_dir(f"compute_{optimizer}")]
-    adamw = [runs["best"][(BASELINE, s)] for s in sizes]
-    budgets = [d for s in sizes for d in runs["budgets"].get(s, [])]
-    commands["adamw_data_law"] = ["--runs", *rel(adamw + budgets), "--law=chinchilla",
-                                  "--holdout-factor=0", f"--grid-starts={GRID_STARTS}", *common,
-                                  fit_dir("adamw_data_law")]
-    code = [runs["code"][s] for s in sizes if s in runs["code"]]
-    commands["loss_to_loss_train_to_train"] = [
-        "--runs", *rel(adamw + code), "--law=loss_to_loss", "--curves", "--kind=train_to_train",
-        f"--x-data={preset.prose}", f"--y-data={preset.code}", *common,
-        fit_dir("loss_to_loss_train_to_train")]
-    commands["loss_to_loss_train_to_test"] = [
-        "--runs", *rel(adamw), "--law=loss_to_loss", "--curves", "--kind=train_to_test",
-        f"--x-data={preset.prose}", f"--y-loss=eval/{preset.code}/loss", *common,
-        fit_dir("loss_to_loss_train_to_test")]
-    return commands
 
 
 def _speedups(runs, preset, sizes, adamw_law) -> list[dict]:

@@ -19,117 +19,22 @@ divided by m, see optim.lr_multipliers); embeddings, norms and biases are unchan
 logits are multiplied by 1 / m; attention scores are scaled by 1 / head_dim instead of
 1 / sqrt(head_dim). A model at m = 1 differs from the standard one only in that attention scale.
 """
-import dataclasses
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import matmul
-from lm import mx as mx_lib
-from lm.layers import (MX_STATS, DenseGeneral, Norm, apply_rotary, mx_probe, normal_init,
-                       rotary_table)
+from lm.model import matmul
+from lm.model.config import ModelConfig
+from lm.model.layers import (
+    MX_STATS,
+    DenseGeneral,
+    apply_rotary,
+    mx_probe,
+    normal_init,
+    rotary_table,
+)
 
-constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/sharding.py)
-
-NORMS = ("rmsnorm", "layernorm")
-ACTIVATIONS = ("gelu", "swiglu")
-
-
-def mup_width_mult(model_cfg) -> float | None:
-    """muP width multiplier d_model / mup_base_width of a model config; None without muP."""
-    return model_cfg.d_model / model_cfg.mup_base_width if model_cfg.mup_base_width else None
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Resolved model hyperparameters (the defaults live in `configs/base.py`)."""
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_ff: int
-    norm: str
-    activation: str
-    qk_norm: bool
-    tie_embeddings: bool
-    rope_base: float
-    max_seq_len: int
-    init_std: float
-    mup_base_width: int
-    dtype: str
-    # Precision of the matmuls (not of the parameters, so it may change on resume): MX formats
-    # (lm/mx.py) and the layer kinds they apply to, a subset of MX_LAYERS.
-    mx: mx_lib.MatmulFormats | None = None
-    mx_layers: tuple = ()
-    # Norm scale/bias handling (lm.layers.NORM_AFFINE); "none" removes those parameters.
-    norm_affine: str = "float32"
-
-    @classmethod
-    def from_config(cls, model_cfg, vocab_size: int, dtype: str, mx=None,
-                    mx_layers=(), norm_affine: str = "float32") -> "ModelConfig":
-        """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
-        head_dim = d_model / heads, d_ff = 4 d_model."""
-        fields = dict(model_cfg)
-        fields.pop("z_loss")  # a loss setting, read by the train step
-        if not fields["vocab_size"]:
-            fields["vocab_size"] = vocab_size
-        if not fields["n_kv_heads"]:
-            fields["n_kv_heads"] = fields["n_heads"]
-        if not fields["head_dim"]:
-            fields["head_dim"] = fields["d_model"] // max(fields["n_heads"], 1)
-        if not fields["d_ff"]:
-            fields["d_ff"] = 4 * fields["d_model"]
-        return cls(dtype=dtype, mx=mx, mx_layers=tuple(mx_layers), norm_affine=norm_affine,
-                   **fields)
-
-    @classmethod
-    def for_run(cls, config, vocab_size: int) -> "ModelConfig":
-        """The model of a run config: config.model, in the precision config.precision says."""
-        return cls.from_config(config.model, vocab_size, config.precision.activation_dtype,
-                               **mx_lib.formats_from_config(config.precision),
-                               norm_affine=config.precision.norm_affine)
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    def mx_for(self, layer: str) -> mx_lib.MatmulFormats | None:
-        """The MX formats of a layer kind ("qkv", "attn_out", "mlp", "lm_head"), or None."""
-        return self.mx if layer in self.mx_layers else None
-
-    def make_norm(self, name: str, axis_name: str = "norm") -> Norm:
-        """A norm layer of this model (its kind, dtype and affine handling)."""
-        return Norm(self.norm, self.compute_dtype, axis_name=axis_name,
-                    affine=self.norm_affine, rounding=self.mx.rounding if self.mx else "even",
-                    name=name)
-
-    @property
-    def d_attn(self) -> int:
-        return self.n_heads * self.head_dim
-
-    @property
-    def width_mult(self) -> float:
-        """muP width multiplier m (1 under the standard parameterization)."""
-        return mup_width_mult(self) or 1.0
-
-    @property
-    def hidden_init_std(self) -> float:
-        """Init std of hidden matrices: init_std, divided by sqrt(m) under muP."""
-        return self.init_std / math.sqrt(self.width_mult)
-
-    @property
-    def residual_init_std(self) -> float:
-        """Init std of the projections that write into the residual stream (GPT-2)."""
-        return self.hidden_init_std / math.sqrt(2 * self.n_layers)
-
-    @property
-    def attention_scale(self) -> float:
-        """1 / sqrt(head_dim) (Vaswani et al. 2017); 1 / head_dim under muP."""
-        return 1 / self.head_dim if self.mup_base_width else 1 / math.sqrt(self.head_dim)
+constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/train/sharding.py)
 
 
 class Attention(nn.Module):
@@ -247,7 +152,7 @@ def init_params(model: Transformer, rng: jax.Array, seq_len: int):
 
 def mx_probes(model: Transformer) -> dict:
     """Zeros for the model's "mx_stats" collection (one probe per MX-quantized matmul, see
-    lm.layers.mx_probe); empty without MX."""
+    lm.model.layers.mx_probe); empty without MX."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                   dict(shapes.get(MX_STATS, {})))

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from lm.config_checks import ConfigError
-from lm.step import TrainState
+from lm.errors import ConfigError
+from lm.train.step import TrainState
 
 MESH_AXES = ("data", "fsdp", "tensor")
 # Logical axis names in rule priority order (see the module docstring).

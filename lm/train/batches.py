@@ -3,7 +3,7 @@
 The global batch of step s is a pure function of (seed, s) (`data.sampling.train_batch`), so a
 resumed run reads exactly the batches an uninterrupted one would. Each process reads only its
 own rows (batch_size / process_count of them) and `to_device` assembles the global batch,
-split over the mesh axes of the `batch` logical axis (lm/sharding.py). Validation windows are
+split over the mesh axes of the `batch` logical axis (lm/train/sharding.py). Validation windows are
 the same on every process; each contributes its share of rows.
 """
 import dataclasses

@@ -28,9 +28,10 @@ import optim
 from configs import ladder, mx
 from data import corpora
 from data.tokenizer import ByteTokenizer
-from lm.config_checks import DTYPES, ConfigError, check_config
+from lm.errors import ConfigError, SweepError
 from lm.model import ModelConfig
-from lm.model_info import model_info
+from lm.model.info import model_info
+from lm.train.config_checks import DTYPES, check_config
 
 # Shorthand -> the config field it sets; "size" and "precision" set several (see _apply).
 AXES = {"size": None, "dataset": "data.corpus", "batch_size": "train.batch_size",
@@ -39,10 +40,6 @@ AXES = {"size": None, "dataset": "data.corpus", "batch_size": "train.batch_size"
 _SHORTHAND_OF_FIELD = {field: name for name, field in AXES.items() if field}
 
 Rule = Callable[[ml_collections.ConfigDict], None]
-
-
-class SweepError(ValueError):
-    """A sweep that cannot run; raised before any training, with the fix in the message."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +145,7 @@ def run_length(*fields: str) -> Rule:
 
 def run_model_info(config) -> dict:
     """Parameter counts and FLOPs per token of a run config's model, without loading data:
-    the vocabulary is the tokenizer's (257 bytes, or data.vocab_size for BPE)."""
+    the vocabulary is the tokenizer's (the byte tokenizer's, or data.vocab_size for BPE)."""
     vocab = ByteTokenizer.vocab_size if config.data.tokenizer == "byte" else config.data.vocab_size
     return model_info(ModelConfig.for_run(config, vocab), config.data.seq_len)
 

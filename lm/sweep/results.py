@@ -7,11 +7,13 @@ finished run with the lowest validation loss on its own training corpus wins. A 
 end of its grid is flagged: the optimum may lie beyond it.
 """
 import csv
+import io
 import math
 import os
 
-from lm.sweep_spec import Run, format_value, ordered_keys, run_model_info
-from lm.sweep_state import Progress, read_model_json
+from lm.sweep.spec import Run, format_value, ordered_keys, run_model_info
+from lm.sweep.state import Progress, read_model_json
+from lm.train import workdir as run_files
 
 HEAD = ("name", "status", "action")
 SIZE_AND_LOSS = ("params_total", "params_non_embedding", "steps", "step", "tokens", "flops",
@@ -122,9 +124,8 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    run_files.write_text(path, text.getvalue())

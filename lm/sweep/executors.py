@@ -18,8 +18,9 @@ from typing import Iterator
 import ml_collections
 
 from lm import train
+from lm.train import workdir as run_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACEBACK_CHARS = 4000  # the tail of a crash's traceback kept in its record
 POLL_S = 1.0  # how often a waiting executor looks at the stop event
 
@@ -37,7 +38,7 @@ def execute_run(task: Task, log_to_file: bool = False) -> dict:
     non-finite loss: FloatingPointError) or failed (any other exception). `log_to_file` sends
     this process's output to WORKDIR/train.log (runs that execute away from the console)."""
     if log_to_file:
-        _redirect_output(os.path.join(task.workdir, "train.log"))
+        _redirect_output(os.path.join(task.workdir, run_files.TRAIN_LOG))
     start = time.perf_counter()
     status, error, trace = "finished", "", ""
     try:

@@ -3,7 +3,7 @@ activations after a few optimizer steps, against width. Under muP the curves are
 standard parameterization, with Adam, they grow with width and the learning rate stops
 transferring.
 
-    python -m lm.coord_check --out runs/coord_check   # coord_check.json (+ .png with matplotlib)
+    python -m lm.model.coord_check --out runs/coord_check  # coord_check.json (+ .png)
 """
 import argparse
 import json
@@ -15,8 +15,9 @@ import numpy as np
 
 import optim
 from configs import base
+from data.tokenizer import ByteTokenizer
 from lm.model import ModelConfig, Transformer, init_params, mup_width_mult
-from lm.step import init_state, make_train_step
+from lm.train.step import init_state, make_train_step
 
 WIDTHS = (64, 128, 256, 512)
 HEAD_DIM = 32
@@ -36,7 +37,8 @@ def activation_rms(model, params, tokens) -> dict:
 def coordinate_check(mup: bool, widths=WIDTHS, steps: int = 5, lr: float = 1e-2,
                      n_layers: int = 2, seq_len: int = 64, batch: int = 8) -> dict:
     """{width: [activation_rms at steps 0..steps]} of AdamW training on one fixed batch."""
-    tokens = jnp.asarray(np.random.default_rng(0).zipf(1.5, (batch, seq_len + 1)) % 257,
+    vocab = ByteTokenizer.vocab_size
+    tokens = jnp.asarray(np.random.default_rng(0).zipf(1.5, (batch, seq_len + 1)) % vocab,
                          jnp.int32)
     results = {}
     for width in widths:
@@ -46,7 +48,7 @@ def coordinate_check(mup: bool, widths=WIDTHS, steps: int = 5, lr: float = 1e-2,
         config.optimizer.lr = lr
         config.schedule.update(dict(name="constant", warmup_steps=0))
         config.train.steps = steps
-        cfg = ModelConfig.from_config(config.model, 257, "float32")
+        cfg = ModelConfig.from_config(config.model, vocab, "float32")
         model = Transformer(cfg)
         params = init_params(model, jax.random.PRNGKey(0), seq_len)
         opt = optim.build_from_config(config, params, mup_width_mult(config.model))

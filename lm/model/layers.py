@@ -9,8 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import matmul
-from lm import mx as mx_lib
+from lm.model import matmul
+from lm.model import mx as mx_lib
 
 MX_STATS = "mx_stats"  # the collection of MX diagnostics probes (see mx_probe)
 NORM_AFFINE = ("float32", "bfloat16", "none")
@@ -31,7 +31,7 @@ class DenseGeneral(nn.Module):
     kernel_axes: Sequence[str]
     init_std: float
     dtype: jnp.dtype
-    mx: Any = None  # lm.mx.MatmulFormats of this layer, or None (not quantized)
+    mx: Any = None  # lm.model.mx.MatmulFormats of this layer, or None (not quantized)
 
     @nn.compact
     def __call__(self, x):
@@ -42,7 +42,7 @@ class DenseGeneral(nn.Module):
 
 
 def mx_probe(module: nn.Module, mx) -> jax.Array | None:
-    """The MX diagnostics probe of a quantized matmul in `module`: zeros (lm.mx.PROBE_SHAPE)
+    """The MX diagnostics probe of a quantized matmul in `module`: zeros (lm.model.mx.PROBE_SHAPE)
     in the "mx_stats" collection, whose gradient is that matmul's quantization counts (the
     train step reads them). None when the layer is not quantized or the model is applied
     without the collection (evaluation)."""

@@ -11,9 +11,11 @@ from typing import Callable, NamedTuple
 import jax
 
 import optim
-from lm import sharding
+from data.tokenizer import ByteTokenizer
+from lm.errors import ConfigError
 from lm.model import ModelConfig, Transformer, init_params, mup_width_mult, param_logical_axes
-from lm.step import TrainState, init_state, make_eval_step, make_train_step
+from lm.train import sharding
+from lm.train.step import TrainState, init_state, make_eval_step, make_train_step
 
 
 class Runtime(NamedTuple):
@@ -21,17 +23,22 @@ class Runtime(NamedTuple):
     state_shardings: TrainState
     abstract_state: TrainState  # ShapeDtypeStructs that carry their target shardings
     init_state: Callable[[], TrainState]  # () -> a fresh, sharded state
-    train_step: Callable  # (state, windows) -> (state, metrics, layer_stats)
+    train_step: Callable  # (state, windows) -> (state, metrics, {})
+    train_step_with_stats: Callable  # the same, with per-layer RMS statistics (compiled on use)
     eval_step: Callable  # (params, windows) -> summed cross-entropy
 
 
 def build_optimizer(config) -> optim.Optimizer:
     """The run's optimizer, checked against the model's parameter shapes before any data is
-    prepared or anything compiles. Which parameters exist does not depend on the vocabulary,
-    so the byte tokenizer's size stands in for it here."""
-    model = Transformer(ModelConfig.from_config(config.model, 257, "float32"))
+    prepared or anything compiles (ConfigError otherwise). Which parameters exist does not
+    depend on the vocabulary, so the byte tokenizer's size stands in for it here."""
+    model = Transformer(ModelConfig.from_config(config.model, ByteTokenizer.vocab_size,
+                                                "float32"))
     params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))
-    return optim.build_from_config(config, params, mup_width_mult(config.model))
+    try:
+        return optim.build_from_config(config, params, mup_width_mult(config.model))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, seq_len: int,
@@ -49,14 +56,17 @@ def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, s
     shardings = sharder.state_shardings(abstract, logical)
     abstract = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
-    train_step = sharder.jit(make_train_step(model, tx, microbatches, z_loss),
-                             in_shardings=(shardings, sharder.batch),
-                             out_shardings=(shardings, sharder.replicated, sharder.replicated),
-                             donate_argnums=0)
+
+    def jitted_train_step(layer_stats: bool):
+        return sharder.jit(make_train_step(model, tx, microbatches, z_loss, layer_stats),
+                           in_shardings=(shardings, sharder.batch),
+                           out_shardings=(shardings, sharder.replicated, sharder.replicated),
+                           donate_argnums=0)
+
     eval_step = sharder.jit(make_eval_step(model), in_shardings=(shardings.params, sharder.batch),
                             out_shardings=sharder.replicated)
     return Runtime(sharder, shardings, abstract, jax.jit(make_state, out_shardings=shardings),
-                   train_step, eval_step)
+                   jitted_train_step(False), jitted_train_step(True), eval_step)
 
 
 def per_device_bytes(tree) -> dict:

@@ -15,14 +15,17 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from lm.train import workdir as run_files
+
 
 class Checkpointer:
     """A thin wrapper of `ocp.CheckpointManager` with the restore policy described above."""
 
     def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True,
                  read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self.corrupt_directory = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+        self.directory = os.path.join(os.path.abspath(workdir), run_files.CHECKPOINTS)
+        self.corrupt_directory = os.path.join(os.path.abspath(workdir),
+                                              run_files.CORRUPT_CHECKPOINTS)
         self._options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else max_to_keep,
                                                      create=not read_only, read_only=read_only,
                                                      enable_async_checkpointing=async_save)

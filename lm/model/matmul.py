@@ -7,10 +7,10 @@ float32 (`preferred_element_type`), as on bf16 tensor cores and TPU MXUs.
 """
 import jax.numpy as jnp
 
-from lm import mx as mx_lib
+from lm.model import mx as mx_lib
 
 # The weight-times-activation einsums of the model, as x (..., k) @ w (k, n): how to lay out the
-# kernel for lm.mx.mx_matmul (the tied LM head stores the vocabulary first).
+# kernel for lm.model.mx.mx_matmul (the tied LM head stores the vocabulary first).
 _KERNEL_LAYOUT = {"btd,dn->btn": False, "btn,nd->btd": False, "btd,df->btf": False,
                   "btf,fd->btd": False, "btd,dv->btv": False, "btd,vd->btv": True}
 
@@ -19,9 +19,9 @@ def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None
            probe=None) -> jnp.ndarray:
     """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`.
 
-    With `mx` (a weight matmul only), the MX-quantized matmul of lm/mx.py: both operands
+    With `mx` (a weight matmul only), the MX-quantized matmul of lm/model/mx.py: both operands
     quantized along the reduction axis (from the `dtype`-rounded values), float32 out; its
-    quantization counts are the gradient of `probe` (see lm.layers.mx_probe)."""
+    quantization counts are the gradient of `probe` (see lm.model.layers.mx_probe)."""
     lhs, rhs = lhs.astype(dtype), rhs.astype(dtype)
     if mx is not None:
         if spec not in _KERNEL_LAYOUT:

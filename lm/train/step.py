@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm import mx as mx_lib
-from lm.layers import MX_STATS
-from lm.loss import next_token_loss, sampled_label_loss
+from lm.model import mx as mx_lib
 from lm.model import mx_probes
+from lm.model.layers import MX_STATS
+from lm.model.loss import next_token_loss, sampled_label_loss
 
 
 class TrainState(NamedTuple):
@@ -30,17 +30,34 @@ def layer_rms(prefix: str, tree) -> dict:
             for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, z_loss: float):
+def mean_gradients(grad_fn, params, micro, zero_probes):
+    """(objective, cross-entropy, gradient) averaged over the microbatches `micro` (M, rows,
+    seq_len + 1), and the MX counts summed, in a `lax.scan`: gradient accumulation, the same
+    update as one big batch in less memory."""
+    def accumulate(carry, windows):
+        (objective, ce), (grads, counts) = grad_fn(params, windows, zero_probes)
+        return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads, counts)), None
+
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree_util.tree_map(jnp.zeros_like, params),
+             zero_probes)
+    (objective, ce, grads, counts), _ = jax.lax.scan(accumulate, zeros, micro)
+    objective, ce, grads = jax.tree_util.tree_map(lambda x: x / micro.shape[0],
+                                                  (objective, ce, grads))
+    return objective, ce, grads, counts
+
+
+def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, z_loss: float,
+                    layer_stats: bool = False):
     """Returns train_step(state, windows) -> (state, metrics, layer_stats).
 
     `windows` is (batch, seq_len + 1) int32; inputs are windows[:, :-1], targets windows[:, 1:].
-    The batch is split into `microbatches` equal parts whose gradients are averaged with a
-    `lax.scan` (gradient accumulation: the same update as one big batch, in less memory).
-    Shardings are the caller's (`jax.jit` in/out_shardings, traced under `Sharder.traced`).
-    `layer_stats` holds the RMS of every parameter, gradient and update leaf; they stay on the
-    device unless the trainer fetches them (at train.layer_stats_every).
+    The batch is split into `microbatches` equal parts (`mean_gradients`). Shardings are the
+    caller's (`jax.jit` in/out_shardings, traced under `Sharder.jit`).
+    With `layer_stats`, the step also returns the RMS of every parameter, gradient and update
+    leaf (else {}): the trainer compiles that variant for the steps that log them
+    (train.layer_stats_every), so the others do not compute them.
 
-    With MX matmuls, `metrics` also holds their quantization diagnostics (lm.mx.diagnostics):
+    With MX matmuls, `metrics` also holds their quantization diagnostics (lm.model.mx.diagnostics):
     the gradient of each layer's probe is its counts, summed here over layers and microbatches.
 
     `tx.update` also receives the loss functions that curvature-estimating optimizers (Sophia,
@@ -60,16 +77,8 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
         # sharded batch holds rows of every microbatch, so the split moves no data.
         micro = windows.reshape(-1, microbatches, windows.shape[-1]).swapaxes(0, 1)
         micro = nn.with_logical_constraint(micro, (None, "batch", None))
+        objective, ce, grads, counts = mean_gradients(grad_fn, state.params, micro, zero_probes)
 
-        def accumulate(carry, mb):
-            (objective, ce), (grads, counts) = grad_fn(state.params, mb, zero_probes)
-            return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads, counts)), None
-
-        zeros = (jnp.zeros(()), jnp.zeros(()),
-                 jax.tree_util.tree_map(jnp.zeros_like, state.params), zero_probes)
-        (objective, ce, grads, counts), _ = jax.lax.scan(accumulate, zeros, micro)
-        objective, ce, grads = jax.tree_util.tree_map(lambda x: x / microbatches,
-                                                      (objective, ce, grads))
         def sampled_loss_fn(params, rng):
             return sampled_label_loss(model.apply({"params": params}, micro[0][:, :-1]), rng)
 
@@ -84,9 +93,9 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
         if zero_probes:
             metrics.update(mx_lib.diagnostics(model.cfg.mx,
                                               sum(jax.tree_util.tree_leaves(counts))))
-        layer_stats = {**layer_rms("params_rms", params), **layer_rms("grads_rms", grads),
-                       **layer_rms("updates_rms", updates)}
-        return TrainState(state.step + 1, params, opt_state), metrics, layer_stats
+        stats = {**layer_rms("params_rms", params), **layer_rms("grads_rms", grads),
+                 **layer_rms("updates_rms", updates)} if layer_stats else {}
+        return TrainState(state.step + 1, params, opt_state), metrics, stats
 
     return train_step
 

@@ -3,7 +3,7 @@
 Schema (keys are slash-separated, as TensorBoard and wandb group them):
     step                  optimizer steps completed
     tokens                training tokens seen (step * batch_size * seq_len)
-    flops                 training FLOPs so far (tokens * flops_per_token, see lm/model_info.py)
+    flops                 training FLOPs so far (tokens * flops_per_token, see lm/model/info.py)
     train/loss            cross-entropy of this step's batch, nats/token
     train/objective       loss + z-loss (the minimised quantity)
     train/grad_norm       global L2 norm of the (accumulated, unclipped) gradient
@@ -12,10 +12,11 @@ Schema (keys are slash-separated, as TensorBoard and wandb group them):
     train/lr              learning rate used for this step
     time/step_s           mean wall time per step since the previous row
     time/tokens_per_s     training tokens per second since the previous row
-    train/loss_spikes     loss spikes so far (lm/loss_spikes.py)
+    train/loss_spikes     loss spikes so far (lm/train/loss_spikes.py)
     mx/<kind>/saturated   MX runs: fraction of the <kind> operand's elements clipped to the
     mx/<kind>/clipped_blocks   format's max, of its blocks whose max clips, and of its nonzero
-    mx/<kind>/underflow   elements that became 0; kinds as precision.mx_<kind> (lm.mx.diagnostics)
+    mx/<kind>/underflow   elements that became 0; kinds as precision.mx_<kind>
+                          (lm.model.mx.diagnostics)
     eval/<set>/loss       validation cross-entropy on <set>, nats/token (eval steps only)
     eval/<set>/bpb        the same in bits per byte (loss / ln 2 / bytes_per_token)
     params_rms/<path>     RMS of parameter <path> (e.g. block_0/attn/query/kernel), and
@@ -25,13 +26,15 @@ Schema (keys are slash-separated, as TensorBoard and wandb group them):
 import json
 import os
 
+from lm.train import workdir as run_files
+
 
 class MetricsLog:
     """Appends rows; on resume, rows after the restored step are set aside, since the resumed
     run recomputes them (bit-identically) and the file must read as one uninterrupted run."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, run_files.METRICS)
 
     def resume_at(self, step: int) -> None:
         """Keeps rows with step <= `step`; later rows move to metrics.jsonl.after_<step>."""
@@ -42,12 +45,8 @@ class MetricsLog:
         keep = [line for line in lines if json.loads(line)["step"] <= step]
         if len(keep) == len(lines):
             return
-        with open(f"{self.path}.after_{step}", "w") as f:
-            f.writelines(lines[len(keep):])
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, self.path)
+        run_files.write_text(f"{self.path}.after_{step}", "".join(lines[len(keep):]))
+        run_files.write_text(self.path, "".join(keep))
         print(f"metrics.jsonl: {len(lines) - len(keep)} rows after step {step} moved to "
               f"{self.path}.after_{step}; the resumed run recomputes them", flush=True)
 
@@ -55,8 +54,12 @@ class MetricsLog:
         """Begins a branched run's file with its parent's rows (up to the branch step); rows
         already there (a branch that failed before its first checkpoint) are set aside."""
         self.resume_at(0)
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+        run_files.write_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
+
+    def last_row(self) -> dict:
+        """The newest row, {} before the first."""
+        rows = read_metrics(os.path.dirname(self.path)) if os.path.exists(self.path) else []
+        return rows[-1] if rows else {}
 
     def write(self, row: dict) -> None:
         with open(self.path, "a") as f:
@@ -64,5 +67,5 @@ class MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, run_files.METRICS)) as f:
         return [json.loads(line) for line in f if line.strip()]

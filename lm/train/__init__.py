@@ -1,0 +1,20 @@
+"""One training run: `python -m lm.train --config=... --workdir=...`, or `lm.train.run(config,
+workdir)` from Python.
+
+    build.py          checks and builds everything a run needs before its first step
+    restore.py        resume from a checkpoint, branch from another run, or start fresh
+    loop.py           the loop: steps, hooks, metrics rows, signals, the summary
+    hooks.py          the per-step work, each with its interval: rows, evaluation, checkpoints
+    step.py           the pure train and eval steps
+    runtime.py        those steps jitted and sharded on the run's mesh
+    sharding.py       the device mesh, logical axis rules, shardings of state and batches
+    checkpoint.py     Orbax checkpoints with fallback past a corrupt one
+    batches.py        prepared data -> device batches and validation sets
+    distributed.py    multi-process set-up;  cli.py  python -m lm.train
+    metrics_log.py    metrics.jsonl;  loss_spikes.py  the spike counter
+    config_checks.py  config checks before anything compiles
+    workdir.py        every file name of a run directory, written all or nothing
+"""
+from lm.train.loop import run
+
+__all__ = ["run"]

@@ -1,0 +1,168 @@
+"""The training loop of one run: `run(config, workdir)` trains or resumes it and returns a summary.
+
+`run` builds the run (lm/train/build.py), starts from a checkpoint, a branch or fresh parameters
+(lm/train/restore.py), and passes each step that `steps` yields through the hooks
+(lm/train/hooks.py), which do the per-step work at their own intervals: metrics rows,
+evaluation, per-layer statistics, checkpoints. Starting on a workdir that has checkpoints
+resumes from the newest good one, bit-identically on the same machine. SIGTERM / SIGINT finish
+the current step, save a checkpoint and return.
+"""
+import signal
+import sys
+import time
+from typing import Callable, Iterator
+
+import jax
+from tqdm import tqdm
+
+from lm.train import batches, distributed, hooks
+from lm.train.build import Run, build
+from lm.train.checkpoint import Checkpointer
+from lm.train.hooks import Hook, StepResult
+from lm.train.loss_spikes import LossSpikes
+from lm.train.metrics_log import MetricsLog
+from lm.train.restore import restore_or_init
+
+
+class StopRequested:
+    """Turns SIGTERM / SIGINT into a flag the loop reads between steps."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def steps(run: Run, state, start: int, stop: StopRequested,
+          wants_layer_stats: Callable[[int], bool]) -> Iterator[StepResult]:
+    """Runs the train steps after `start` up to train.steps and yields each one's results;
+    returns early, on every process at once, after a stop signal reached any of them."""
+    rt = run.rt
+    for step in range(start + 1, run.config.train.steps + 1):
+        if distributed.any_process(stop.signal_name is not None):
+            stop.signal_name = stop.signal_name or "a signal to another process"
+            return
+        windows = batches.to_device(run.data.train_batch(step - 1), rt.sharder.batch)
+        train_step = rt.train_step_with_stats if wants_layer_stats(step) else rt.train_step
+        state, metrics, stats = train_step(state, windows)
+        yield StepResult(step, state, _to_host(metrics), _to_host(stats))  # a NaN is seen here
+
+
+class MetricsRows:
+    """The rows of metrics.jsonl: each starts with its step's training metrics, the learning
+    rate, the spike count and the time per step since the previous row (the hooks' own time,
+    evaluation and checkpoint writes, left out); the hooks' fields follow."""
+
+    def __init__(self, run: Run, metrics_log: MetricsLog | None, start: int, spikes: LossSpikes):
+        self.run, self.metrics_log, self.spikes = run, metrics_log, spikes
+        self.since, self.hook_seconds = (time.perf_counter(), start), 0.0
+        self.last = {}
+
+    def after_step(self, result: StepResult, due: list[Hook]) -> dict | None:
+        """Runs the `due` hooks on `result`; returns the row written, if any hook asked."""
+        begin = time.perf_counter()
+        fields = [hook.run(result) for hook in due]
+        self.hook_seconds += time.perf_counter() - begin
+        if all(f is None for f in fields):
+            return None
+        now, (then, since_step) = time.perf_counter(), self.since
+        seconds = (now - then - self.hook_seconds) / max(result.step - since_step, 1)
+        self.since, self.hook_seconds = (now, result.step), 0.0
+        tokens = result.step * self.run.tokens_per_step
+        row = {"step": result.step, "tokens": tokens,
+               "flops": tokens * self.run.info["flops_per_token"], **result.metrics,
+               "train/lr": float(self.run.optimizer.schedule(result.step - 1)),
+               "train/loss_spikes": self.spikes.count,
+               "time/step_s": seconds, "time/tokens_per_s": self.run.tokens_per_step / seconds}
+        for extra in fields:
+            row.update(extra or {})
+        if self.metrics_log is not None:
+            self.metrics_log.write(row)
+        self.last = row
+        return row
+
+
+def default_hooks(run: Run, checkpointer: Checkpointer, spikes: LossSpikes) -> list[Hook]:
+    t = run.config.train
+    eval_params = jax.jit(run.optimizer.eval_params,
+                          out_shardings=run.rt.state_shardings.params)
+    return [hooks.check_finite(checkpointer),
+            hooks.count_loss_spikes(spikes),
+            hooks.log_row(t.log_every),
+            hooks.layer_stats(t.layer_stats_every),
+            hooks.evaluate(t.eval_every, run.rt.eval_step, eval_params, run.data.eval_sets,
+                           run.rt.sharder.batch),
+            hooks.save_checkpoint(t.checkpoint_every, checkpointer, run.tokens_per_step)]
+
+
+def run(config, workdir: str) -> dict:
+    """Trains (or resumes) the run in `workdir`; returns a summary dict. Every process of a
+    multi-process run calls it; process 0 writes the run files and metrics."""
+    r = build(config, workdir)
+    total = config.train.steps
+    checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
+    metrics_log = MetricsLog(workdir) if r.primary else None
+    start, state = restore_or_init(r, checkpointer, metrics_log)
+    if start >= total:
+        checkpointer.close()
+        return _complete(r, start)
+    if metrics_log is not None:
+        metrics_log.resume_at(start)
+    logged = metrics_log.last_row() if metrics_log is not None else {}
+    spikes = LossSpikes(config.train.loss_spike_window, config.train.loss_spike_ratio,
+                        int(logged.get("train/loss_spikes", 0)))
+    all_hooks = default_hooks(r, checkpointer, spikes)
+    stats_hook = next(h for h in all_hooks if h.name == "layer_stats")
+    rows = MetricsRows(r, metrics_log, start, spikes)
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               mininterval=1.0, file=sys.stderr, disable=not r.primary)
+    step = start
+    with StopRequested() as stop:
+        for result in steps(r, state, start, stop, lambda s: stats_hook.due(s, s == total)):
+            step, state = result.step, result.state
+            row = rows.after_step(result, [h for h in all_hooks if h.due(step, step == total)])
+            if row is not None:
+                bar.set_postfix(loss=f"{row['train/loss']:.3f}",
+                                tok_s=f"{row['time/tokens_per_s']:.0f}")
+            bar.update(1)
+        bar.close()
+        if stop.signal_name is not None and step not in checkpointer.steps():
+            checkpointer.save(step, state, {"step": step, "tokens": step * r.tokens_per_step})
+        checkpointer.close()
+    return _finish(r, checkpointer, rows.last, step, stop.signal_name)
+
+
+def _complete(r: Run, step: int) -> dict:
+    if r.primary:
+        print(f"the run in {r.workdir} is complete: its checkpoint is at step {step} and "
+              f"train.steps={r.config.train.steps}; raise --config.train.steps to train "
+              "further", flush=True)
+    return {"step": step, "tokens": step * r.tokens_per_step, "stopped": None}
+
+
+def _finish(r: Run, checkpointer: Checkpointer, last_row: dict, step: int,
+            stopped: str | None) -> dict:
+    tokens = step * r.tokens_per_step
+    if r.primary and stopped is not None:
+        print(f"stopped by {stopped} at step {step}; checkpoint saved in "
+              f"{checkpointer.directory}. Rerun the same command to resume.", flush=True)
+    elif r.primary:
+        evals = "  ".join(f"{k}={v:.4f}" for k, v in last_row.items() if k.startswith("eval/"))
+        print(f"done: {step} steps, {tokens:,} tokens, "
+              f"train/loss={last_row.get('train/loss', float('nan')):.4f}  {evals}", flush=True)
+    return {**last_row, "step": step, "tokens": tokens, "stopped": stopped}
+
+
+def _to_host(tree: dict) -> dict:
+    return {k: float(v) for k, v in jax.device_get(tree).items()}
