@@ -15,13 +15,38 @@
 # On a multi-host slice (v4-16 and up, v5e beyond 8 chips) every worker writes its shards of
 # each checkpoint into --workdir, so it must be one shared directory (a Filestore/NFS mount or a
 # gcsfuse-mounted bucket), the same path on every worker.
+#
+# The TPU software version follows the accelerator (v4: tpu-ubuntu2204-base, v5e:
+# v2-alpha-tpuv5-lite, v5p: v2-alpha-tpuv5, v6e: v2-alpha-tpuv6e) and the workers install
+# jax[tpu] at the version this project is tested with (JAX_VERSION). --async-collectives sets
+# LIBTPU_INIT_ARGS to the flags MaxText's v5p runs use to overlap FSDP's all-gathers and
+# reduce-scatters with compute (ASYNC_COLLECTIVE_FLAGS below). Check a config's memory and
+# collectives before a pod-day with `python -m lm.compile --topology=v5p:4x4x4 ...`.
 set -euo pipefail
+
+JAX_VERSION=0.10.2  # tested with this jax; the workers install jax[tpu]==$JAX_VERSION
+ASYNC_COLLECTIVE_FLAGS="--xla_tpu_enable_async_collective_fusion=true \
+--xla_tpu_enable_async_collective_fusion_fuse_all_gather=true \
+--xla_tpu_enable_async_collective_fusion_multiple_steps=true \
+--xla_tpu_overlap_compute_collective_tc=true --xla_enable_async_all_gather=true"
+
+runtime_for() {  # the TPU VM software version of an accelerator type
+  case "$1" in
+    v4-*) echo tpu-ubuntu2204-base ;;
+    v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) echo "error: unknown accelerator type $1 (v4-8, v5litepod-16, v5p-8, v6e-8, ...);" \
+            "give --runtime" >&2; return 2 ;;
+  esac
+}
 
 usage() {
   cat <<'EOF'
 usage: launch_tpu.sh --name NAME --zone ZONE --project PROJECT [options] [-- OVERRIDES...]
   --accelerator TYPE   TPU type for a new VM, e.g. v4-8, v4-32, v5litepod-16 (default v4-8)
-  --runtime VERSION    TPU software version for a new VM (default tpu-ubuntu2204-base)
+  --runtime VERSION    TPU software version for a new VM (default: the accelerator's)
+  --async-collectives  overlap collectives with compute (LIBTPU_INIT_ARGS, MaxText's flags)
   --config PATH        config file[:arg] (default configs/quickstart.py)
   --workdir DIR        run directory on the workers (default runs/NAME)
   --spot               create a Spot VM
@@ -32,8 +57,8 @@ usage: launch_tpu.sh --name NAME --zone ZONE --project PROJECT [options] [-- OVE
 EOF
 }
 
-name="" zone="" project="" accelerator="v4-8" runtime="tpu-ubuntu2204-base"
-config="configs/quickstart.py" workdir="" spot=0 logs_only=0 teardown=0 dry_run=0
+name="" zone="" project="" accelerator="v4-8" runtime=""
+config="configs/quickstart.py" workdir="" spot=0 logs_only=0 teardown=0 dry_run=0 async=0
 overrides=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -45,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --config) config="$2"; shift 2 ;;
     --workdir) workdir="$2"; shift 2 ;;
     --spot) spot=1; shift ;;
+    --async-collectives) async=1; shift ;;
     --logs) logs_only=1; shift ;;
     --teardown) teardown=1; shift ;;
     --dry-run) dry_run=1; shift ;;
@@ -60,6 +86,7 @@ for required in name zone project; do
   fi
 done
 workdir="${workdir:-runs/$name}"
+runtime="${runtime:-$(runtime_for "$accelerator")}" || exit 2
 config_file="${config%%:*}"
 if [[ ! -f "$config_file" ]]; then
   echo "error: config file $config_file does not exist (run from the repository root)" >&2
@@ -109,14 +136,16 @@ run git archive --format=tar.gz -o "$archive" "${stash:-HEAD}"
 run gcloud compute tpus tpu-vm scp "$archive" "$name:optiscale.tar.gz" "${where[@]}" --worker=all
 on_workers all "rm -rf optiscale && mkdir optiscale && tar xzf optiscale.tar.gz -C optiscale \
 && cd optiscale && python3 -m venv .venv && . .venv/bin/activate \
-&& pip install -q -e . 'jax[tpu]'"
+&& pip install -q -e . 'jax[tpu]==$JAX_VERSION'"
 
 # 3. Start the run on all workers (in the background, so the ssh sessions can end).
 train="python -m lm.train --config=$(printf '%q' "$config") --workdir=$(printf '%q' "$workdir")"
 for override in "${overrides[@]}"; do
   train+=" $(printf '%q' "$override")"
 done
-on_workers all "cd optiscale && . .venv/bin/activate && OPTISCALE_DISTRIBUTED=1 \
+libtpu_args=""
+[[ $async -eq 1 ]] && libtpu_args="LIBTPU_INIT_ARGS=$(printf '%q' "$ASYNC_COLLECTIVE_FLAGS") "
+on_workers all "cd optiscale && . .venv/bin/activate && ${libtpu_args}OPTISCALE_DISTRIBUTED=1 \
 nohup $train > train.log 2>&1 < /dev/null &"
 
 # 4. Follow worker 0's log.

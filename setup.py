@@ -34,6 +34,9 @@ setuptools.setup(
     ],
     extras_require={
         "ray": ["ray>=2.9"],  # python -m lm.sweep --executor=ray
+        # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
+        # machine (on a CPU-only one, keep JAX_PLATFORMS=cpu for everything else)
+        "tpu": ["jax[tpu]"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },

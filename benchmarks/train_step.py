@@ -6,7 +6,8 @@
 
 Prints one JSON line per size (tokens/s, achieved training FLOP/s by the Kaplan count of
 lm/model/info.py) and one for a plain square matmul in the same dtype, measured in the same run;
-`fraction_of_matmul_peak` is the ratio of the two, the hardware-independent figure to compare.
+`fraction_of_matmul_peak` is the ratio of the two, the hardware-independent figure to compare,
+and on a known accelerator `mfu` divides by the chip's dense bf16 peak (lm/compile/chips.py).
 Each timing is the median of `--repeats` timed runs of `--steps` steps after a warm-up step.
 With `--mesh` (repeatable) each size runs on each mesh, and the row adds the per-device bytes of
 parameters and optimizer state (most loaded device, and the one-copy total). On fake CPU devices
@@ -24,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
+from lm.compile.chips import chip_of
 from lm.model import ModelConfig
+from lm.model.config import resolve_dtype
 from lm.model.info import flops_per_token, param_counts
 from lm.train import runtime, sharding
 
@@ -47,13 +50,16 @@ def matmul_flops_per_s(n: int, dtype, repeats: int) -> float:
     return 2 * n ** 3 / median_seconds(lambda: mm(a, b).block_until_ready(), repeats)
 
 
-def build(config, seq_len: int, vocab_size: int):
-    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes,
-    in the precision config.precision describes; config.train.batch_size must be the batch the
-    caller feeds."""
+def build(config, seq_len: int, vocab_size: int, devices=None):
+    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes
+    over `devices` (default: all of the default backend's), in the precision config.precision
+    describes ("auto" settings resolved for those devices); config.train.batch_size must be
+    the batch the caller feeds."""
     opt = runtime.build_optimizer(config)
-    rt = runtime.build(ModelConfig.for_run(config, vocab_size), opt.tx,
-                       sharding.from_config(config), seed=0, seq_len=seq_len)
+    model_cfg = ModelConfig.for_run(config, vocab_size,
+                                    backend=devices[0].platform if devices else None)
+    rt = runtime.build(model_cfg, opt.tx, sharding.from_config(config, devices), seed=0,
+                       seq_len=seq_len, loss_chunk=runtime.loss_chunk(config, model_cfg))
     return rt, rt.init_state(), opt
 
 
@@ -82,14 +88,15 @@ def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int
     config.mesh.update(mesh)
     config.precision.activation_dtype = dtype
     rt, state, _ = build(config, seq_len, vocab_size)
-    cfg = ModelConfig.from_config(config.model, vocab_size, dtype)
+    cfg = ModelConfig.for_run(config, vocab_size)
     memory = {f"{part}_{k}": v for part in ("params", "opt_state")
               for k, v in runtime.per_device_bytes(getattr(state, part)).items()}
     seconds = time_steps(rt, state, random_windows(rt, batch_size, seq_len, vocab_size), steps,
                          repeats)
     tokens_per_s = batch_size * seq_len / seconds
     return {"size": size, "params": param_counts(cfg)["total"], "seq_len": seq_len,
-            "batch_size": batch_size, "vocab_size": vocab_size, "dtype": dtype,
+            "batch_size": batch_size, "vocab_size": vocab_size, "dtype": cfg.dtype,
+            "attention": cfg.attention,
             "mesh": rt.sharder.describe(), "step_s": seconds, "tokens_per_s": tokens_per_s,
             "flops_per_s": tokens_per_s * flops_per_token(cfg, seq_len), **memory}
 
@@ -107,7 +114,8 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="compute dtype (auto: bf16 on GPU/TPU, float32 on CPU)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--matmul_n", type=int, default=2048)
@@ -120,14 +128,18 @@ def main() -> None:
     machine = {"backend": jax.default_backend(), "device": device.device_kind,
                "device_count": jax.device_count(), "cpu": platform.processor() or
                platform.machine()}
-    peak = matmul_flops_per_s(args.matmul_n, jnp.dtype(args.dtype), args.repeats)
-    print(json.dumps({"bench": "matmul", "n": args.matmul_n, "dtype": args.dtype,
+    dtype = resolve_dtype(args.dtype)
+    peak = matmul_flops_per_s(args.matmul_n, jnp.dtype(dtype), args.repeats)
+    print(json.dumps({"bench": "matmul", "n": args.matmul_n, "dtype": dtype,
                       "flops_per_s": peak, **machine}), flush=True)
+    chip = chip_of(device.device_kind)
     for size in args.sizes.split(","):
         for mesh in args.mesh or [parse_mesh("")]:
             row = train_step_figures(size, args.seq_len, args.batch_size, args.vocab_size,
                                      args.dtype, args.steps, args.repeats, mesh)
             row["fraction_of_matmul_peak"] = row["flops_per_s"] / peak
+            if chip:
+                row["mfu"] = row["flops_per_s"] / chip.bf16_flops_per_s
             print(json.dumps({"bench": "train_step", **row, **machine}), flush=True)
 
 

@@ -46,8 +46,18 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         max_seq_len=1024,      # size of the rotary table; data.seq_len must not exceed it
         init_std=0.02,         # N(0, 0.02^2); residual-output projections / sqrt(2 n_layers)
         z_loss=0.0,            # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
+        # Cross-entropy over chunks of this many sequence positions, each chunk's logits
+        # recomputed in the backward pass, so the (batch, seq, vocab) logits are never held
+        # whole; 0: one chunk; -1: 512 positions when the vocabulary has >= 32768 entries
+        loss_chunk=-1,
         mup_base_width=0,      # 0: standard parameterization; > 0: muP (Yang et al. 2022)
                                # with width multiplier d_model / mup_base_width
+        attention="auto",      # auto (cudnn on GPU, splash on TPU, einsum on CPU) | einsum |
+                               # xla | cudnn | splash (lm/model/attention.py)
+        remat="none",          # activation checkpointing per block: none | full | dots (keep
+                               # matmul outputs) | dots_except_mlp (keep attention projections)
+        scan_layers=False,     # one scanned block over stacked parameters: compile time and
+                               # program size independent of depth (fixed for a run)
     ))
     if size:
         ladder.apply_size(c.model, size)
@@ -105,6 +115,8 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         data=-1,               # replicas of parameters and optimizer state; the batch is split
         fsdp=1,                # ZeRO-3: batch, parameters and optimizer state split
         tensor=1,              # Megatron: heads, MLP units and vocabulary split
+        slices=1,              # multi-slice TPU runs: the data axis spans this many slices
+                               # (data parallel over the data-center network)
         # Logical axis -> comma-separated mesh axes ("" = unsharded), e.g. pure data parallel
         # with fsdp > 1 set: --config.mesh.rules.embed=''
         rules=ml_collections.ConfigDict(dict(
@@ -117,6 +129,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
             seq="",
             head_dim="",
             norm="",           # norm scales and biases: small, replicated
+            layers="",         # the leading axis of scanned (stacked) layer parameters
         )),
     ))
 
@@ -125,7 +138,9 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     # operand rounded to bf16), "" (not quantized). Unset backward formats default as in
     # microxcaling: weights_bp = weights, the other three = activations.
     c.precision = ml_collections.ConfigDict(dict(
-        activation_dtype="float32",  # float32 | bfloat16; parameters are always float32
+        # auto (bfloat16 on GPU and TPU, float32 on CPU) | float32 | bfloat16: the compute
+        # dtype; parameters and optimizer state are always float32
+        activation_dtype="auto",
         mx_weights="",
         mx_activations="",
         mx_weights_bp="",          # weights in the input-gradient GEMM dx = g W^T

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.masks import stacked_mask
 from optim.registry import register, signature_defaults
 
 
@@ -57,21 +58,34 @@ def adalayer_star_mask(params):
     return jax.tree_util.tree_map_with_path(per_coordinate, params)
 
 
+def _tree_of(spec, params):
+    """A pytree of bools like `params` from `spec`: None (all False), a pytree, or a callable."""
+    if spec is None:
+        return jax.tree.map(lambda _: False, params)
+    return spec(params) if callable(spec) else spec
+
+
+def _block_mean_square(g, v):
+    """The mean of g^2 over each block of the per-block second moment v: the whole tensor,
+    or each layer of a stacked one (v then has one entry per layer)."""
+    return jnp.mean(g * g, axis=tuple(range(v.ndim, g.ndim)))
+
+
 def scale_by_adalayer(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
-                      per_coordinate=None) -> optax.GradientTransformation:
+                      per_coordinate=None, stacked=None) -> optax.GradientTransformation:
     """Adalayer's direction m_hat / (sqrt(v_hat) + eps), without lr or weight decay. A leaf's
-    second moment is per block when its state `nu` is a scalar, per coordinate otherwise."""
+    second moment is per coordinate when its state `nu` has the leaf's shape, else per block:
+    one scalar, or one per layer of a `stacked` leaf (a pytree of bools or a callable of the
+    params marking stacks of layers along axis 0)."""
 
     def init_fn(params):
-        if per_coordinate is None:
-            mask = jax.tree.map(lambda _: False, params)
-        else:
-            mask = per_coordinate(params) if callable(per_coordinate) else per_coordinate
+        coordinate, stacks = _tree_of(per_coordinate, params), _tree_of(stacked, params)
         return ScaleByAdalayerState(
             count=jnp.zeros([], jnp.int32),
             mu=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
-            nu=jax.tree.map(lambda p, c: jnp.zeros(p.shape if c else (), jnp.float32),
-                            params, mask))
+            nu=jax.tree.map(lambda p, c, s: jnp.zeros(p.shape if c else p.shape[:s],
+                                                      jnp.float32),
+                            params, coordinate, stacks))
 
     def update_fn(updates, state, params=None):
         del params
@@ -79,12 +93,15 @@ def scale_by_adalayer(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree.map(
-            lambda v, g: b2 * v + (1 - b2) * (g * g if v.ndim else jnp.mean(g * g)),
+            lambda v, g: b2 * v + (1 - b2) * (g * g if v.shape == g.shape
+                                              else _block_mean_square(g, v)),
             state.nu, grads)
         mu_hat = optax.tree.bias_correction(mu, b1, count)
         nu_hat = optax.tree.bias_correction(nu, b2, count)
-        out = jax.tree.map(lambda m, v, u: (m / (jnp.sqrt(v) + eps)).astype(u.dtype),
-                           mu_hat, nu_hat, updates)
+        out = jax.tree.map(
+            lambda m, v, u: (m / (jnp.sqrt(v.reshape(v.shape + (1,) * (m.ndim - v.ndim)))
+                                  + eps)).astype(u.dtype),
+            mu_hat, nu_hat, updates)
         return out, ScaleByAdalayerState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -93,7 +110,7 @@ def scale_by_adalayer(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
 def adalayer(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
              eps: float = 1e-8, weight_decay: float = 0.0,
              per_coordinate=None,
-             mask=None) -> optax.GradientTransformation:
+             mask=None, stacked=None) -> optax.GradientTransformation:
     """Adalayer with decoupled weight decay (module docstring).
 
     Args:
@@ -106,20 +123,24 @@ def adalayer(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
         Adam's per-coordinate second moment.
       mask: optional pytree of bools (or callable params -> pytree) selecting the params
         weight decay applies to; None decays all.
+      stacked: optional pytree of bools (or callable) marking stacks of layers along axis 0,
+        each layer one block.
     """
     checks.learning_rate(learning_rate)
     for name, value in dict(b1=b1, b2=b2).items():
         checks.in_unit_interval(name, value)
     for name, value in dict(eps=eps, weight_decay=weight_decay).items():
         checks.nonnegative(name, value)
-    return optax.chain(scale_by_adalayer(b1, b2, eps, per_coordinate),
+    return optax.chain(scale_by_adalayer(b1, b2, eps, per_coordinate, stacked),
                        optax.add_decayed_weights(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
 
 
-@register("adalayer", defaults=signature_defaults(adalayer, skip=("per_coordinate",), star=True))
+@register("adalayer", defaults=signature_defaults(adalayer, skip=("per_coordinate", "stacked"),
+                                                  star=True))
 def _adalayer_from_config(h, schedule, decay_mask):
     """config.optimizer.adalayer; star: Adalayer* (last layer and norms keep per-coordinate
     second moments, `adalayer_star_mask`), else one second moment per block everywhere."""
     return adalayer(schedule, b1=h.b1, b2=h.b2, eps=h.eps, weight_decay=h.weight_decay,
-                    per_coordinate=adalayer_star_mask if h.star else None, mask=decay_mask)
+                    per_coordinate=adalayer_star_mask if h.star else None, mask=decay_mask,
+                    stacked=stacked_mask)

@@ -9,7 +9,7 @@ import jax
 import optax
 from optax import contrib
 
-from optim.masks import is_matrix
+from optim.masks import is_matrix, is_stacked, layerwise
 from optim.registry import register
 
 
@@ -50,19 +50,27 @@ def signum(h, schedule, decay_mask):
 def adafactor(h, schedule, decay_mask):
     """Adafactor (Shazeer & Stern 2018): factored second moments, update clipping. With
     multiply_by_parameter_scale off, `lr` is an absolute step size as in AdamW; momentum 0 is
-    the paper's momentum-free variant."""
-    return optax.adafactor(schedule, min_dim_size_to_factor=h.min_dim_size_to_factor,
-                           decay_rate=h.decay_rate, clipping_threshold=h.clipping_threshold,
-                           momentum=h.momentum or None,
-                           multiply_by_parameter_scale=h.multiply_by_parameter_scale,
-                           weight_decay_rate=h.weight_decay or None,
-                           weight_decay_mask=decay_mask)
+    the paper's momentum-free variant. Each layer of stacked (scanned) parameters is its own
+    tensor (`layerwise`); the decay, p <- p - wd p as optax.adafactor applies it (not scaled
+    by the lr), comes after, where its mask sees the stacked parameters."""
+    factored = optax.adafactor(schedule, min_dim_size_to_factor=h.min_dim_size_to_factor,
+                               decay_rate=h.decay_rate, clipping_threshold=h.clipping_threshold,
+                               momentum=h.momentum or None,
+                               multiply_by_parameter_scale=h.multiply_by_parameter_scale)
+    return optax.chain(layerwise(factored), optax.add_decayed_weights(-h.weight_decay,
+                                                                      decay_mask))
 
 
 def _muon_dimension_numbers(params):
-    """Muon for every weight matrix (embedding tables excluded), AdamW for the rest."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: contrib.MuonDimensionNumbers() if is_matrix(path, x) else None, params)
+    """Muon for every weight matrix (embedding tables excluded; each layer of a stack of them
+    orthogonalised on its own: axis 0 a batch axis), AdamW for the rest."""
+    def dims(path, x):
+        if not is_matrix(path, x):
+            return None
+        if is_stacked(path):
+            return contrib.MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+        return contrib.MuonDimensionNumbers()
+    return jax.tree_util.tree_map_with_path(dims, params)
 
 
 @register("muon", defaults=dict(beta=0.95, ns_steps=5, nesterov=True, weight_decay=0.0,

@@ -17,6 +17,25 @@ def path_name(path) -> str:
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
+STACK = "layers"  # the path component of stacked (scanned) layer parameters
+
+
+def is_stacked(path) -> bool:
+    """A stack of per-layer parameters along axis 0: a path component named "layers" (the
+    scanned blocks of lm.model, model.scan_layers). Optimizers treat each layer's slice as
+    its own tensor."""
+    return any(getattr(k, "key", None) == STACK for k in path)
+
+
+def layer_ndim(path, leaf) -> int:
+    """The rank of one layer's tensor: that of the leaf, less the stack axis if stacked."""
+    return np.ndim(leaf) - is_stacked(path)
+
+
+def stacked_mask(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_stacked(path), params)
+
+
 def is_embedding(path) -> bool:
     """An embedding table: a path component containing "embed" (any case: `embedding`,
     `unembed`, flax's `Embed_0`)."""
@@ -25,8 +44,9 @@ def is_embedding(path) -> bool:
 
 def is_matrix(path, leaf) -> bool:
     """A hidden weight matrix, the group matrix optimizers (Muon, SOAP, Shampoo) precondition:
-    2-D and not an embedding table. Embeddings, norms and biases go to their fallback."""
-    return np.ndim(leaf) == 2 and not is_embedding(path)
+    2-D per layer and not an embedding table. Embeddings, norms and biases go to their
+    fallback."""
+    return layer_ndim(path, leaf) == 2 and not is_embedding(path)
 
 
 def matrix_mask(params):
@@ -41,6 +61,24 @@ def matrices_and_rest(matrix_tx: optax.GradientTransformation,
         return jax.tree_util.tree_map(lambda m: "matrix" if m else "rest", matrix_mask(params))
 
     return optax.multi_transform({"matrix": matrix_tx, "rest": rest_tx}, labels)
+
+
+def layerwise(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx` applied to each layer of a stacked parameter on its own (vmapped over axis 0), and
+    as is to the other parameters: for transforms whose arithmetic spans a whole tensor
+    (Adafactor's factored moments and RMS update clipping). `tx` must not evaluate
+    path-dependent masks: under vmap a stacked leaf has one layer's shape."""
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "stacked" if is_stacked(path) else "flat", params)
+
+    def mapped(fn):  # vmap needs an array: without stacked parameters there is nothing to map
+        return lambda tree, *rest: (jax.vmap(fn) if jax.tree.leaves(tree) else fn)(tree, *rest)
+
+    per_layer = optax.GradientTransformation(
+        lambda params: mapped(tx.init)(params),
+        lambda updates, state, params=None: mapped(tx.update)(updates, state, params))
+    return optax.multi_transform({"stacked": per_layer, "flat": tx}, labels)
 
 
 def check_groups(groups) -> None:
@@ -95,17 +133,17 @@ def group_of(params, groups, require_every_group: bool = False):
 
 def weight_decay_mask(params, groups):
     """True where weight decay applies: a group's `weight_decay` where it is set, otherwise
-    matrices and higher-rank tensors (ndim >= 2) but never vectors such as norm scales and
-    biases (GPT-2 / nanoGPT practice). The default config's `embeddings` group turns decay off
-    on embedding tables."""
+    matrices and higher-rank tensors (per layer ndim >= 2) but never vectors such as norm
+    scales and biases (GPT-2 / nanoGPT practice). The default config's `embeddings` group turns
+    decay off on embedding tables."""
     labels = group_of(params, groups)
 
-    def decays(leaf, label) -> bool:
+    def decays(path, leaf, label) -> bool:
         if label is not None and groups[label].weight_decay is not None:
             return bool(groups[label].weight_decay)
-        return np.ndim(leaf) >= 2
+        return layer_ndim(path, leaf) >= 2
 
-    return jax.tree.map(decays, params, labels, is_leaf=lambda x: x is None)
+    return jax.tree_util.tree_map_with_path(decays, params, labels, is_leaf=lambda x: x is None)
 
 
 def lr_multipliers(params, groups, mup_width_mult: float | None = None):

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
-from optim.masks import matrices_and_rest
+from optim.masks import matrices_and_rest, stacked_mask
 from optim.registry import register, signature_defaults
 
 GRAFTS = ("adam", "sgd")
@@ -88,22 +88,36 @@ def _inverse_root(stat, exponent, matrix_eps, eps):
     return (v * w ** (-1.0 / exponent)) @ v.T
 
 
-def _init_state(params, graft: str, max_precond_dim: int) -> ScaleByShampooState:
-    """Zero moments and statistics, identity roots (float32)."""
-    def per_axis(p, factor):
-        axes = precond_axes(p.shape, max_precond_dim)
-        return tuple(factor(n) if i in axes else jnp.zeros((0,), jnp.float32)
-                     for i, n in enumerate(p.shape))
+def _init_state(params, graft: str, max_precond_dim: int, flags) -> ScaleByShampooState:
+    """Zero moments and statistics, identity roots (float32); a stacked parameter (`flags`)
+    has one of each per layer, stacked along axis 0."""
+    def per_axis(p, stacked, factor):
+        lead = p.shape[:1] if stacked else ()
+        shape = p.shape[len(lead):]
+        axes = precond_axes(shape, max_precond_dim)
+        return tuple(jnp.broadcast_to(factor(n), lead + (n, n)) if i in axes
+                     else jnp.zeros(lead + (0,), jnp.float32) for i, n in enumerate(shape))
 
     zeros = lambda p: jnp.zeros(p.shape, jnp.float32)  # noqa: E731
     return ScaleByShampooState(
         count=jnp.zeros([], jnp.int32),
         mu=jax.tree.map(zeros, params),
         nu=jax.tree.map(zeros, params) if graft == "adam" else None,
-        stats=jax.tree.map(lambda p: per_axis(p, lambda n: jnp.zeros((n, n), jnp.float32)),
-                           params),
-        roots=jax.tree.map(lambda p: per_axis(p, lambda n: jnp.eye(n, dtype=jnp.float32)),
-                           params))
+        stats=jax.tree.map(lambda p, f: per_axis(p, f, lambda n: jnp.zeros((n, n), jnp.float32)),
+                           params, flags),
+        roots=jax.tree.map(lambda p, f: per_axis(p, f, lambda n: jnp.eye(n, dtype=jnp.float32)),
+                           params, flags))
+
+
+def _per_layer(fn, stacked: bool, loop: bool = False):
+    """fn of one layer's tensors, mapped over the layers of a stacked parameter: vmapped, or
+    with `loop` one layer after another (lax.map: batched eigendecompositions inside lax.cond
+    hang XLA's CPU runtime, as SOAP's notes say)."""
+    if not stacked:
+        return fn
+    if loop:
+        return lambda *args: jax.lax.map(lambda xs: fn(*xs), args)
+    return jax.vmap(fn)
 
 
 def _grafted(g, graft_dir, roots, axes, preconditioning):
@@ -121,8 +135,8 @@ def _grafted(g, graft_dir, roots, axes, preconditioning):
 
 def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_frequency=10,
                      start_preconditioning_step=1, max_precond_dim=10000, graft="adam",
-                     graft_eps=1e-8, matrix_eps=1e-6,
-                     statistics_frequency=1) -> optax.GradientTransformation:
+                     graft_eps=1e-8, matrix_eps=1e-6, statistics_frequency=1,
+                     stacked=None) -> optax.GradientTransformation:
     """The Shampoo direction with grafting and momentum, without lr or weight decay; see the
     module docstring for the algorithm and `shampoo` for the arguments."""
     stat_weight = 1.0 if b2 == 1 else 1.0 - b2  # b2 = 1: the paper's sum (AdaGrad)
@@ -130,17 +144,24 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
     def axes_of(p):
         return precond_axes(p.shape, max_precond_dim)
 
+    def stacks(tree):
+        flags = stacked(tree) if callable(stacked) else stacked
+        return jax.tree.map(lambda _: False, tree) if flags is None else flags
+
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
         t = count.astype(jnp.float32)
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
+        flags = stacks(grads)
+
+        def layer_stats(g, ls):
+            return tuple(b2 * l + stat_weight * _unfolded_gram(g, i) if l.ndim == 2 else l
+                         for i, l in enumerate(ls))
 
         def new_stats():
-            return jax.tree.map(
-                lambda g, ls: tuple(b2 * l + stat_weight * _unfolded_gram(g, i) if l.ndim == 2
-                                    else l for i, l in enumerate(ls)),
-                grads, state.stats)
+            return jax.tree.map(lambda g, ls, f: _per_layer(layer_stats, f)(g, ls),
+                                grads, state.stats, flags)
 
         stats = jax.lax.cond((count - 1) % statistics_frequency == 0, new_stats,
                              lambda: state.stats)
@@ -150,7 +171,8 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
                 e = exponent if exponent is not None else 2 * len(axes_of(g))
                 return tuple(_inverse_root(l, e, matrix_eps, eps) if l.ndim == 2 else l
                              for l in ls)
-            return jax.tree.map(leaf_roots, grads, stats)
+            return jax.tree.map(lambda g, ls, f: _per_layer(leaf_roots, f, loop=True)(g, ls),
+                                grads, stats, flags)
 
         since_start = count - start_preconditioning_step
         recompute = (since_start >= 0) & (since_start % precondition_frequency == 0)
@@ -163,14 +185,15 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
         else:
             nu, grafts = None, grads
         directions = jax.tree.map(
-            lambda g, d, rs: _grafted(g, d, rs, axes_of(g), since_start >= 0),
-            grads, grafts, roots)
+            lambda g, d, rs, f: _per_layer(
+                lambda g, d, rs: _grafted(g, d, rs, axes_of(g), since_start >= 0), f)(g, d, rs),
+            grads, grafts, roots, flags)
         mu = jax.tree.map(lambda m, d: b1 * m + (1.0 - b1) * d, state.mu, directions)
         out = jax.tree.map(lambda m, u: (m / (1.0 - b1 ** t)).astype(u.dtype), mu, updates)
         return out, ScaleByShampooState(count=count, mu=mu, nu=nu, stats=stats, roots=roots)
 
-    return optax.GradientTransformation(lambda params: _init_state(params, graft, max_precond_dim),
-                                        update_fn)
+    return optax.GradientTransformation(
+        lambda params: _init_state(params, graft, max_precond_dim, stacks(params)), update_fn)
 
 
 def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
@@ -178,7 +201,7 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
             precondition_frequency: int = 10, start_preconditioning_step: int = 1,
             max_precond_dim: int = 10000, graft: str = "adam", graft_eps: float = 1e-8,
             matrix_eps: float = 1e-6, statistics_frequency: int = 1,
-            mask=None) -> optax.GradientTransformation:
+            mask=None, stacked=None) -> optax.GradientTransformation:
     """Shampoo with layerwise grafting, momentum and decoupled weight decay (module docstring).
 
     Args:
@@ -200,6 +223,8 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
         every step.
       mask: optional pytree of bools (or callable params -> pytree) selecting the params
         weight decay applies to; None decays all.
+      stacked: optional pytree of bools (or callable params -> pytree) marking stacks of
+        layers along axis 0; each layer is preconditioned and grafted on its own.
     """
     checks.learning_rate(learning_rate)
     checks.in_unit_interval("b1", b1)
@@ -221,13 +246,14 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
                          start_preconditioning_step=int(start_preconditioning_step),
                          max_precond_dim=int(max_precond_dim), graft=graft,
                          graft_eps=graft_eps, matrix_eps=matrix_eps,
-                         statistics_frequency=int(statistics_frequency)),
+                         statistics_frequency=int(statistics_frequency), stacked=stacked),
         optax.add_decayed_weights(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate))
 
 
 # exponent 0.0 (a float field): 2 x the number of preconditioned axes, the function's None.
-@register("shampoo", defaults=signature_defaults(shampoo, exponent=0.0, rest_lr_multiplier=1.0))
+@register("shampoo", defaults=signature_defaults(shampoo, skip=("stacked",), exponent=0.0,
+                                                rest_lr_multiplier=1.0))
 def _shampoo_from_config(h, schedule, decay_mask):
     """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes): Shampoo on
     the hidden matrices; AdamW with b1, b2, graft_eps and weight decay, at lr x
@@ -239,7 +265,8 @@ def _shampoo_from_config(h, schedule, decay_mask):
                        start_preconditioning_step=h.start_preconditioning_step,
                        max_precond_dim=h.max_precond_dim, graft=h.graft,
                        graft_eps=h.graft_eps, matrix_eps=h.matrix_eps,
-                       statistics_frequency=h.statistics_frequency, mask=decay_mask)
+                       statistics_frequency=h.statistics_frequency, mask=decay_mask,
+                       stacked=stacked_mask)
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1,
                        b2=h.b2, eps=h.graft_eps, weight_decay=h.weight_decay,
                        mask=decay_mask)

@@ -44,12 +44,18 @@ import optax
 
 from optim import blocks, checks
 from optim.decay import add_decayed_weights_after_step
-from optim.masks import matrices_and_rest
+from optim.masks import matrices_and_rest, stacked_mask
 from optim.registry import register, signature_defaults
 
-# The reference runs true float32 matmuls (PyTorch's TF32 default is off); JAX's default on GPU
-# may use TF32, so the rotations and statistics ask for full precision.
-_PRECISION = jax.lax.Precision.HIGHEST
+# The precision of the rotations and statistics: the reference runs true float32 matmuls
+# (PyTorch's TF32 default is off), "highest" here, which costs six bf16 passes on a TPU MXU;
+# "high" is three (bf16_3x, ~float32 accuracy), "default" one (bf16 on TPU, TF32 on GPU).
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+              "default": jax.lax.Precision.DEFAULT}
+# How the eigenbases of a region's equal blocks are updated: one after another (lax.map) or
+# together (vmap, batched eigh / QR). "auto" maps on CPU, where batched LAPACK calls inside
+# lax.switch hung XLA's runtime (jax 0.10), and vmaps on GPU and TPU.
+BLOCK_UPDATES = ("auto", "map", "vmap")
 
 
 class SoapState(NamedTuple):
@@ -98,22 +104,22 @@ def _preconditioned_shape(shape, max_precond_dim, merge_dims):
     return tuple(shape)
 
 
-def _rotate(x, bases, back):
+def _rotate(x, bases, back, precision):
     """Apply Q^T (back=False: into the eigenbasis) or Q (back=True: back to the original space)
     along every dim of x; a (0,) placeholder leaves its dim as is (the reference's project and
     project_back: contract the leading dim, which then moves to the end)."""
     for q in bases:
         if q.ndim == 2:
-            x = jnp.tensordot(x, q, axes=([0], [1 if back else 0]), precision=_PRECISION)
+            x = jnp.tensordot(x, q, axes=([0], [1 if back else 0]), precision=precision)
         else:
             x = jnp.moveaxis(x, 0, -1)
     return x
 
 
-def _factor(g, axis):
+def _factor(g, axis, precision):
     """G_(axis) G_(axis)^T: the gradient's outer product contracted over all dims but `axis`."""
     others = [d for d in range(g.ndim) if d != axis]
-    return jnp.tensordot(g, g, axes=(others, others), precision=_PRECISION)
+    return jnp.tensordot(g, g, axes=(others, others), precision=precision)
 
 
 def _eigenbasis(m):
@@ -123,7 +129,7 @@ def _eigenbasis(m):
     return jnp.linalg.eigh(m + 1e-30 * eye, UPLO="L", symmetrize_input=False)[1][:, ::-1]
 
 
-def _refresh(stats, bases, v):
+def _refresh(stats, bases, v, precision):
     """Algorithm 4 (the reference's get_orthogonal_matrix_QR): sort the current basis by the
     eigenvalue estimates diag(Q^T L Q), permute V's entries along that dim the same way, then
     one power-iteration step L Q and a QR decomposition give the new basis."""
@@ -132,10 +138,10 @@ def _refresh(stats, bases, v):
         if m.ndim != 2:
             new_bases.append(q)
             continue
-        estimates = jnp.sum(q * jnp.matmul(m, q, precision=_PRECISION), axis=0)
+        estimates = jnp.sum(q * jnp.matmul(m, q, precision=precision), axis=0)
         order = jnp.argsort(estimates, descending=True)
         v = jnp.take(v, order, axis=axis)
-        new_bases.append(jnp.linalg.qr(jnp.matmul(m, q[:, order], precision=_PRECISION))[0])
+        new_bases.append(jnp.linalg.qr(jnp.matmul(m, q[:, order], precision=precision))[0])
     return tuple(new_bases), v
 
 
@@ -149,6 +155,8 @@ class _Settings(NamedTuple):
     merge_dims: bool
     precondition_1d: bool
     block_size: int
+    precision: jax.lax.Precision
+    block_update: str  # "map" or "vmap" (resolved)
 
     def layout(self, shape):
         """(preconditioned shape, its regions of equal blocks)."""
@@ -162,60 +170,82 @@ class _Settings(NamedTuple):
                      for size in block)
 
 
-def _init_factors(h: _Settings, p, make):
-    """Per region, per dim: a (blocks, d, d) stack of `make(d)`, or (blocks, 0) if unrotated."""
+def _init_factors(h: _Settings, p, make, stacked: bool):
+    """Per region, per dim: a (blocks, d, d) stack of `make(d)`, or (blocks, 0) if unrotated;
+    a stacked parameter's layers are blocks too (one set of factors per layer)."""
     dtype = jnp.promote_types(p.dtype, jnp.float32)
+    layers, shape = (p.shape[0], p.shape[1:]) if stacked else (1, p.shape)
     return tuple(
-        tuple(jnp.broadcast_to(make(size, dtype), (math.prod(r.counts), size, size))
-              if on else jnp.zeros((math.prod(r.counts), 0), dtype)
+        tuple(jnp.broadcast_to(make(size, dtype), (layers * math.prod(r.counts), size, size))
+              if on else jnp.zeros((layers * math.prod(r.counts), 0), dtype)
               for size, on in zip(r.block, h.rotated(r.block)))
-        for r in h.layout(p.shape)[1])
+        for r in h.layout(shape)[1])
+
+
+def _to_blocks(x, region, stacked: bool):
+    """`blocks.to_blocks`, per layer of a stacked x, the layers' blocks one after another."""
+    if not stacked:
+        return blocks.to_blocks(x, region)
+    per_layer = jax.vmap(lambda layer: blocks.to_blocks(layer, region))(x)
+    return per_layer.reshape((-1,) + region.block)
+
+
+def _assemble(pieces, regions, shape, dtype, layers: int):
+    """`blocks.assemble`, per layer when `layers` (a stacked parameter's layer count)."""
+    if not layers:
+        return blocks.assemble(pieces, regions, shape, dtype)
+    per_layer = [piece.reshape((layers, -1) + piece.shape[1:]) for piece in pieces]
+    return jax.vmap(lambda *ps: blocks.assemble(list(ps), regions, shape, dtype))(*per_layer)
 
 
 def _adam_in_eigenbasis(h: _Settings, g, m_new, v, stats, bases):
     """One block: Adam in the eigenbasis of the current (previous calls') Q, and the Shampoo
     factors updated with the current gradient (after the step, as the reference)."""
-    g_rot = _rotate(g, bases, back=False)
+    g_rot = _rotate(g, bases, False, h.precision)
     v_new = h.b2 * v + (1 - h.b2) * jnp.square(g_rot)
-    direction = _rotate(m_new, bases, back=False) / (jnp.sqrt(v_new) + h.eps)
-    direction = _rotate(direction, bases, back=True)
-    stats = tuple(s + (1 - h.factor_beta) * (_factor(g, axis) - s) if s.ndim == 2 else s
+    direction = _rotate(m_new, bases, False, h.precision) / (jnp.sqrt(v_new) + h.eps)
+    direction = _rotate(direction, bases, True, h.precision)
+    stats = tuple(s + (1 - h.factor_beta) * (_factor(g, axis, h.precision) - s)
+                  if s.ndim == 2 else s
                   for axis, s in enumerate(stats))
     return direction, v_new, stats
 
 
-def _new_bases(branch, v, v_new, stats, bases):
+def _new_bases(h: "_Settings", branch, v, v_new, stats, bases):
     """A region's bases (and V, permuted with them) after this call, block by block. `branch`
-    0: the initial eigendecomposition, 1: power iteration + QR, 2: keep. lax.map runs unbatched
-    eigh / QR in a loop (batched LAPACK calls inside the switch hung XLA's CPU runtime, idle,
-    in a full train step with jax 0.10)."""
+    0: the initial eigendecomposition, 1: power iteration + QR, 2: keep. h.block_update says
+    whether the blocks go one after another (lax.map) or together (vmap)."""
     def eigh_all(args):
         stats, bases, v = args
         return tuple(_eigenbasis(s) if s.ndim == 2 else q for s, q in zip(stats, bases)), v
 
     def refresh_all(args):
-        return _refresh(*args)
+        return _refresh(*args, h.precision)
 
-    return jax.lax.switch(branch, [lambda: jax.lax.map(eigh_all, (stats, bases, v)),
-                                   lambda: jax.lax.map(refresh_all, (stats, bases, v_new)),
+    def each(fn, args):
+        return jax.vmap(fn)(args) if h.block_update == "vmap" else jax.lax.map(fn, args)
+
+    return jax.lax.switch(branch, [lambda: each(eigh_all, (stats, bases, v)),
+                                   lambda: each(refresh_all, (stats, bases, v_new)),
                                    lambda: (bases, v_new)])
 
 
-def _tensor_update(h: _Settings, branch, g, m, v, stats, bases):
+def _tensor_update(h: _Settings, branch, g, m, v, stats, bases, stacked: bool):
     """(direction, new M, new V, factors, bases) of one parameter, region by region."""
     dtype = m.dtype
     g = g.astype(dtype)
-    shape, regions = h.layout(g.shape)
+    lead = g.shape[:1] if stacked else ()
+    shape, regions = h.layout(g.shape[len(lead):])
     m_new = h.b1 * m + (1 - h.b1) * g  # first moment, original space
-    inputs = [x.reshape(shape) for x in (g, m_new, v)]
+    inputs = [x.reshape(lead + shape) for x in (g, m_new, v)]
     outputs = []
     for region, s, q in zip(regions, stats, bases):
-        g_b, m_b, v_b = (blocks.to_blocks(x, region) for x in inputs)
+        g_b, m_b, v_b = (_to_blocks(x, region, stacked) for x in inputs)
         direction, v_new, s = jax.vmap(lambda *a: _adam_in_eigenbasis(h, *a))(g_b, m_b, v_b, s, q)
-        q, v_rot = _new_bases(branch, v_b, v_new, s, q)
+        q, v_rot = _new_bases(h, branch, v_b, v_new, s, q)
         outputs.append((direction, v_rot, s, q))
-    direction, v_rot = (blocks.assemble([o[i] for o in outputs], regions, shape, dtype)
-                        .reshape(g.shape) for i in (0, 1))
+    direction, v_rot = (_assemble([o[i] for o in outputs], regions, shape, dtype,
+                                  lead[0] if stacked else 0).reshape(g.shape) for i in (0, 1))
     return (direction, m_new, v_rot, tuple(o[2] for o in outputs),
             tuple(o[3] for o in outputs))
 
@@ -224,7 +254,8 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
                   eps: float = 1e-8, precondition_frequency: int = 10,
                   max_precond_dim: int = 10000, merge_dims: bool = False,
                   precondition_1d: bool = False, normalize_grads: bool = False,
-                  correct_bias: bool = True, block_size: int = 0
+                  correct_bias: bool = True, block_size: int = 0,
+                  precision: str = "highest", block_update: str = "auto", stacked=None
                   ) -> optax.GradientTransformation:
     """SOAP's direction (the module docstring, without learning rate and weight decay): N,
     times sqrt(1 - b2^t) / (1 - b1^t) if correct_bias, divided by its RMS if normalize_grads.
@@ -232,7 +263,11 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
 
     shampoo_beta < 0 uses b2 for the factors' moving average. merge_dims merges small dims of
     >= 2-D tensors before preconditioning; block_size (0: off) gives each block of at most
-    block_size along every dim its own preconditioner."""
+    block_size along every dim its own preconditioner. `precision` (PRECISIONS) is that of the
+    rotations and statistics; `block_update` (BLOCK_UPDATES) how the blocks' eigenbases are
+    updated. `stacked` (a pytree of bools like the params, or a callable of them; None: none)
+    marks stacks of layers along axis 0, each layer preconditioned on its own (levanter maps
+    SOAP over stacked layers)."""
     for name, beta in (("b1", b1), ("b2", b2)):
         checks.in_unit_interval(name, beta)
     if not shampoo_beta < 1:
@@ -241,18 +276,29 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
     checks.integer("precondition_frequency", precondition_frequency)
     checks.integer("max_precond_dim", max_precond_dim)
     checks.integer("block_size", block_size or 0, minimum=0)
+    checks.one_of("precision", precision, PRECISIONS)
+    checks.one_of("block_update", block_update, BLOCK_UPDATES)
+    if block_update == "auto":
+        block_update = "map" if jax.default_backend() == "cpu" else "vmap"
     h = _Settings(b1, b2, shampoo_beta if shampoo_beta >= 0 else b2, eps, max_precond_dim,
-                  merge_dims, precondition_1d, block_size or 0)
+                  merge_dims, precondition_1d, block_size or 0, PRECISIONS[precision],
+                  block_update)
+
+    def stacks(tree):
+        flags = stacked(tree) if callable(stacked) else stacked
+        return jax.tree.map(lambda _: False, tree) if flags is None else flags
 
     def init_fn(params):
         zeros = lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32))  # noqa
+        flags = stacks(params)
+
+        def factors(make):
+            return jax.tree.map(lambda p, f: _init_factors(h, p, make, f), params, flags)
         return SoapState(
             count=jnp.zeros([], jnp.int32),
             exp_avg=jax.tree.map(zeros, params), exp_avg_sq=jax.tree.map(zeros, params),
-            gg=jax.tree.map(lambda p: _init_factors(h, p, lambda d, t: jnp.zeros((d, d), t)),
-                            params),
-            q=jax.tree.map(lambda p: _init_factors(h, p, lambda d, t: jnp.eye(d, dtype=t)),
-                           params))
+            gg=factors(lambda d, t: jnp.zeros((d, d), t)),
+            q=factors(lambda d, t: jnp.eye(d, dtype=t)))
 
     def update_fn(grads, state, params=None):
         del params
@@ -262,7 +308,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
         treedef = jax.tree.structure(grads)
         columns = zip(*(treedef.flatten_up_to(tree) for tree in (
-            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q)))
+            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q, stacks(grads))))
         out, exp_avg, exp_avg_sq, gg, q = ([] for _ in range(5))
         for g, m, *rest in columns:
             direction, m_new, v, stats, bases = _tensor_update(h, branch, g, m, *rest)
@@ -283,23 +329,25 @@ def soap(learning_rate: optax.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
          precondition_frequency: int = 10, max_precond_dim: int = 10000,
          merge_dims: bool = False, precondition_1d: bool = False,
          normalize_grads: bool = False, correct_bias: bool = True, block_size: int = 0,
-         mask=None) -> optax.GradientTransformation:
+         precision: str = "highest", block_update: str = "auto", mask=None,
+         stacked=None) -> optax.GradientTransformation:
     """SOAP with the reference's defaults: `scale_by_soap`, the learning rate (a float or a
     schedule of the 0-based call count) and decoupled weight decay of the stepped parameters
-    that `mask` selects (None: all; optax's `mask`). `update` needs `params` when
-    weight_decay > 0. Apply the output with optax.apply_updates."""
+    that `mask` selects (None: all; optax's `mask`); `stacked` as in scale_by_soap. `update`
+    needs `params` when weight_decay > 0. Apply the output with optax.apply_updates."""
     checks.learning_rate(learning_rate)
     return optax.chain(
         scale_by_soap(b1=b1, b2=b2, shampoo_beta=shampoo_beta, eps=eps,
                       precondition_frequency=precondition_frequency,
                       max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                       precondition_1d=precondition_1d, normalize_grads=normalize_grads,
-                      correct_bias=correct_bias, block_size=block_size),
+                      correct_bias=correct_bias, block_size=block_size, precision=precision,
+                      block_update=block_update, stacked=stacked),
         optax.scale_by_learning_rate(learning_rate),
         add_decayed_weights_after_step(weight_decay, learning_rate, mask, first_step=1))
 
 
-@register("soap", defaults=signature_defaults(soap, rest_lr_multiplier=1.0))
+@register("soap", defaults=signature_defaults(soap, skip=("stacked",), rest_lr_multiplier=1.0))
 def _soap_from_config(h, schedule, decay_mask):
     """config.optimizer.soap: SOAP on the hidden matrices; AdamW with SOAP's b1, b2, eps and
     weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases; both decay the
@@ -309,7 +357,9 @@ def _soap_from_config(h, schedule, decay_mask):
                     weight_decay=h.weight_decay, precondition_frequency=h.precondition_frequency,
                     max_precond_dim=h.max_precond_dim, merge_dims=h.merge_dims,
                     precondition_1d=h.precondition_1d, normalize_grads=h.normalize_grads,
-                    correct_bias=h.correct_bias, block_size=h.block_size, mask=decay_mask)
+                    correct_bias=h.correct_bias, block_size=h.block_size,
+                    precision=h.precision, block_update=h.block_update, mask=decay_mask,
+                    stacked=stacked_mask)
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
                        eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
     return matrices_and_rest(matrices, rest)

@@ -1,7 +1,13 @@
-"""Shared fixtures: a tiny training config on the committed sample corpora."""
-import pytest
+"""Shared fixtures: a tiny training config on the committed sample corpora. The tests run on
+the CPU platform: with the tpu extra installed, libtpu would otherwise look for TPU chips in
+every process (lm.compile's compile-only TPU devices need no TPU backend)."""
+import os
 
-from configs import base
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from configs import base  # noqa: E402
 
 
 @pytest.fixture(scope="session")

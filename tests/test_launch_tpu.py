@@ -36,7 +36,9 @@ def test_dry_run_prints_create_copy_install_run_and_stream():
     assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball,
                    "ladder:optiscale.tar.gz", *WHERE, "--worker=all"]
     assert install[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "ladder"]
-    assert "--worker=all" in install and "jax[tpu]" in remote(install)
+    jax_version = next(line.split("=")[1].split()[0] for line in open(
+        os.path.join(REPO, "launch_tpu.sh")) if line.startswith("JAX_VERSION="))
+    assert "--worker=all" in install and f"jax[tpu]=={jax_version}" in remote(install)
     assert "--worker=all" in start
     words = remote(start)
     assert "OPTISCALE_DISTRIBUTED=1" in words
@@ -45,6 +47,21 @@ def test_dry_run_prints_create_copy_install_run_and_stream():
                      "--workdir=/mnt/shared/runs/d256", "--config.train.steps=50",
                      "--config.data.eval_corpora=('en_docs','code_py')"]
     assert stream[-2:] == ["--worker=0", "--command=tail -n +1 -F optiscale/train.log"]
+
+
+@pytest.mark.parametrize("accelerator, runtime", [
+    ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v5p-128", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+def test_the_runtime_follows_the_accelerator(accelerator, runtime):
+    create = dry_run("--accelerator", accelerator)[0]
+    assert f"--version={runtime}" in create
+
+
+def test_async_collectives_set_libtpu_flags():
+    start = dry_run("--accelerator", "v5p-8", "--async-collectives")[4]
+    flags = next(w for w in remote(start) if w.startswith("LIBTPU_INIT_ARGS="))
+    assert "--xla_tpu_enable_async_collective_fusion=true" in flags
+    assert not any(w.startswith("LIBTPU_INIT_ARGS=") for w in remote(dry_run()[4]))
 
 
 def test_teardown_and_logs():
@@ -60,6 +77,8 @@ def test_teardown_and_logs():
      "config file configs/nope.py does not exist"),
     (["--name", "x", "--zone", "z", "--project", "p", "--config.train.steps=5"],
      "unknown argument --config.train.steps=5 (overrides of the config go after --)"),
+    (["--name", "x", "--zone", "z", "--project", "p", "--accelerator", "v9-8"],
+     "unknown accelerator type v9-8"),
 ])
 def test_bad_arguments_are_refused(args, message):
     proc = subprocess.run(["bash", "launch_tpu.sh", "--dry-run", *args], cwd=REPO,

@@ -8,7 +8,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 import optim
-from benchmarks.optimizers import parse_variant, predicted_state_floats, short_run_config
+from benchmarks.optimizers import (
+    parse_variant,
+    predicted_state_floats,
+    short_run_config,
+)
 from benchmarks.train_step import build
 from data import prepare, sampling
 from data.tokenizer import ByteTokenizer

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from scaling import chinchilla, compute_law, loss_to_loss
-from scaling.bootstrap import Estimate, bootstrap, estimates, interval, predictive, resample_indices
+from scaling.bootstrap import (
+    Estimate,
+    bootstrap,
+    estimates,
+    interval,
+    predictive,
+    resample_indices,
+)
 from scaling.inputs import bootstrap_settings, positive_arrays, require_distinct
 from scaling.objective import (
     best_starts,

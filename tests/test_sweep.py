@@ -20,7 +20,7 @@ from lm.sweep import runner
 from lm.sweep.executors import LocalProcesses
 from lm.sweep.results import best_learning_rates, summary
 from lm.sweep.spec import Sweep, expand, format_value, lr_grid, product, zip_axes
-from lm.train import batches
+from lm.train import runtime
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "sweeps", "tiny.py")
@@ -108,22 +108,21 @@ def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, t
     """SIGTERM while the first run trains: it saves a checkpoint, the second never starts;
     the rerun resumes the first (to the same losses as an uninterrupted run) and trains the
     second."""
-    real_load = batches.load
-    state = {"fired": False}
+    real_build = runtime.build
+    fired = []
 
-    def load(config):
-        data = real_load(config)
-        batch = data.train_batch
+    def build(*args, **kwargs):  # SIGTERM while step 10 of the first run is computed
+        rt = real_build(*args, **kwargs)
 
-        def train_batch(step):
-            if step == 9 and not state["fired"]:
-                state["fired"] = True
+        def train_step(state, windows):
+            out = rt.train_step(state, windows)
+            if int(out[0].step) == 10 and not fired:
+                fired.append(True)
                 signal.raise_signal(signal.SIGTERM)
-            return batch(step)
-        data.train_batch = train_batch
-        return data
+            return out
+        return rt._replace(train_step=train_step)
 
-    monkeypatch.setattr(batches, "load", load)
+    monkeypatch.setattr(runtime, "build", build)
     swp = tiny_sweep(data_root, lr_grid({"adamw": [1e-2, 3e-2]}))
     root = tmp_path / "root"
     assert run(swp, root) == 0

@@ -12,7 +12,7 @@ import pytest
 
 from lm import train
 from lm.errors import ConfigError
-from lm.train import batches, runtime
+from lm.train import runtime
 from lm.train.config_checks import check_override_keys
 from lm.train.metrics_log import read_metrics
 
@@ -29,22 +29,21 @@ def deterministic(rows):
 
 
 def interrupt_at(monkeypatch, stop_step):
-    """Sends this process SIGTERM while step `stop_step` is being computed, as a scheduler would."""
-    real_load = batches.load
+    """Sends this process SIGTERM while step `stop_step` is being computed, as a scheduler would:
+    right after the loop dispatched it."""
+    real_build = runtime.build
 
-    def load(config):
-        data = real_load(config)
-        batch = data.train_batch
+    def build(*args, **kwargs):
+        rt = real_build(*args, **kwargs)
 
-        def train_batch(step):
-            if step == stop_step - 1:
+        def train_step(state, windows):
+            out = rt.train_step(state, windows)
+            if int(out[0].step) == stop_step:
                 signal.raise_signal(signal.SIGTERM)
-            return batch(step)
+            return out
+        return rt._replace(train_step=train_step)
 
-        data.train_batch = train_batch
-        return data
-
-    monkeypatch.setattr(batches, "load", load)
+    monkeypatch.setattr(runtime, "build", build)
 
 
 def assert_same_tree(a, b):
@@ -156,6 +155,23 @@ def test_workdir_with_another_model_shape_is_refused(tiny_config, tmp_path):
     train.run(tiny_config, workdir)
     tiny_config.model.d_model = 64
     with pytest.raises(ConfigError, match=r"different model shape \(.*d_model: 32 -> 64"):
+        train.run(tiny_config, workdir)
+
+
+def test_a_scanned_run_trains_resumes_and_refuses_the_unscanned_layout(tiny_config, tmp_path):
+    """scan_layers changes the parameters' layout: a scanned run resumes from its own
+    checkpoints (bit-identically), and its workdir refuses the unscanned model (and back)."""
+    tiny_config.model.update(dict(scan_layers=True, remat="full"))
+    tiny_config.train.update(dict(steps=10, checkpoint_every=5, layer_stats_every=5))
+    workdir = str(tmp_path / "scanned")
+    summary = train.run(tiny_config, workdir)
+    rows = read_metrics(workdir)
+    assert "params_rms/block_1/attn/query/kernel" in rows[0]  # per layer, unscanned names
+    os.rename(os.path.join(workdir, "checkpoints", "10"), str(tmp_path / "moved10"))
+    assert train.run(tiny_config, workdir)["eval/en_docs_sample/loss"] == \
+        summary["eval/en_docs_sample/loss"]
+    tiny_config.model.scan_layers = False
+    with pytest.raises(ConfigError, match=r"different model shape \(scan_layers: True -> False"):
         train.run(tiny_config, workdir)
 
 

@@ -5,13 +5,25 @@ MX formats. The defaults of the config fields live in `configs/base.py`.
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 
+from lm.model import attention as attention_lib
 from lm.model import mx as mx_lib
 from lm.model.layers import Norm
 
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("gelu", "swiglu")
+REMATS = ("none", "full", "dots", "dots_except_mlp")  # lm.model.transformer.REMAT_POLICIES
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(name: str, backend: str | None = None) -> str:
+    """precision.activation_dtype: "auto" is bfloat16 on GPU and TPU (float32 parameters and
+    optimizer state stay the masters) and float32 on CPU, which has no fast bf16 matmuls."""
+    if name != "auto":
+        return name
+    return "bfloat16" if (backend or jax.default_backend()) in ("gpu", "tpu") else "float32"
 
 
 def mup_width_mult(model_cfg) -> float | None:
@@ -44,6 +56,13 @@ class ModelConfig:
     mx_layers: tuple = ()
     # Norm scale/bias handling (lm.model.layers.NORM_AFFINE); "none" removes those parameters.
     norm_affine: str = "float32"
+    # How it is computed (may change on resume): attention kernel (lm/model/attention.py,
+    # resolved for the backend) and activation checkpointing (REMATS).
+    attention: str = "einsum"
+    remat: str = "none"
+    # Blocks as one scanned block over parameters with a leading "layers" axis (a different
+    # parameter layout: fixed for the run).
+    scan_layers: bool = False
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int, dtype: str, mx=None,
@@ -51,7 +70,8 @@ class ModelConfig:
         """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
         head_dim = d_model / heads, d_ff = 4 d_model."""
         fields = dict(model_cfg)
-        fields.pop("z_loss")  # a loss setting, read by the train step
+        for loss_setting in ("z_loss", "loss_chunk"):  # read by the train step
+            fields.pop(loss_setting)
         if not fields["vocab_size"]:
             fields["vocab_size"] = vocab_size
         if not fields["n_kv_heads"]:
@@ -64,11 +84,15 @@ class ModelConfig:
                    **fields)
 
     @classmethod
-    def for_run(cls, config, vocab_size: int) -> "ModelConfig":
-        """The model of a run config: config.model, in the precision config.precision says."""
-        return cls.from_config(config.model, vocab_size, config.precision.activation_dtype,
-                               **mx_lib.formats_from_config(config.precision),
-                               norm_affine=config.precision.norm_affine)
+    def for_run(cls, config, vocab_size: int, backend: str | None = None) -> "ModelConfig":
+        """The model of a run config: config.model, in the precision config.precision says,
+        with "auto" settings resolved for `backend` (default: JAX's default backend)."""
+        model = cls.from_config(config.model, vocab_size,
+                                resolve_dtype(config.precision.activation_dtype, backend),
+                                **mx_lib.formats_from_config(config.precision),
+                                norm_affine=config.precision.norm_affine)
+        return dataclasses.replace(
+            model, attention=attention_lib.resolve(model.attention, backend))
 
     @property
     def compute_dtype(self):

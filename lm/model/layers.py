@@ -32,13 +32,24 @@ class DenseGeneral(nn.Module):
     init_std: float
     dtype: jnp.dtype
     mx: Any = None  # lm.model.mx.MatmulFormats of this layer, or None (not quantized)
+    out_dtype: Any = None  # default: dtype
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", normal_init(self.init_std, self.kernel_axes),
                             tuple(self.kernel_shape), jnp.float32)
+        kernel = cast_sharded(kernel, self.dtype, self.kernel_axes)
         return matmul.einsum(self.spec, x, kernel, dtype=self.dtype, mx=self.mx,
-                             probe=mx_probe(self, self.mx))
+                             probe=mx_probe(self, self.mx), out_dtype=self.out_dtype)
+
+
+def cast_sharded(weight, dtype, axes):
+    """`weight` in the compute dtype, cast where it lives: constrained to its own logical axes,
+    so that under FSDP the cast runs on each shard and the all-gather before the matmul moves
+    bf16, half the bytes of the float32 master (a no-op for float32)."""
+    if jnp.dtype(dtype) == weight.dtype:
+        return weight
+    return nn.with_logical_constraint(weight.astype(dtype), tuple(axes))
 
 
 def mx_probe(module: nn.Module, mx) -> jax.Array | None:
@@ -101,7 +112,9 @@ def rotary_table(max_len: int, head_dim: int, base: float) -> tuple[jnp.ndarray,
 def apply_rotary(x, cos, sin):
     """Rotates pairs (x[..., :h/2], x[..., h/2:]) of x (batch, seq, heads, head_dim) by position.
 
-    Uses the half-split pairing of GPT-NeoX/LLaMA; cos/sin are (seq, head_dim // 2).
+    Uses the half-split pairing of GPT-NeoX/LLaMA; cos/sin are (seq, head_dim // 2). (A form
+    without the concatenation, x * [cos; cos] + swap(x) * [-sin; sin], computes the same values
+    but fuses differently in the full train step, which moves the gradients' last bits.)
     """
     x32 = x.astype(jnp.float32)
     x1, x2 = jnp.split(x32, 2, axis=-1)

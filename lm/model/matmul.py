@@ -16,8 +16,9 @@ _KERNEL_LAYOUT = {"btd,dn->btn": False, "btn,nd->btd": False, "btd,df->btf": Fal
 
 
 def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None,
-           probe=None) -> jnp.ndarray:
-    """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in `dtype`.
+           probe=None, out_dtype=None) -> jnp.ndarray:
+    """`jnp.einsum(spec, lhs, rhs)`: operands in `dtype`, float32 accumulation, out in
+    `out_dtype` (default `dtype`; the logits keep float32).
 
     With `mx` (a weight matmul only), the MX-quantized matmul of lm/model/mx.py: both operands
     quantized along the reduction axis (from the `dtype`-rounded values), float32 out; its
@@ -31,4 +32,4 @@ def einsum(spec: str, lhs, rhs, *, dtype, mx: mx_lib.MatmulFormats | None = None
                                 probe=probe)
     else:
         out = jnp.einsum(spec, lhs, rhs, preferred_element_type=jnp.float32)
-    return out.astype(dtype)
+    return out.astype(out_dtype or dtype)

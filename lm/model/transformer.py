@@ -19,22 +19,37 @@ divided by m, see optim.lr_multipliers); embeddings, norms and biases are unchan
 logits are multiplied by 1 / m; attention scores are scaled by 1 / head_dim instead of
 1 / sqrt(head_dim). A model at m = 1 differs from the standard one only in that attention scale.
 """
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-from lm.model import matmul
+from lm.model import attention, matmul
 from lm.model.config import ModelConfig
 from lm.model.layers import (
     MX_STATS,
     DenseGeneral,
     apply_rotary,
+    cast_sharded,
     mx_probe,
     normal_init,
     rotary_table,
 )
 
 constrain = nn.with_logical_constraint  # activation sharding by logical axis (lm/train/sharding.py)
+
+# Activation checkpointing (model.remat): what the backward pass may keep from the forward
+# instead of recomputing it (MaxText's policies). dots_except_mlp keeps the attention
+# projections (named below), not the MLP's activations.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_except_mlp": jax.checkpoint_policies.save_only_these_names(
+        "query", "key", "value", "attn_out"),
+}
 
 
 class Attention(nn.Module):
@@ -52,6 +67,7 @@ class Attention(nn.Module):
             matrix optimizers (Muon, SOAP, Shampoo) precondition."""
             y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
                              c.hidden_init_std, dt, c.mx_for("qkv"), name=name)(x)
+            y = checkpoint_name(y, name)
             return constrain(y.reshape(batch, seq, heads, c.head_dim),
                              ("batch", "seq", axis, "head_dim"))
 
@@ -63,17 +79,12 @@ class Attention(nn.Module):
             k = c.make_norm("key_norm", axis_name="head_dim")(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
-        groups = c.n_heads // c.n_kv_heads
-        q = q.reshape(batch, seq, c.n_kv_heads, groups, c.head_dim)
-        scores = matmul.einsum("btkgh,bskh->bkgts", q, k, dtype=jnp.float32)
-        scores = scores * c.attention_scale
-        causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        out = matmul.einsum("bkgts,bskh->btkgh", probs, v, dtype=dt)
+        out = attention.attend(q, k, v, implementation=c.attention, scale=c.attention_scale,
+                               dtype=dt)
         out = constrain(out.reshape(batch, seq, c.d_attn), ("batch", "seq", "heads"))
-        return DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
-                            c.residual_init_std, dt, c.mx_for("attn_out"), name="out")(out)
+        out = DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
+                           c.residual_init_std, dt, c.mx_for("attn_out"), name="out")(out)
+        return checkpoint_name(out, "attn_out")
 
 
 class Mlp(nn.Module):
@@ -112,12 +123,40 @@ class Block(nn.Module):
         return constrain(x, ("batch", "seq", "embed"))
 
 
+class ScannedBlock(Block):
+    """A block as nn.scan's body: (carry, per-layer output)."""
+
+    def __call__(self, x, cos, sin):
+        return super().__call__(x, cos, sin), None
+
+
+def blocks(cfg: ModelConfig, x, cos, sin):
+    """The n_layers blocks: unrolled (block_0, block_1, ...), or with model.scan_layers one
+    block scanned over a stack of parameters with a leading "layers" axis (module `layers`), so
+    that compile time and program size do not grow with depth. model.remat checkpoints each
+    block with its policy."""
+    policy = REMAT_POLICIES[cfg.remat]
+    remat = (lambda module: nn.remat(module, policy=policy, prevent_cse=not cfg.scan_layers)
+             ) if cfg.remat != "none" else (lambda module: module)
+    if not cfg.scan_layers:
+        for i in range(cfg.n_layers):
+            x = remat(Block)(cfg, name=f"block_{i}")(x, cos, sin)
+        return x
+    scanned = nn.scan(remat(ScannedBlock), variable_axes={"params": 0, MX_STATS: 0},
+                      split_rngs={"params": True}, in_axes=(nn.broadcast, nn.broadcast),
+                      length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    x, _ = scanned(cfg, name="layers")(x, cos, sin)
+    return x
+
+
 class Transformer(nn.Module):
-    """tokens (batch, seq) int -> logits (batch, seq, vocab) float32."""
+    """tokens (batch, seq) int -> logits (batch, seq, vocab) float32, or with `hidden=True` the
+    final normalized hidden states (batch, seq, d_model), for a loss that computes the logits
+    chunk by chunk (lm.model.loss.chunked_next_token_loss)."""
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens):
+    def __call__(self, tokens, hidden: bool = False):
         c = self.cfg
         dt = c.compute_dtype
         embedding = self.param("embedding", normal_init(c.init_std, ("vocab", "embed")),
@@ -129,36 +168,47 @@ class Transformer(nn.Module):
         cos, sin = rotary_table(c.max_seq_len, c.head_dim, c.rope_base)
         seq = tokens.shape[1]
         cos, sin = cos[:seq], sin[:seq]
-        for i in range(c.n_layers):
-            x = Block(c, name=f"block_{i}")(x, cos, sin)
+        x = blocks(c, x, cos, sin)
         x = c.make_norm("final_norm")(x)
+        if hidden:
+            return x
         if c.tie_embeddings:
             head_mx = c.mx_for("lm_head")
-            logits = matmul.einsum("btd,vd->btv", x, embedding, dtype=jnp.float32, mx=head_mx,
-                                   probe=mx_probe(self, head_mx))
+            weight = cast_sharded(embedding, dt, ("vocab", "embed"))
+            logits = matmul.einsum("btd,vd->btv", x, weight, dtype=dt, mx=head_mx,
+                                   probe=mx_probe(self, head_mx), out_dtype=jnp.float32)
         else:
             logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
-                                  c.init_std, jnp.float32, c.mx_for("lm_head"),
+                                  c.init_std, dt, c.mx_for("lm_head"), out_dtype=jnp.float32,
                                   name="unembed")(x)
         logits = constrain(logits, ("batch", "seq", "vocab"))
         return logits / c.width_mult if c.mup_base_width else logits
 
 
+def _initializer(model: Transformer) -> Transformer:
+    """The same parameters, traced with the reference attention: initialisation never runs a
+    device-specific kernel (splash compiles for TPUs only)."""
+    return Transformer(dataclasses.replace(model.cfg, attention="einsum", remat="none"))
+
+
 def init_params(model: Transformer, rng: jax.Array, seq_len: int):
     """Float32 parameters (logical-axis boxes removed) for `model`."""
     tokens = jnp.zeros((1, seq_len), jnp.int32)
-    return nn.meta.unbox(model.init(rng, tokens)["params"])
+    return nn.meta.unbox(_initializer(model).init(rng, tokens)["params"])
+
+
+def _abstract_variables(model: Transformer) -> dict:
+    return jax.eval_shape(_initializer(model).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 1), jnp.int32))
 
 
 def mx_probes(model: Transformer) -> dict:
     """Zeros for the model's "mx_stats" collection (one probe per MX-quantized matmul, see
     lm.model.layers.mx_probe); empty without MX."""
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                  dict(shapes.get(MX_STATS, {})))
+                                  dict(_abstract_variables(model).get(MX_STATS, {})))
 
 
 def param_logical_axes(model: Transformer):
     """Tree of PartitionSpecs of logical axis names, one per parameter (nothing is computed)."""
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
-    return nn.get_partition_spec(boxed["params"])
+    return nn.get_partition_spec(_abstract_variables(model)["params"])

@@ -17,7 +17,15 @@ from lm.errors import SweepError
 from lm.study import report as study_report
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import run_sweep
-from lm.sweep.spec import Sweep, evaluations, expand, lr_grid, product, run_length, warmup_fraction
+from lm.sweep.spec import (
+    Sweep,
+    evaluations,
+    expand,
+    lr_grid,
+    product,
+    run_length,
+    warmup_fraction,
+)
 from lm.sweep.state import progress
 from lm.train import workdir as run_files
 

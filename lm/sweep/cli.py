@@ -28,7 +28,12 @@ from absl import logging
 
 from lm.errors import SweepError
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
-from lm.sweep.runner import DEFAULT_FLOPS_PER_SECOND, DEFAULT_SECONDS_PER_RUN, load_sweep, run_sweep
+from lm.sweep.runner import (
+    DEFAULT_FLOPS_PER_SECOND,
+    DEFAULT_SECONDS_PER_RUN,
+    load_sweep,
+    run_sweep,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

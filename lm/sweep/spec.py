@@ -27,11 +27,12 @@ import ml_collections
 import optim
 from configs import ladder, mx
 from data import corpora
-from data.tokenizer import ByteTokenizer
 from lm.errors import ConfigError, SweepError
 from lm.model import ModelConfig
+from lm.model.config import DTYPES
 from lm.model.info import model_info
-from lm.train.config_checks import DTYPES, check_config
+from lm.train.build import planned_vocab_size
+from lm.train.config_checks import check_config
 
 # Shorthand -> the config field it sets; "size" and "precision" set several (see _apply).
 AXES = {"size": None, "dataset": "data.corpus", "batch_size": "train.batch_size",
@@ -146,8 +147,8 @@ def run_length(*fields: str) -> Rule:
 def run_model_info(config) -> dict:
     """Parameter counts and FLOPs per token of a run config's model, without loading data:
     the vocabulary is the tokenizer's (the byte tokenizer's, or data.vocab_size for BPE)."""
-    vocab = ByteTokenizer.vocab_size if config.data.tokenizer == "byte" else config.data.vocab_size
-    return model_info(ModelConfig.for_run(config, vocab), config.data.seq_len)
+    return model_info(ModelConfig.for_run(config, planned_vocab_size(config)),
+                      config.data.seq_len)
 
 
 def expand(sweep: Sweep) -> list[Run]:

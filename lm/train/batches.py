@@ -6,6 +6,8 @@ own rows (batch_size / process_count of them) and `to_device` assembles the glob
 split over the mesh axes of the `batch` logical axis (lm/train/sharding.py). Validation windows are
 the same on every process; each contributes its share of rows.
 """
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 
@@ -67,3 +69,30 @@ def process_rows(windows: np.ndarray) -> np.ndarray:
 def to_device(windows: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """The global batch from each process's rows, laid out as `sharding` says."""
     return jax.make_array_from_process_local_data(sharding, windows)
+
+
+class Prefetcher:
+    """The device batches of steps `start`, `start` + 1, ..., each read and transferred on a
+    background thread `depth` steps ahead of the loop (as levanter's and MaxText's loaders do),
+    so that the host's work on the next batch overlaps the device's work on this step. A step's
+    batch is the same whatever the timing: `train_batch(step)` is a pure function."""
+
+    def __init__(self, train_batch, sharding: NamedSharding, start: int, depth: int = 1):
+        self._build = lambda step: to_device(train_batch(step), sharding)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self._pending = collections.deque(self._pool.submit(self._build, step)
+                                          for step in range(start, start + depth))
+        self._next = start + depth
+
+    def next(self) -> jax.Array:
+        """The next step's batch (raising what building it raised); starts building the one
+        `depth` steps later."""
+        batch = self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._build, self._next))
+        self._next += 1
+        return batch
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 
 import optim
+from data.tokenizer import ByteTokenizer
 from lm.errors import ConfigError
 from lm.model import ModelConfig
 from lm.model.info import count_pytree_params, model_info
@@ -30,6 +31,12 @@ class Run:
         return self.config.train.batch_size * self.config.data.seq_len
 
 
+def planned_vocab_size(config) -> int:
+    """The vocabulary a run config's tokenizer will have, before any data is prepared: the byte
+    tokenizer's, or data.vocab_size for BPE."""
+    return ByteTokenizer.vocab_size if config.data.tokenizer == "byte" else config.data.vocab_size
+
+
 def build(config, workdir: str) -> Run:
     check_config(config)
     sharder = sharding.from_config(config)
@@ -46,7 +53,8 @@ def build(config, workdir: str) -> Run:
     run_files.check_model(workdir, model_cfg)
     rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
                        seq_len=config.data.seq_len, microbatches=config.train.microbatches,
-                       z_loss=config.model.z_loss)
+                       z_loss=config.model.z_loss,
+                       loss_chunk=runtime.loss_chunk(config, model_cfg))
     run = Run(config, workdir, data, model_cfg, model_info(model_cfg, config.data.seq_len),
               optimizer, rt, primary=jax.process_index() == 0)
     counted = count_pytree_params(rt.abstract_state.params)

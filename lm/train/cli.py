@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from data.clients import FetchError
 from lm.errors import ConfigError
 from lm.train import distributed
-from lm.train.config_checks import check_override_keys
+from lm.train.config_checks import exit_on_unknown_keys
 from lm.train.loop import run
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py",
@@ -40,9 +40,5 @@ def main(argv) -> None:
 
 
 def entry_point() -> None:
-    try:
-        check_override_keys(sys.argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    exit_on_unknown_keys()
     app.run(main)

@@ -6,20 +6,27 @@ Each failure raises `ConfigError` with a message that names the field, the probl
 import difflib
 import os
 import runpy
+import sys
+
+import jax
 
 from lm.errors import ConfigError
-from lm.model import ACTIVATIONS, NORMS, mx
+from lm.model import ACTIVATIONS, NORMS, attention, mx
+from lm.model.config import DTYPES, REMATS
 from lm.model.layers import NORM_AFFINE
 
-DTYPES = ("float32", "bfloat16")
+# Attention kernels that run on one backend only.
+_ATTENTION_BACKEND = {"cudnn": "gpu", "splash": "tpu"}
 
 
-def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
-    """Rejects `--config.a.b=v` flags whose key path is not in the config file's config.
+def check_override_keys(argv: list[str], flag_name: str = "config",
+                        default: str | None = None) -> None:
+    """Rejects `--config.a.b=v` flags whose key path is not in the config file's config (the
+    `default` file when argv gives none).
 
     ml_collections would fail with a bare AttributeError; this names the key and close matches.
     """
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag_name}=")), None)
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag_name}=")), default)
     if path is None:
         return
     file_path, _, arg = path.partition(":")
@@ -45,10 +52,20 @@ def check_override_keys(argv: list[str], flag_name: str = "config") -> None:
             walked.append(part)
 
 
-def check_config(config) -> None:
+def check_config(config, backend: str | None = None) -> None:
     """Semantic checks of model, data, train and precision fields (the mesh's:
-    lm/train/sharding.py)."""
+    lm/train/sharding.py), for devices of `backend` (default: JAX's default backend)."""
     m, d, t = config.model, config.data, config.train
+    backend = backend or jax.default_backend()
+    _require(m.attention in attention.IMPLEMENTATIONS,
+             f"model.attention={m.attention!r} is not one of {attention.IMPLEMENTATIONS}")
+    needs = _ATTENTION_BACKEND.get(m.attention)
+    _require(needs in (None, backend),
+             f"model.attention={m.attention!r} runs on {needs.upper() if needs else ''} only "
+             f"and this run's devices are {backend}; use model.attention=auto (or einsum / xla)")
+    _require(m.remat in REMATS, f"model.remat={m.remat!r} is not one of {REMATS}")
+    _require(m.loss_chunk >= -1, f"model.loss_chunk={m.loss_chunk} must be -1 (automatic), 0 "
+             "(no chunks) or a number of tokens per chunk")
     _require(m.norm in NORMS, f"model.norm={m.norm!r} is not one of {NORMS}")
     _require(m.activation in ACTIVATIONS,
              f"model.activation={m.activation!r} is not one of {ACTIVATIONS}")
@@ -99,3 +116,13 @@ def check_config(config) -> None:
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def exit_on_unknown_keys(default_config: str | None = None) -> None:
+    """Exit status 2, naming the key and the fix, for an unknown --config.* key in sys.argv:
+    run before absl defines a config flag with a default (it applies the overrides then)."""
+    try:
+        check_override_keys(sys.argv[1:], default=default_config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -6,6 +6,10 @@ A hook runs after the steps that are multiples of its `every` (never when `every
 when it adds no row; the loop writes one row for each step that some hook asked for, beginning
 with the step's training metrics (lm/train/loop.py). Hooks run in list order, so `check_finite`
 comes first: nothing from a step whose loss is not finite reaches a checkpoint.
+
+The loop reads a step's metrics while the next step runs; a hook that `uses_state` (evaluation,
+checkpoints) makes its steps synchronous: the loop hands it that step's state before it
+dispatches the next step, which takes the state's buffers. Other hooks see `state` None.
 """
 import dataclasses
 import math
@@ -20,7 +24,8 @@ from lm.train.step import TrainState
 class StepResult(NamedTuple):
     """What one train step produced, as the hooks see it."""
     step: int                # optimizer steps completed
-    state: TrainState        # the state after that step (on the devices)
+    state: TrainState | None  # the state after that step (on the devices), for the hooks
+                              # that use it; None otherwise
     metrics: dict            # the step's training metrics, host floats
     layer_stats: dict        # per-layer RMS statistics, host floats ({} unless computed)
 
@@ -31,6 +36,7 @@ class Hook:
     every: int
     run: Callable[[StepResult], dict | None]
     at_end: bool = False
+    uses_state: bool = False
 
     def due(self, step: int, last: bool) -> bool:
         return (self.every > 0 and step % self.every == 0) or (last and self.at_end)
@@ -85,11 +91,11 @@ def evaluate(every: int, eval_step, eval_params, eval_sets: dict, batch_sharding
             out[f"eval/{name}/loss"] = loss
             out[f"eval/{name}/bpb"] = loss / math.log(2) / eval_set.bytes_per_token
         return out
-    return Hook("evaluate", every, run, at_end=True)
+    return Hook("evaluate", every, run, at_end=True, uses_state=True)
 
 
 def save_checkpoint(every: int, checkpointer: Checkpointer, tokens_per_step: int) -> Hook:
     def run(result: StepResult) -> None:
         checkpointer.save(result.step, result.state,
                           {"step": result.step, "tokens": result.step * tokens_per_step})
-    return Hook("checkpoint", every, run, at_end=True)
+    return Hook("checkpoint", every, run, at_end=True, uses_state=True)

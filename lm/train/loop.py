@@ -10,7 +10,7 @@ the current step, save a checkpoint and return.
 import signal
 import sys
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import jax
 from tqdm import tqdm
@@ -44,19 +44,50 @@ class StopRequested:
             signal.signal(sig, handler)
 
 
-def steps(run: Run, state, start: int, stop: StopRequested,
-          wants_layer_stats: Callable[[int], bool]) -> Iterator[StepResult]:
-    """Runs the train steps after `start` up to train.steps and yields each one's results;
-    returns early, on every process at once, after a stop signal reached any of them."""
-    rt = run.rt
-    for step in range(start + 1, run.config.train.steps + 1):
-        if distributed.any_process(stop.signal_name is not None):
-            stop.signal_name = stop.signal_name or "a signal to another process"
-            return
-        windows = batches.to_device(run.data.train_batch(step - 1), rt.sharder.batch)
-        train_step = rt.train_step_with_stats if wants_layer_stats(step) else rt.train_step
-        state, metrics, stats = train_step(state, windows)
-        yield StepResult(step, state, _to_host(metrics), _to_host(stats))  # a NaN is seen here
+STOP_CHECK_EVERY = 10  # steps between the processes' agreement on a stop signal
+
+
+def steps(run: Run, state, start: int, stop: StopRequested, hooks: list[Hook]
+          ) -> Iterator[StepResult]:
+    """Runs the train steps after `start` up to train.steps and yields each one's results.
+
+    The host never waits for the device without need: step n + 1 is dispatched before step
+    n's metrics are read (nanodo and MaxText do the same), batches come from a background
+    Prefetcher, and in multi-process runs the processes agree on a stop every
+    STOP_CHECK_EVERY steps. At a step where a hook that uses the state is due (evaluation, a
+    checkpoint, the last step) the loop yields before dispatching the next step, which takes
+    the state's buffers. A stop signal ends the loop at the next step boundary (on every
+    process at once); the last dispatched step is still yielded."""
+    total = run.config.train.steps
+    multi = jax.process_count() > 1
+    prefetch = batches.Prefetcher(run.data.train_batch, run.rt.sharder.batch, start)
+    stats_hooks = [h for h in hooks if h.name == "layer_stats"]
+    pending = None
+    try:
+        for step in range(start + 1, total + 1):
+            if (not multi or step % STOP_CHECK_EVERY == 0) and distributed.any_process(
+                    stop.signal_name is not None):
+                stop.signal_name = stop.signal_name or "a signal to another process"
+                break
+            with_stats = any(h.due(step, step == total) for h in stats_hooks)
+            train_step = run.rt.train_step_with_stats if with_stats else run.rt.train_step
+            state, metrics, stats = train_step(state, prefetch.next())
+            if pending is not None:
+                yield _fetched(pending)
+            pending = (step, state, metrics, stats)
+            if any(h.uses_state and h.due(step, step == total) for h in hooks):
+                yield _fetched(pending, with_state=True)
+                pending = None
+        if pending is not None:
+            yield _fetched(pending, with_state=True)
+    finally:
+        prefetch.close()
+
+
+def _fetched(pending, with_state: bool = False) -> StepResult:
+    """A dispatched step's results with its metrics on the host (this waits for the step)."""
+    step, state, metrics, stats = pending
+    return StepResult(step, state if with_state else None, _to_host(metrics), _to_host(stats))
 
 
 class MetricsRows:
@@ -68,6 +99,11 @@ class MetricsRows:
         self.run, self.metrics_log, self.spikes = run, metrics_log, spikes
         self.since, self.hook_seconds = (time.perf_counter(), start), 0.0
         self.last = {}
+
+    def learning_rate(self, step: int) -> float:
+        """The lr of `step`, evaluated on the host's CPU: logging never waits on the device."""
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            return float(self.run.optimizer.schedule(step - 1))
 
     def after_step(self, result: StepResult, due: list[Hook]) -> dict | None:
         """Runs the `due` hooks on `result`; returns the row written, if any hook asked."""
@@ -82,7 +118,7 @@ class MetricsRows:
         tokens = result.step * self.run.tokens_per_step
         row = {"step": result.step, "tokens": tokens,
                "flops": tokens * self.run.info["flops_per_token"], **result.metrics,
-               "train/lr": float(self.run.optimizer.schedule(result.step - 1)),
+               "train/lr": self.learning_rate(result.step),
                "train/loss_spikes": self.spikes.count,
                "time/step_s": seconds, "time/tokens_per_s": self.run.tokens_per_step / seconds}
         for extra in fields:
@@ -123,14 +159,15 @@ def run(config, workdir: str) -> dict:
     spikes = LossSpikes(config.train.loss_spike_window, config.train.loss_spike_ratio,
                         int(logged.get("train/loss_spikes", 0)))
     all_hooks = default_hooks(r, checkpointer, spikes)
-    stats_hook = next(h for h in all_hooks if h.name == "layer_stats")
     rows = MetricsRows(r, metrics_log, start, spikes)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, file=sys.stderr, disable=not r.primary)
     step = start
     with StopRequested() as stop:
-        for result in steps(r, state, start, stop, lambda s: stats_hook.due(s, s == total)):
-            step, state = result.step, result.state
+        for result in steps(r, state, start, stop, all_hooks):
+            step = result.step
+            if result.state is not None:  # the last result always carries its state
+                state = result.state
             row = rows.after_step(result, [h for h in all_hooks if h.due(step, step == total)])
             if row is not None:
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}",

@@ -13,7 +13,14 @@ import jax
 import optim
 from data.tokenizer import ByteTokenizer
 from lm.errors import ConfigError
-from lm.model import ModelConfig, Transformer, init_params, mup_width_mult, param_logical_axes
+from lm.model import (
+    ModelConfig,
+    Transformer,
+    init_params,
+    mup_width_mult,
+    param_logical_axes,
+)
+from lm.model.loss import chunk_positions
 from lm.train import sharding
 from lm.train.step import TrainState, init_state, make_eval_step, make_train_step
 
@@ -41,8 +48,21 @@ def build_optimizer(config) -> optim.Optimizer:
         raise ConfigError(str(err)) from err
 
 
+def loss_chunk(config, model_cfg: ModelConfig) -> int:
+    """Sequence positions per loss chunk (0: none) for config.model.loss_chunk; a chunked loss
+    computes the head outside the model, which an MX-quantized lm_head cannot be."""
+    chunk = chunk_positions(config.model.loss_chunk, model_cfg.vocab_size)
+    if chunk and model_cfg.mx_for("lm_head") is not None:
+        if config.model.loss_chunk == -1:
+            return 0  # automatic chunking yields to the MX head
+        raise ConfigError(f"model.loss_chunk={config.model.loss_chunk} cannot be combined with "
+                          "an MX-quantized lm_head; set model.loss_chunk=0 or leave lm_head out "
+                          "of precision.mx_layers")
+    return chunk
+
+
 def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, seq_len: int,
-          microbatches: int = 1, z_loss: float = 0.0) -> Runtime:
+          microbatches: int = 1, z_loss: float = 0.0, loss_chunk: int = 0) -> Runtime:
     """Checks that the mesh divides the model (ConfigError otherwise; nothing is compiled
     before) and returns the run's jitted functions."""
     model = Transformer(model_cfg)
@@ -58,12 +78,14 @@ def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, s
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
 
     def jitted_train_step(layer_stats: bool):
-        return sharder.jit(make_train_step(model, tx, microbatches, z_loss, layer_stats),
+        return sharder.jit(make_train_step(model, tx, microbatches, z_loss, layer_stats,
+                                           loss_chunk),
                            in_shardings=(shardings, sharder.batch),
                            out_shardings=(shardings, sharder.replicated, sharder.replicated),
                            donate_argnums=0)
 
-    eval_step = sharder.jit(make_eval_step(model), in_shardings=(shardings.params, sharder.batch),
+    eval_step = sharder.jit(make_eval_step(model, loss_chunk),
+                            in_shardings=(shardings.params, sharder.batch),
                             out_shardings=sharder.replicated)
     return Runtime(sharder, shardings, abstract, jax.jit(make_state, out_shardings=shardings),
                    jitted_train_step(False), jitted_train_step(True), eval_step)

@@ -30,14 +30,17 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from lm.errors import ConfigError
 from lm.train.step import TrainState
+from optim.masks import is_stacked
 
 MESH_AXES = ("data", "fsdp", "tensor")
 # Logical axis names in rule priority order (see the module docstring).
-LOGICAL_AXES = ("batch", "vocab", "heads", "kv_heads", "mlp", "embed", "seq", "head_dim", "norm")
+LOGICAL_AXES = ("batch", "vocab", "heads", "kv_heads", "mlp", "embed", "seq", "head_dim", "norm",
+                "layers")
 
 
 def mesh_shape(mesh_cfg, device_count: int) -> dict:
@@ -70,14 +73,29 @@ def _describe(sizes: dict) -> str:
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-    """The (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes)."""
+    """The (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes), laid
+    out along the chips' interconnect (mesh_utils.create_device_mesh, which may split a
+    physical axis: jax.make_mesh refuses (2, 16, 2) on a v5p 4x4x4). With mesh.slices > 1 the
+    data axis spans that many slices (multi-slice TPU runs): data parallelism over the
+    data-center network between slices, everything else within each slice's ICI
+    (create_hybrid_device_mesh, MaxText's dcn_data_parallelism)."""
     devices = jax.devices() if devices is None else list(devices)
     sizes = mesh_shape(mesh_cfg, len(devices))
     shape = tuple(sizes[axis] for axis in MESH_AXES)
-    if len(devices) == jax.device_count():  # topology-aware order on TPU / GPU nodes
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
-                axis_types=(AxisType.Auto,) * 3)
+    slices = int(mesh_cfg.get("slices", 1))
+    if slices < 1 or sizes["data"] % slices:
+        raise ConfigError(f"mesh.slices={slices} must be >= 1 and divide the data axis "
+                          f"({_describe(sizes)}): each slice holds data / slices replicas; "
+                          "set mesh.data to a multiple of mesh.slices")
+    if slices > 1:
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (sizes["data"] // slices, sizes["fsdp"], sizes["tensor"]), (slices, 1, 1), devices,
+            allow_split_physical_axes=True)
+    elif devices[0].platform in ("tpu", "gpu"):
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    else:
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
 def axis_rules(rules_cfg) -> tuple:
@@ -196,15 +214,26 @@ class Sharder:
         return TrainState(step=self.replicated, params=params, opt_state=opt_state_shardings(
             abstract_state.opt_state, abstract_state.params, params, self.sizes))
 
-    def jit(self, fn, **jit_kwargs):
-        """jax.jit of fn, called (so traced) with this mesh and rules active: the model's
+    def jit(self, fn, **jit_kwargs) -> "MeshJit":
+        """jax.jit of fn, traced with this mesh and rules active: the model's
         `nn.with_logical_constraint`s then shard its activations (elsewhere they are no-ops)."""
-        jitted = jax.jit(fn, **jit_kwargs)
+        return MeshJit(jax.jit(fn, **jit_kwargs), self)
 
-        def call(*args):
-            with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-                return jitted(*args)
-        return call
+
+@dataclasses.dataclass(frozen=True)
+class MeshJit:
+    """A jitted function called, or lowered ahead of time (lm.compile), under its Sharder's mesh
+    and logical axis rules."""
+    jitted: object
+    sharder: Sharder
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.sharder.mesh), nn.logical_axis_rules(self.sharder.rules):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.sharder.mesh), nn.logical_axis_rules(self.sharder.rules):
+            return self.jitted.lower(*args)
 
 
 def from_config(config, devices=None) -> Sharder:
@@ -220,7 +249,7 @@ def opt_state_shardings(opt_state, params, param_shardings, sizes: dict):
     by_path = {}
     for (path, p), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
                                    jax.tree_util.tree_leaves(param_shardings)):
-        by_path[_dict_keys(path)] = (p.shape, sharding)
+        by_path[_dict_keys(path)] = (p.shape, sharding, int(is_stacked(path)))
     mesh = jax.tree_util.tree_leaves(param_shardings)[0].mesh
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -238,11 +267,12 @@ def opt_state_shardings(opt_state, params, param_shardings, sizes: dict):
         found = owner(path)
         if found is None or not getattr(leaf, "ndim", 0):
             return replicated
-        shape, sharding, index = found
+        shape, sharding, stack_axes, index = found
         if tuple(leaf.shape) == tuple(shape) and not index:
             return sharding
         if declared is not None and leaf.ndim >= 2 and leaf.shape[-1] == leaf.shape[-2] > 0:
-            axis = declared(index)
+            axis = declared(index)  # an axis of one layer's tensor
+            axis = None if axis is None else axis + stack_axes
             if axis is not None and axis < len(shape):
                 spec = [None] * leaf.ndim
                 spec[-2] = _factor_rows(sharding.spec, axis, leaf.shape[-2], sizes)

@@ -9,7 +9,8 @@ import optax
 from lm.model import mx as mx_lib
 from lm.model import mx_probes
 from lm.model.layers import MX_STATS
-from lm.model.loss import next_token_loss, sampled_label_loss
+from lm.model.loss import chunked_next_token_loss, next_token_loss, sampled_label_loss
+from optim.masks import STACK, is_stacked
 
 
 class TrainState(NamedTuple):
@@ -24,16 +25,48 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 
 
 def layer_rms(prefix: str, tree) -> dict:
-    """{"<prefix>/<param path>": RMS of that leaf}: per-weight scale statistics."""
-    return {f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}":
-            jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
-            for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+    """{"<prefix>/<param path>": RMS of that leaf}: per-weight scale statistics. A stacked
+    leaf (scanned layers) gives one entry per layer, named as the unscanned model names it
+    (layers/attn/... -> block_<i>/attn/...)."""
+    out = {}
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        square = jnp.square(x.astype(jnp.float32))
+        if not is_stacked(path):
+            out[f"{prefix}/{name}"] = jnp.sqrt(jnp.mean(square))
+            continue
+        per_layer = jnp.sqrt(jnp.mean(square, axis=tuple(range(1, x.ndim))))
+        for i in range(x.shape[0]):
+            out[f"{prefix}/{name.replace(STACK, f'block_{i}', 1)}"] = per_layer[i]
+    return out
+
+
+def make_loss_fn(model, z_loss: float, loss_chunk: int = 0):
+    """loss_fn(params, windows, probes=None) -> (objective, cross-entropy) of the next-token
+    targets windows[:, 1:] given windows[:, :-1]; with `loss_chunk` positions per chunk the
+    logits are never materialized whole (lm.model.loss.chunked_next_token_loss)."""
+    cfg = model.cfg
+
+    def loss_fn(params, windows, probes=None):
+        variables = {"params": params, MX_STATS: probes or {}}
+        inputs, targets = windows[:, :-1], windows[:, 1:]
+        if not loss_chunk:
+            return next_token_loss(model.apply(variables, inputs), targets, z_loss)
+        hidden = model.apply(variables, inputs, hidden=True)
+        head = params["embedding"] if cfg.tie_embeddings else params["unembed"]["kernel"].T
+        return chunked_next_token_loss(hidden, head, targets, z_loss, loss_chunk,
+                                       1 / cfg.width_mult, cfg.compute_dtype)
+
+    return loss_fn
 
 
 def mean_gradients(grad_fn, params, micro, zero_probes):
     """(objective, cross-entropy, gradient) averaged over the microbatches `micro` (M, rows,
     seq_len + 1), and the MX counts summed, in a `lax.scan`: gradient accumulation, the same
-    update as one big batch in less memory."""
+    update as one big batch in less memory. One microbatch runs through the same loop:
+    calling grad_fn directly compiles to a CPU program that moves the gradients' last bits, and
+    runs must stay bit-identical to earlier ones."""
+
     def accumulate(carry, windows):
         (objective, ce), (grads, counts) = grad_fn(params, windows, zero_probes)
         return jax.tree_util.tree_map(jnp.add, carry, (objective, ce, grads, counts)), None
@@ -47,7 +80,7 @@ def mean_gradients(grad_fn, params, micro, zero_probes):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, z_loss: float,
-                    layer_stats: bool = False):
+                    layer_stats: bool = False, loss_chunk: int = 0):
     """Returns train_step(state, windows) -> (state, metrics, layer_stats).
 
     `windows` is (batch, seq_len + 1) int32; inputs are windows[:, :-1], targets windows[:, 1:].
@@ -65,10 +98,7 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     `sampled_loss_fn(params, rng)`; other optimizers ignore them (nothing is traced for them).
     """
 
-    def loss_fn(params, windows, probes=None):
-        logits = model.apply({"params": params, MX_STATS: probes or {}}, windows[:, :-1])
-        return next_token_loss(logits, windows[:, 1:], z_loss)
-
+    loss_fn = make_loss_fn(model, z_loss, loss_chunk)
     grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True)
     zero_probes = mx_probes(model)
 
@@ -100,12 +130,11 @@ def make_train_step(model, tx: optax.GradientTransformation, microbatches: int, 
     return train_step
 
 
-def make_eval_step(model):
+def make_eval_step(model, loss_chunk: int = 0):
     """Returns eval_step(params, windows) -> summed cross-entropy (nats) of the windows' targets."""
+    loss_fn = make_loss_fn(model, 0.0, loss_chunk)
 
     def eval_step(params, windows):
-        logits = model.apply({"params": params}, windows[:, :-1])
-        _, ce = next_token_loss(logits, windows[:, 1:], 0.0)
-        return ce * windows[:, 1:].size
+        return loss_fn(params, windows)[1] * windows[:, 1:].size
 
     return eval_step

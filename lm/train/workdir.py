@@ -72,7 +72,8 @@ def check_model(workdir: str, model_cfg: ModelConfig) -> None:
     if not os.path.exists(path):
         return
     previous = read_json(path)["model"]
-    previous.setdefault("norm_affine", True)  # runs from before the field existed
+    previous.setdefault("norm_affine", True)  # runs from before these fields existed
+    previous.setdefault("scan_layers", False)
     current = _shape_fields(model_cfg)
     diff = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
     if diff:
@@ -83,10 +84,10 @@ def check_model(workdir: str, model_cfg: ModelConfig) -> None:
 
 
 def _shape_fields(model_cfg: ModelConfig) -> dict:
-    """The model fields that fix parameter shapes and meaning (the matmul precision, dtype and
-    MX formats, may change on resume)."""
+    """The model fields that fix parameter shapes and meaning (how it is computed may change on
+    resume: the dtype, MX formats, attention kernel and rematerialization)."""
     fields = dict(vars(model_cfg))
-    for precision in ("dtype", "mx", "mx_layers"):
-        fields.pop(precision)
+    for computation in ("dtype", "mx", "mx_layers", "attention", "remat"):
+        fields.pop(computation)
     fields["norm_affine"] = model_cfg.norm_affine != "none"  # float32 <-> bfloat16 may change
     return fields

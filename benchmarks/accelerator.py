@@ -1,0 +1,146 @@
+"""The accelerator measurements in one run, for any GPU (or TPU) a session is lent:
+
+    python -m benchmarks.accelerator [--quick] [--out results.jsonl]
+
+JSON lines, each with the device named:
+  matmul      a bf16 8192^3 matmul's FLOP/s: the practical peak, beside the datasheet's
+  mfu         the train step at ~125M (d768_l12) and ~1B (d2048_l20), 2048-token sequences,
+              AdamW, the "auto" policy (bf16 compute, cuDNN attention on GPU), scanned layers:
+              model FLOPs (lm/model/info.py) per second over the chip's dense bf16 peak
+              (lm/compile/chips.py), and over the measured matmul
+  optimizer   SOAP (configs/soap_scaled.py): its step time over AdamW's at 1B, measured in
+              the same run
+  mx          the MX emulation (MXFP8 E4M3 everywhere) over the bf16 step at 1B
+  losses      the first 20 losses of a small model (d256_l4, 16 x 256 tokens) on this device
+              in its auto policy and on the host CPU in float32, same initialisation and
+              batches: the largest difference, against bf16's resolution
+Each timing is the median of --repeats timed steps after a compile and warm-up step.
+"""
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.train_step import build, median_seconds, random_windows
+from configs import base, soap_scaled
+from configs import mx as mx_presets
+from lm.compile.chips import chip_of
+from lm.model import ModelConfig
+from lm.model.info import flops_per_token
+
+VOCAB = 32768
+
+
+def matmul_row(repeats: int) -> dict:
+    n = 8192
+    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.bfloat16) for i in (0, 1))
+    mm = jax.jit(lambda x, y: x @ y)
+    seconds = median_seconds(lambda: mm(a, b).block_until_ready(), repeats)
+    return {"bench": "matmul", "n": n, "dtype": "bfloat16", "flops_per_s": 2 * n**3 / seconds}
+
+
+def step_seconds(config, batch: int, seq: int, repeats: int) -> float:
+    """Median seconds of one train step of `config` on random tokens."""
+    config.data.seq_len = seq
+    config.model.max_seq_len = max(seq, config.model.max_seq_len)
+    config.train.batch_size = batch
+    rt, state, _ = build(config, seq, VOCAB)
+    windows = random_windows(rt, batch, seq, VOCAB)
+    holder = [state]
+
+    def one_step():
+        holder[0], metrics, _ = rt.train_step(holder[0], windows)
+        jax.block_until_ready(metrics)
+
+    one_step()  # compile
+    return median_seconds(one_step, repeats)
+
+
+def scaled(size: str, optimizer: str = "adamw"):
+    config = soap_scaled.get_config(size) if optimizer == "soap_scaled" else base.get_config(size)
+    config.model.scan_layers = True
+    config.data.tokenizer, config.data.vocab_size = "bpe", VOCAB
+    return config
+
+
+def mfu_row(size, batch, seq, seconds, peak, matmul) -> dict:
+    cfg = ModelConfig.for_run(scaled(size), VOCAB)
+    flops = flops_per_token(cfg, seq) * batch * seq / seconds
+    return {"bench": "mfu", "size": size, "batch": batch, "seq_len": seq, "step_s": seconds,
+            "tokens_per_s": batch * seq / seconds, "model_flops_per_s": flops,
+            "mfu": flops / peak if peak else None, "fraction_of_matmul": flops / matmul,
+            "dtype": cfg.dtype, "attention": cfg.attention}
+
+
+def loss_row(steps: int = 20) -> dict:
+    """First `steps` losses on this device (its auto policy) and on the host CPU (float32), from
+    the same initialisation and batches."""
+    def losses(devices):
+        config = base.get_config("d256_l4")
+        config.train.batch_size, config.data.seq_len = 16, 256
+        config.mesh.update(dict(data=1))
+        rt, state, _ = build(config, 256, 8192, devices[:1])
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(steps):
+            windows = rng.integers(0, 8192, (16, 257)).astype(np.int32)
+            state, metrics, _ = rt.train_step(state, jax.device_put(windows, rt.sharder.batch))
+            out.append(float(metrics["train/loss"]))
+        return out, ModelConfig.for_run(config, 8192, backend=devices[0].platform)
+
+    accelerator, cfg = losses(jax.devices())
+    cpu, _ = losses(jax.devices("cpu"))
+    diffs = np.abs(np.array(accelerator) - np.array(cpu))
+    return {"bench": "losses", "steps": steps, "accelerator_dtype": cfg.dtype,
+            "accelerator_attention": cfg.attention, "accelerator": accelerator,
+            "cpu_float32": cpu, "max_abs_difference": float(diffs.max()),
+            "max_relative_difference": float((diffs / np.array(cpu)).max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    device = jax.devices()[0]
+    chip = chip_of(device.device_kind)
+    machine = {"device": device.device_kind, "backend": jax.default_backend(),
+               "jax": jax.__version__, "peak_bf16_flops_per_s": chip.bf16_flops_per_s
+               if chip else None}
+    sink = open(args.out, "a") if args.out else None
+
+    def emit(row):
+        line = json.dumps({**row, **machine})
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+            sink.flush()
+
+    emit(loss_row())
+    matmul = matmul_row(repeats)
+    emit(matmul)
+    peak = chip.bf16_flops_per_s if chip else None
+    runs = [("d768_l12", 16 if args.quick else 32, 2048),
+            ("d2048_l20", 8 if args.quick else 16, 2048)]
+    adamw = None
+    for size, batch, seq in runs:
+        adamw = step_seconds(scaled(size), batch, seq, repeats)
+        emit(mfu_row(size, batch, seq, adamw, peak, matmul["flops_per_s"]))
+    size, batch, seq = runs[-1]
+    seconds = step_seconds(scaled(size, "soap_scaled"), batch, seq, repeats)
+    emit({"bench": "optimizer", "size": size, "optimizer": "soap (configs/soap_scaled.py)",
+          "step_s": seconds, "over_adamw": seconds / adamw})
+    mx = scaled(size)
+    mx.precision = mx_presets.get_config("e4m3/e4m3").precision
+    mx.precision.activation_dtype = "auto"
+    seconds = step_seconds(mx, batch, seq, repeats)
+    emit({"bench": "mx", "size": size, "preset": "e4m3/e4m3", "step_s": seconds,
+          "over_bf16": seconds / adamw})
+
+
+if __name__ == "__main__":
+    main()

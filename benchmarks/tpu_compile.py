@@ -1,0 +1,59 @@
+"""The 1B model's train step compiled for TPU v5p slices under each setting that moves its
+memory or speed (attention kernel, compute dtype, remat, scanned layers): lm.compile's record per
+setting, as JSON lines. Needs the tpu extra (libtpu), no TPU.
+
+    python -m benchmarks.tpu_compile [--topologies v5p:2x2x2,v5p:4x4x4] [--only splash_bf16]
+
+d2048_l20, 2048-token sequences, 4 per chip (32 on 8 chips, 256 on 64; 16 per chip in
+splash_bf16_batch4x), fsdp over all chips.
+"""
+import argparse
+import json
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from configs import base  # noqa: E402
+from lm.compile.program import compile_train_step, report, topology_devices  # noqa: E402
+
+SETTINGS = {  # name -> (model.attention, precision.activation_dtype, model.remat, scan_layers,
+    #                   sequences per chip)
+    "einsum_f32": ("einsum", "float32", "none", False, 4),
+    "einsum_bf16": ("einsum", "bfloat16", "none", False, 4),
+    "splash_bf16": ("splash", "bfloat16", "none", False, 4),
+    "splash_bf16_remat_full": ("splash", "bfloat16", "full", False, 4),
+    "splash_bf16_scan": ("splash", "bfloat16", "none", True, 4),
+    "splash_bf16_scan_remat_full": ("splash", "bfloat16", "full", True, 4),
+    "splash_bf16_batch4x": ("splash", "bfloat16", "none", False, 16),
+}
+
+
+def one_b(topology_chips: int, attention: str, dtype: str, remat: str, scan: bool,
+          per_chip: int):
+    c = base.get_config("d2048_l20")
+    c.model.update(dict(max_seq_len=2048, attention=attention, remat=remat, scan_layers=scan))
+    c.precision.activation_dtype = dtype
+    c.data.seq_len = 2048
+    c.train.batch_size = c.data.eval_batch_size = per_chip * topology_chips
+    c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+    return c
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topologies", default="v5p:2x2x2,v5p:4x4x4")
+    parser.add_argument("--only", default="", help="comma-separated names of SETTINGS")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(SETTINGS)
+    for topology in args.topologies.split(","):
+        devices = topology_devices(topology)
+        for name in names:
+            config = one_b(len(devices), *SETTINGS[name])
+            compiled, facts = compile_train_step(config, devices)
+            record = report(compiled, facts, config, devices)
+            print(json.dumps({"bench": "tpu_compile", "topology": topology, "setting": name,
+                              **record}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
