@@ -54,10 +54,7 @@ def compile_train_step(config, devices):
     sharder = sharding.from_config(config, devices)
     model_cfg = ModelConfig.for_run(config, planned_vocab_size(config), backend=backend)
     optimizer = runtime.build_optimizer(config)
-    rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
-                       seq_len=config.data.seq_len, microbatches=config.train.microbatches,
-                       z_loss=config.model.z_loss,
-                       loss_chunk=runtime.loss_chunk(config, model_cfg))
+    rt = runtime.build_for_run(config, model_cfg, optimizer.tx, sharder)
     batch = jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len + 1), jnp.int32,
                                  sharding=sharder.batch)
     facts = {"mesh": sharder.describe(), "model_cfg": model_cfg}

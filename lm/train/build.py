@@ -51,10 +51,7 @@ def build(config, workdir: str) -> Run:
                           f"or a padded size >= {data.vocab_size}")
     model_cfg = ModelConfig.for_run(config, data.vocab_size)
     run_files.check_model(workdir, model_cfg)
-    rt = runtime.build(model_cfg, optimizer.tx, sharder, seed=config.train.seed,
-                       seq_len=config.data.seq_len, microbatches=config.train.microbatches,
-                       z_loss=config.model.z_loss,
-                       loss_chunk=runtime.loss_chunk(config, model_cfg))
+    rt = runtime.build_for_run(config, model_cfg, optimizer.tx, sharder)
     run = Run(config, workdir, data, model_cfg, model_info(model_cfg, config.data.seq_len),
               optimizer, rt, primary=jax.process_index() == 0)
     counted = count_pytree_params(rt.abstract_state.params)

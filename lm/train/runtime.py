@@ -61,6 +61,14 @@ def loss_chunk(config, model_cfg: ModelConfig) -> int:
     return chunk
 
 
+def build_for_run(config, model_cfg: ModelConfig, tx, sharder: sharding.Sharder) -> Runtime:
+    """`build` with the seed, sequence length, microbatches and loss settings of run config
+    `config`: the runtime lm.train trains with and lm.compile compiles."""
+    return build(model_cfg, tx, sharder, seed=config.train.seed, seq_len=config.data.seq_len,
+                 microbatches=config.train.microbatches, z_loss=config.model.z_loss,
+                 loss_chunk=loss_chunk(config, model_cfg))
+
+
 def build(model_cfg: ModelConfig, tx, sharder: sharding.Sharder, *, seed: int, seq_len: int,
           microbatches: int = 1, z_loss: float = 0.0, loss_chunk: int = 0) -> Runtime:
     """Checks that the mesh divides the model (ConfigError otherwise; nothing is compiled
