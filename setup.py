@@ -31,13 +31,21 @@ setuptools.setup(
         "scipy>=1.11",
         "matplotlib>=3.8",
         "threadpoolctl>=3.1",
+        # fsspec: run files at a URL workdir and source files at any URL (gs:// with gcsfs);
+        # pyarrow: parquet sources; zstandard: .jsonl.zst; psutil: benchmarks.data_pipeline
+        "fsspec>=2023.1",
+        "pyarrow>=14",
+        "zstandard>=0.21",
+        "psutil>=5.9",
     ],
     extras_require={
         "ray": ["ray>=2.9"],  # python -m lm.sweep --executor=ray
+        "hf": ["datasets>=2.14"],  # hf: sources (Hugging Face datasets)
+        "gcs": ["gcsfs"],  # gs:// sources and workdirs (TensorStore reads gs:// data itself)
         # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
         # machine (on a CPU-only one, keep JAX_PLATFORMS=cpu for everything else)
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "datasets>=2.14"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },
 )

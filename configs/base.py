@@ -6,7 +6,6 @@ line: `--config.optimizer.lr=1e-3`.
 """
 import ml_collections
 
-import optim
 from configs import ladder
 
 
@@ -14,12 +13,25 @@ def data_defaults() -> ml_collections.ConfigDict:
     """The data section (also the defaults of `python -m data.prepare`)."""
     return ml_collections.ConfigDict(dict(
         root="",               # "": $OPTISCALE_DATA_DIR, else ~/.cache/optiscale
-        corpus="en_docs",      # training corpus (python -m data.fetch lists them)
-        eval_corpora=("en_docs", "code_py"),  # one validation set per corpus
-        tokenizer="byte",      # byte (UTF-8 bytes + EOS) | bpe (trained offline with `tokenizers`)
+        # A source is a registered corpus (python -m data.fetch lists them), a name from
+        # data.sources, or jsonl:PATTERN | parquet:PATTERN | text:PATTERN | hf:NAME[:CONFIG[:SPLIT]]
+        # (data/sources.py; PATTERN: a glob, local or gs://)
+        corpus="en_docs",      # training source (when data.mixture is empty)
+        # Weighted mixture of training sources, {source: weight} (weights > 0, normalised):
+        # each sequence of a batch comes from source i with probability w_i / sum(w).
+        # Replaces data.corpus when set. Command line: --config.data.mixture='{"a": 0.7, ...}'
+        mixture=ml_collections.FieldReference({}, field_type=object),
+        # Names for sources, {name: source}, usable wherever a source is: e.g.
+        # {"fineweb_edu": "hf:HuggingFaceFW/fineweb-edu:sample-10BT"}
+        sources=ml_collections.FieldReference({}, field_type=object),
+        text_field="text",     # the JSON field / parquet or dataset column holding documents
+        eval_corpora=("en_docs", "code_py"),  # one validation set per source
+        tokenizer="byte",      # byte (UTF-8 bytes + EOS) | bpe (trained offline with
+                               # `tokenizers`) | hf:PATH (a tokenizer.json or its directory)
         vocab_size=8192,       # bpe only
         tokenizer_corpora=("en_docs", "code_py"),  # bpe only: what the tokenizer is trained on
         val_fraction=0.02,     # fraction of documents held out for validation
+        workers=0,             # processes that tokenize a source on first use; 0: all cores
         seq_len=256,
         eval_batches=8,        # fixed validation windows: eval_batches x eval_batch_size
         eval_batch_size=32,
@@ -27,6 +39,8 @@ def data_defaults() -> ml_collections.ConfigDict:
 
 
 def get_config(size: str = "") -> ml_collections.ConfigDict:
+    import optim  # here, not at the top: data.prepare's workers read data_defaults without JAX
+
     c = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict(dict(

@@ -1,10 +1,11 @@
-"""All-or-nothing publication of build outputs (corpora, tokenizers, prepared arrays).
+"""All-or-nothing publication of local build outputs (fetched corpora, run files) and locks.
 
 A build writes into a fresh temporary sibling of its destination, which is renamed into place
 only when the build returned, so a reader never sees a half-written directory. A lock file
 (`.NAME.lock`, empty, left in place) serialises builders of the same destination; the
 temporaries (`.NAME.tmp-PID`) of builds that were killed are removed by the next builder, which
-is safe because it holds the lock.
+is safe because it holds the lock. (Prepared arrays and tokenizers go through TensorStore
+kvstores, local or remote: `data.prepare` marks completion with a file written last.)
 """
 import contextlib
 import fcntl
@@ -15,7 +16,8 @@ from typing import Callable
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path):
+def locked(lock_path: Path):
+    """Holds an exclusive lock on `lock_path` (created empty if missing) while in the block."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -34,7 +36,7 @@ def build_once(final: Path, build: Callable[[Path], None], marker: str) -> Path:
     final = Path(final)
     if (final / marker).exists():
         return final
-    with _locked(final.parent / f".{final.name}.lock"):
+    with locked(final.parent / f".{final.name}.lock"):
         if (final / marker).exists():  # another process built it while we waited
             return final
         for stale in final.parent.glob(f".{final.name}.tmp-*"):

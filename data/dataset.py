@@ -24,6 +24,12 @@ def default_root() -> str:
     return os.environ.get("OPTISCALE_DATA_DIR") or os.path.expanduser("~/.cache/optiscale")
 
 
+def local_root(root) -> str:
+    """Where registered corpora are fetched for `root`: `root` itself, or the local default
+    (~/.cache/optiscale) when `root` is a bucket."""
+    return str(root) if store.is_local(root) else os.path.expanduser("~/.cache/optiscale")
+
+
 def prepared_path(root, tokenizer_id: str, corpus: str) -> str:
     return store.join(root, "prepared", tokenizer_id, corpus)
 
@@ -69,8 +75,10 @@ def prepare_command(root, corpus: str, tokenizer_id: str) -> str:
     return f"python -m data.prepare --corpus {corpus} --tokenizer {tok} --root {root}"
 
 
-def open_prepared(root, corpus: str, tokenizer_id: str) -> PreparedCorpus:
-    """The prepared train and validation splits of `corpus`; FileNotFoundError if not prepared."""
+def open_prepared(root, corpus: str, tokenizer_id: str, read: bool = True) -> PreparedCorpus:
+    """The prepared train and validation splits of `corpus`; FileNotFoundError if not prepared.
+
+    With `read`, splits under IN_MEMORY_LIMIT are read into memory (and checked whole) now."""
     path = prepared_path(root, tokenizer_id, corpus)
     meta = store.read_json(store.join(path, "meta.json"))
     if meta is None:
@@ -83,9 +91,17 @@ def open_prepared(root, corpus: str, tokenizer_id: str) -> PreparedCorpus:
     splits = {}
     for name in SPLITS:
         info = meta["splits"][name]
-        tokens = store.open_tokens(store.join(path, f"{name}.zarr"))
-        if info["num_tokens"] * tokens.dtype.numpy_dtype.itemsize < IN_MEMORY_LIMIT:
-            tokens = tokens.read().result()
+        array_path = store.join(path, f"{name}.zarr")
+        try:  # arrays prepared before data.store's zarr3 layout are zarr v2
+            tokens = store.open_tokens(array_path, meta.get("array_driver", "zarr"))
+            if tokens.shape != (info["num_tokens"],):
+                raise ValueError(f"shape {tokens.shape}, but meta.json says "
+                                 f"{info['num_tokens']} tokens")
+            if read and info["num_tokens"] * tokens.dtype.numpy_dtype.itemsize < IN_MEMORY_LIMIT:
+                tokens = tokens.read().result()
+        except ValueError as err:  # TensorStore's errors for damaged metadata or chunks
+            raise ValueError(f"prepared array {array_path} is damaged ({err}); delete {path} "
+                             "and prepare it again") from err
         splits[name] = Split(corpus, name, tokens, info["num_docs"], info["num_tokens"],
                              info["num_bytes"])
     return PreparedCorpus(corpus, tokenizer_id, path, meta["vocab_size"], meta["eos_id"],

@@ -1,39 +1,59 @@
-"""Tokenizes a corpus into train/validation token arrays.
+"""Tokenizes a source into train/validation token arrays: streaming, in parallel, resumable.
 
-    python -m data.prepare --corpus NAME --tokenizer byte|bpe [--vocab_size 8192]
+    python -m data.prepare --corpus SOURCE [--tokenizer byte|bpe|hf:PATH] [--vocab_size 8192]
         [--tokenizer_corpora en_docs,code_py] [--root DIR] [--val_fraction 0.02]
+        [--text_field text] [--workers N] [--shard_mb 64]
 
-From code, `ensure_prepared(root, corpus, ...)` fetches the corpus, trains the BPE tokenizer and
-prepares the arrays on first use, then opens them (`data.dataset.PreparedCorpus`).
+SOURCE is a registered corpus or anything else `data.sources` reads (jsonl:, parquet:, text:,
+hf:). From code, `ensure_prepared(root, source, ...)` fetches a registered corpus, trains or
+imports the tokenizer and prepares the arrays on first use, then opens them
+(`data.dataset.PreparedCorpus`).
 
-Documents are split by content hash (`data.split`). Each split is its documents' tokens, each
-followed by EOS, stored as a 1-D zarr array (uint16 when the vocabulary fits, else uint32) in
-`ROOT/prepared/<tokenizer_id>/<corpus>/`, next to meta.json (counts of documents, tokens and
-bytes per split, corpus sha256, tokenizer, vocabulary, EOS id, dtype). The directory is built
-aside and renamed into place with meta.json inside (`data.atomic`), so a run never reads a partial
-preparation. Preparing twice gives byte-identical arrays.
+Output, in `ROOT/prepared/<tokenizer_id>/<name>/` (`<name>-<fingerprint>` for a source that is
+not registered, so that changed input files are prepared afresh, never mixed with old ones):
+train.zarr and val.zarr, each its split's documents' tokens, each document followed by EOS
+(uint16 when the vocabulary fits, else uint32; layout in `data.store`), and meta.json (counts
+of documents, tokens and bytes per split, the source's fingerprint, tokenizer, vocabulary, EOS
+id, dtype). ROOT may be local, gs://bucket/dir or memory://dir (tests).
 
-A BPE tokenizer is trained on the train splits of `tokenizer_corpora` (split with the same
-`val_fraction`, so it never sees their validation documents) and saved under
-`ROOT/tokenizers/<id>/`, with `recipes/<key>.json` recording what it was trained on so that a
-later call finds it without the corpora.
+How: the source is cut into shards (`data.sources.plan`; `work/plan.json` records the plan).
+Worker processes each tokenize one shard at a time, splitting it by document content hash
+(`data.split`), and write its tokens in parts under `work/NNNNN/`, then `done.json` last. The
+shards' parts are then copied in order into the two arrays, one array shard at a time, and
+meta.json is written: it marks a complete preparation, and only then does a run read it. So
+memory does not grow with the corpus; the arrays depend on the documents only (not on the
+number of workers or the shard size); and a killed preparation, started again, redoes only the
+shards without done.json. On a local ROOT a lock file serialises processes preparing the same
+directory (a sweep's runs start together); on a bucket, prepare once before launching many.
+
+A BPE tokenizer is trained on the train splits of `tokenizer_corpora` (registered corpora,
+split with the same `val_fraction`, so it never sees their validation documents) and saved
+under `ROOT/tokenizers/<id>/`, with `recipes/<key>.json` recording what it was trained on so
+that a later call finds it without the corpora.
 """
 import argparse
+import concurrent.futures
+import dataclasses
+import functools
 import hashlib
 import json
+import multiprocessing
+import os
+import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import tqdm
 
 from configs.base import data_defaults
-from data import atomic, corpora, dataset, documents, fetch, split, store
+from data import atomic, corpora, dataset, documents, fetch, sources, split, store
 from data.tokenizer import (
     ByteTokenizer,
     Tokenizer,
     bpe_id,
+    import_hf_tokenizer,
     load_tokenizer,
     tokenizer_dir,
     train_bpe,
@@ -41,10 +61,16 @@ from data.tokenizer import (
 
 DEFAULTS = data_defaults()  # vocabulary size, validation fraction, tokenizer corpora
 DOCS_PER_BATCH = 256
+SHARD_BYTES = 16 << 20  # input bytes per shard
+PART_TOKENS = 1 << 22  # tokens a worker holds before it writes them out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
 
 
 def _split_texts(root, corpus: str, val_fraction: float) -> tuple[list[str], list[bool]]:
-    """The documents of `corpus` (fetched on first use) and their validation flags."""
+    """The documents of registered `corpus` (fetched on first use) and their validation flags."""
     docs_path, manifest = fetch.ensure_fetched(root, corpus)
     if manifest["num_docs"] < 2:
         fix = ("restore it from git or rebuild it with `python -m data.samples`"
@@ -70,108 +96,378 @@ def _bpe_batches(root, tokenizer_corpora, val_fraction: float) -> Iterator[list[
 def ensure_tokenizer(root, kind: str, *, vocab_size: int = DEFAULTS.vocab_size,
                      tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
                      val_fraction: float = DEFAULTS.val_fraction) -> Tokenizer:
-    """The `byte` tokenizer, or the `bpe` one for these settings, trained on first use."""
+    """The `byte` tokenizer, the `bpe` one for these settings (trained on first use), or the
+    Hugging Face tokenizer `hf:PATH` (imported under `root` on first use)."""
     if kind == "byte":
         return ByteTokenizer()
+    if kind.startswith("hf:"):
+        return import_hf_tokenizer(root, kind[len("hf:"):])
     if kind != "bpe":
-        raise ValueError(f"unknown tokenizer {kind!r}; use 'byte' or 'bpe'")
+        raise ValueError(f"unknown tokenizer {kind!r}; use byte, bpe or hf:PATH (a "
+                         "tokenizer.json, or a directory holding one)")
     for corpus in tokenizer_corpora:
-        corpora.get(corpus)
+        if corpus not in corpora.CORPORA:
+            raise ValueError(f"data.tokenizer_corpora: {corpus!r} is not a registered corpus; the "
+                             "bpe tokenizer trains on registered corpora only. For your own "
+                             "corpus, train a tokenizer with the `tokenizers` library and pass "
+                             "data.tokenizer=hf:PATH/tokenizer.json")
     recipe = dict(vocab_size=vocab_size, corpora=list(tokenizer_corpora), val_fraction=val_fraction)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    found = sorted(Path(root, "tokenizers").glob(f"bpe{vocab_size}-*/recipes/{key}.json"))
+    found = sorted(k for k in store.list_keys(store.join(root, "tokenizers"))
+                   if re.fullmatch(rf"bpe{vocab_size}-[0-9a-f]+/recipes/{key}\.json", k))
     if found:
-        return load_tokenizer(root, found[0].parent.parent.name)
-    tokenizer_json = train_bpe(_bpe_batches(root, tokenizer_corpora, val_fraction), vocab_size)
+        return load_tokenizer(root, found[0].split("/")[0])
+    fetch_root = dataset.local_root(root)
+    tokenizer_json = train_bpe(_bpe_batches(fetch_root, tokenizer_corpora, val_fraction),
+                               vocab_size)
     tokenizer_id = bpe_id(vocab_size, tokenizer_json)
     path = tokenizer_dir(root, tokenizer_id)
-    atomic.build_once(path, lambda tmp: (tmp / "tokenizer.json").write_text(tokenizer_json),
-                      "tokenizer.json")
-    manifests = {c: fetch.local_manifest(root, c)["sha256"] for c in tokenizer_corpora}
-    record = dict(recipe, corpus_sha256=manifests)
-    atomic.write_file(path / "recipes" / f"{key}.json", json.dumps(record, indent=1).encode())
+    store.write_bytes(store.join(path, "tokenizer.json"), tokenizer_json.encode())
+    manifests = {c: fetch.local_manifest(fetch_root, c)["sha256"] for c in tokenizer_corpora}
+    store.write_json(store.join(path, "recipes", f"{key}.json"),
+                     dict(recipe, corpus_sha256=manifests))
     return load_tokenizer(root, tokenizer_id)
 
 
-def _prepare_into(out: Path, root, corpus: str, tok: Tokenizer, val_fraction: float) -> None:
-    texts, is_val = _split_texts(root, corpus, val_fraction)
-    dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32)
-    parts = {name: [] for name in dataset.SPLITS}
-    counts = {name: dict(num_docs=0, num_tokens=0, num_bytes=0) for name in dataset.SPLITS}
-    num_bytes = [len(t.encode()) for t in texts]
-    with tqdm.tqdm(total=sum(num_bytes), unit="B", unit_scale=True,
-                   desc=f"prepare {corpus} ({tok.name})") as bar:
-        for i in range(0, len(texts), DOCS_PER_BATCH):
-            batch = slice(i, i + DOCS_PER_BATCH)
-            for ids, val, size in zip(tok.encode_batch(texts[batch]), is_val[batch],
-                                      num_bytes[batch]):
-                name = "val" if val else "train"
-                parts[name].append(np.asarray(ids + [tok.eos_id], dtype))
-                counts[name]["num_docs"] += 1
-                counts[name]["num_tokens"] += len(ids) + 1
-                counts[name]["num_bytes"] += size + 1  # the EOS counts as one byte
-                bar.update(size)
+# ---------------------------------------------------------------------------------------------
+# One shard (runs in a worker process)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    index: int
+    source: sources.Source
+    shard: sources.Shard
+    work: str  # this shard's directory
+    root: str  # where the tokenizer is stored
+    tokenizer: str  # its id
+    dtype: str
+    val_threshold: int
+
+
+class _SplitParts:
+    """One split's tokens of one shard, written out in parts of about PART_TOKENS."""
+
+    def __init__(self, directory: str, name: str):
+        self.directory, self.name = directory, name
+        self.pending: list[np.ndarray] = []
+        self.pending_size = 0
+        self.parts: list[int] = []  # tokens per part
+        self.num_docs = self.num_tokens = self.num_bytes = 0
+
+    def add(self, pieces: list[np.ndarray], num_bytes: int) -> None:
+        """Adds one document, given as consecutive pieces of tokens."""
+        size = sum(len(p) for p in pieces)
+        self.pending += pieces
+        self.pending_size += size
+        self.num_docs += 1
+        self.num_tokens += size
+        self.num_bytes += num_bytes
+        if self.pending_size >= PART_TOKENS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            tokens = np.concatenate(self.pending)
+            store.write_bytes(_part_path(self.directory, self.name, len(self.parts)),
+                              tokens.tobytes())
+            self.parts.append(len(tokens))
+            self.pending, self.pending_size = [], 0
+
+    def record(self) -> dict:
+        return dict(num_docs=self.num_docs, num_tokens=self.num_tokens, num_bytes=self.num_bytes,
+                    parts=self.parts)
+
+
+def _part_path(directory: str, name: str, index: int) -> str:
+    return store.join(directory, f"{name}-{index:05d}.bin")
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_tokenizer(root: str, tokenizer_id: str) -> Tokenizer:
+    return load_tokenizer(root, tokenizer_id)
+
+
+def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _prepare_shard(job: _Job) -> dict:
+    """Tokenizes one shard into `job.work`; returns (and writes, last, as done.json) its record:
+    per split the counts and part sizes, plus the two documents nearest the split threshold on
+    either side, which the concatenation may move (`data.split`)."""
+    tok = _worker_tokenizer(job.root, job.tokenizer)
+    dtype = np.dtype(job.dtype).newbyteorder("<")
+    eos = np.asarray([tok.eos_id], dtype)
+    parts = {name: _SplitParts(job.work, name) for name in dataset.SPLITS}
+    nearest = {}  # "train": its document with the smallest order key; "val": the largest
+    for texts in _batches(sources.documents(job.source, job.shard), DOCS_PER_BATCH):
+        for text, ids in zip(texts, tok.encode_arrays(texts, dtype)):
+            key = split.document_key(text)
+            name = "val" if split.is_validation(key, job.val_threshold) else "train"
+            order = [key % split.RESOLUTION, f"{key:064x}"]
+            doc = dict(order=order, start=parts[name].num_tokens, num_tokens=len(ids) + 1,
+                       num_bytes=len(text.encode()) + 1)  # the EOS counts as one byte
+            best = nearest.get(name)
+            if best is None or (order < best["order"] if name == "train" else
+                                order > best["order"]):
+                nearest[name] = doc
+            parts[name].add([ids, eos], doc["num_bytes"])
+    for p in parts.values():
+        p.flush()
+    record = dict(index=job.index, splits={n: p.record() for n, p in parts.items()},
+                  nearest=nearest)
+    store.write_json(store.join(job.work, "done.json"), record)
+    return record
+
+
+def _init_worker() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+
+
+def _run_jobs(jobs: list[_Job], workers: int, desc: str) -> Iterator[dict]:
+    """Each job's record as it finishes (in-process for one worker), with a progress bar."""
+    bar = tqdm.tqdm(total=len(jobs), unit="shard", desc=desc)
+    start, docs, num_bytes = time.time(), 0, 0
+
+    def finished(record: dict) -> dict:
+        nonlocal docs, num_bytes
+        docs += sum(s["num_docs"] for s in record["splits"].values())
+        num_bytes += sum(s["num_bytes"] for s in record["splits"].values())
+        elapsed = max(time.time() - start, 1e-9)
+        bar.set_postfix_str(f"{num_bytes / elapsed / 1e6:.1f} MB/s, {docs / elapsed:.0f} doc/s")
+        bar.update(1)
+        return record
+
+    try:
+        if workers == 1:
+            for job in jobs:
+                yield finished(_prepare_shard(job))
+            return
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                    initializer=_init_worker) as pool:
+            futures = [pool.submit(_prepare_shard, job) for job in jobs]
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    yield finished(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole source
+
+
+def _shard_tokens(work: str, record: dict, name: str, dtype) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, tokens) of each part of one shard's `name` split, in order."""
+    directory = store.join(work, f"{record['index']:05d}")
+    offset = 0
+    for i, size in enumerate(record["splits"][name]["parts"]):
+        data = store.read_bytes(_part_path(directory, name, i))
+        if data is None or len(data) != size * dtype.itemsize:
+            store.delete_tree(directory)  # the rerun prepares this shard again
+            raise RuntimeError(f"prepared shard {directory} is damaged (part {i} of {name} is "
+                               "missing or short); run the preparation again: it redoes that "
+                               "shard")
+        yield offset, np.frombuffer(data, dtype)
+        offset += size
+
+
+def _moved_document(records: list[dict], source: sources.Source) -> Optional[tuple[str, dict]]:
+    """(split it leaves, document) when the hash rule leaves a split empty (`data.split`)."""
+    docs = {n: sum(r["splits"][n]["num_docs"] for r in records) for n in dataset.SPLITS}
+    if docs["train"] + docs["val"] < 2:
+        raise sources.SourceError(f"{source.spec} has {docs['train'] + docs['val']} document(s), "
+                                  "but a train/validation split needs at least 2; add documents")
+    if docs["val"] and docs["train"]:
+        return None
+    leaves = "val" if not docs["train"] else "train"
+    pick = min if leaves == "train" else max
+    record = pick((r for r in records if leaves in r["nearest"]),
+                  key=lambda r: r["nearest"][leaves]["order"])
+    return leaves, dict(record["nearest"][leaves], index=record["index"])
+
+
+def _concatenate(path: str, work: str, records: list[dict], dtype, moved) -> dict:
+    """Writes train.zarr and val.zarr from the shards' parts; returns the split counts."""
+    counts = {n: {k: sum(r["splits"][n][k] for r in records)
+                  for k in ("num_docs", "num_tokens", "num_bytes")} for n in dataset.SPLITS}
+    if moved:
+        leaves, doc = moved
+        enters = "train" if leaves == "val" else "val"
+        for key, sign in ((leaves, -1), (enters, 1)):
+            counts[key]["num_docs"] += sign
+            counts[key]["num_tokens"] += sign * doc["num_tokens"]
+            counts[key]["num_bytes"] += sign * doc["num_bytes"]
     for name in dataset.SPLITS:
-        store.write_tokens(str(out / f"{name}.zarr"), np.concatenate(parts[name]))
-    meta = dict(corpus=corpus, corpus_sha256=fetch.local_manifest(root, corpus)["sha256"],
+        writer = store.TokenWriter(store.join(path, f"{name}.zarr"),
+                                   counts[name]["num_tokens"], dtype)
+        for record in records:
+            streams = [name]
+            if moved and moved[1]["index"] == record["index"] and name != moved[0]:
+                streams.append(moved[0])  # the moved document joins this (otherwise empty) split
+            for stream in streams:
+                for offset, tokens in _shard_tokens(work, record, stream, dtype):
+                    writer.append(_select(tokens, offset, moved, record, stream, name))
+        writer.close()
+    return counts
+
+
+def _select(tokens, offset: int, moved, record: dict, stream: str, name: str) -> np.ndarray:
+    """The tokens of one part of this shard's `stream` that go to split `name`: all of them,
+    unless the moved document lies in it (then all but it, or only it)."""
+    if moved is None or moved[1]["index"] != record["index"] or stream != moved[0]:
+        return tokens
+    lo = min(max(moved[1]["start"] - offset, 0), len(tokens))
+    hi = min(max(moved[1]["start"] + moved[1]["num_tokens"] - offset, 0), len(tokens))
+    if stream == name:  # the split it leaves: all but the document
+        return np.concatenate([tokens[:lo], tokens[hi:]])
+    return tokens[lo:hi]
+
+
+def _plan_record(source: sources.Source, fingerprint: dict, shards, tok: Tokenizer,
+                 val_fraction: float) -> dict:
+    return dict(source=source.spec, fingerprint=fingerprint["sha256"], tokenizer=tok.name,
+                val_fraction=val_fraction, shards=[dataclasses.asdict(s) for s in shards])
+
+
+def _prepare(path: str, source: sources.Source, fetch_root, root, tok: Tokenizer,
+             val_fraction: float, workers: int, shard_bytes: int) -> None:
+    fingerprint = sources.fingerprint(source, fetch_root)
+    shards = sources.plan(source, fetch_root, shard_bytes)
+    work = store.join(path, "work")
+    plan = _plan_record(source, fingerprint, shards, tok, val_fraction)
+    if store.read_json(store.join(work, "plan.json")) != plan:
+        store.delete_tree(work)  # another plan's shards (or none) are there
+        store.write_json(store.join(work, "plan.json"), plan)
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32).newbyteorder("<")
+    records = {}
+    for i in range(len(shards)):
+        record = store.read_json(store.join(work, f"{i:05d}", "done.json"))
+        if record is not None:
+            records[i] = record
+    if records:
+        print(f"{path}: {len(records)} of {len(shards)} shards were prepared before; "
+              "preparing the rest", flush=True)
+    jobs = [_Job(i, source, shard, store.join(work, f"{i:05d}"), str(root), tok.name,
+                 dtype.str, split.threshold(val_fraction))
+            for i, shard in enumerate(shards) if i not in records]
+    if any("memory://" in str(p) for p in (path, source.target)):
+        workers = 1  # a memory:// store exists in this process only
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    for record in _run_jobs(jobs, workers, f"prepare {source.name} ({tok.name})"):
+        records[record["index"]] = record
+    if sources.fingerprint(source, fetch_root)["sha256"] != fingerprint["sha256"]:
+        store.delete_tree(work)
+        raise sources.SourceError(f"{source.spec} changed while it was being prepared; prepare "
+                                  "it again once its files stay put")
+    ordered = [records[i] for i in range(len(shards))]
+    counts = _concatenate(path, work, ordered, dtype, _moved_document(ordered, source))
+    meta = dict(corpus=source.name, source=source.spec, fingerprint=fingerprint["sha256"],
                 tokenizer=tok.name, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
                 dtype=dtype.name, val_fraction=val_fraction, splits=counts,
+                array_driver=store.ZARR3, num_shards=len(shards),
                 num_bytes_note="UTF-8 bytes of the documents plus 1 per document for its EOS")
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if source.registered:
+        meta["corpus_sha256"] = fingerprint["corpus_sha256"]
+    store.write_json(store.join(path, "meta.json"), meta)
+    store.delete_tree(work)
 
 
-def _check_current(prepared: dataset.PreparedCorpus, root, val_fraction: float) -> None:
+def _check_current(prepared: dataset.PreparedCorpus, fetch_root, val_fraction: float) -> None:
     """Refuses prepared data made with another val_fraction or from another corpus version."""
     meta, path = prepared.meta, prepared.path
     if meta["val_fraction"] != val_fraction:
         raise ValueError(f"{path} was prepared with val_fraction={meta['val_fraction']}, not "
                          f"{val_fraction}: use that value, or delete {path} to prepare again")
-    manifest = fetch.local_manifest(root, prepared.corpus)
+    if "corpus_sha256" not in meta:
+        return  # a source that is not registered: its fingerprint is in the directory name
+    manifest = fetch.local_manifest(fetch_root, prepared.corpus)
     if manifest is not None and manifest["sha256"] != meta["corpus_sha256"]:
         raise ValueError(f"{path} was prepared from another version of corpus "
                          f"{prepared.corpus!r} (sha256 {meta['corpus_sha256'][:12]}, now "
                          f"{manifest['sha256'][:12]}): delete {path} to prepare again")
 
 
+def prepared_name(source: sources.Source, fetch_root) -> str:
+    """The source's directory under ROOT/prepared/<tokenizer_id>/."""
+    if source.registered:
+        return source.name
+    return f"{source.name}-{sources.fingerprint(source, fetch_root)['sha256'][:12]}"
+
+
 def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
                     vocab_size: int = DEFAULTS.vocab_size,
                     tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
-                    val_fraction: float = DEFAULTS.val_fraction) -> dataset.PreparedCorpus:
-    """The prepared splits of `corpus`, fetching, training and preparing whatever is missing.
-
-    `root` must be local; prepared data copied to gs:// is read with `dataset.open_prepared`.
-    """
-    corpora.get(corpus)  # an unknown name fails before any work
-    if str(root).startswith("gs://"):
-        raise ValueError(f"ensure_prepared writes local files; prepare under a local root, copy "
-                         f"ROOT/prepared/<tokenizer_id>/{corpus} to {root} and read it with "
-                         f"data.dataset.open_prepared")
+                    val_fraction: float = DEFAULTS.val_fraction, named_sources=None,
+                    text_field: str = DEFAULTS.text_field, workers: int = DEFAULTS.workers,
+                    shard_bytes: int = SHARD_BYTES, read: bool = True) -> dataset.PreparedCorpus:
+    """The prepared splits of source `corpus` (a registered corpus, a name in `named_sources`
+    or a source spec), fetching, tokenizer-training and preparing whatever is missing; `read`
+    as in `dataset.open_prepared`."""
+    source = sources.resolve(corpus, named_sources, text_field)
+    split.threshold(val_fraction)  # a bad value fails before any work
+    fetch_root = dataset.local_root(root)
     tok = ensure_tokenizer(root, tokenizer, vocab_size=vocab_size,
                            tokenizer_corpora=tokenizer_corpora, val_fraction=val_fraction)
-    path = Path(dataset.prepared_path(root, tok.name, corpus))
-    atomic.build_once(path, lambda out: _prepare_into(out, root, corpus, tok, val_fraction),
-                      "meta.json")
-    prepared = dataset.open_prepared(root, corpus, tok.name)
-    _check_current(prepared, root, val_fraction)
+    name = prepared_name(source, fetch_root)
+    path = dataset.prepared_path(root, tok.name, name)
+    if store.read_json(store.join(path, "meta.json")) is None:
+        def build():
+            if store.read_json(store.join(path, "meta.json")) is None:  # not built meanwhile
+                _prepare(path, source, fetch_root, root, tok, val_fraction, workers, shard_bytes)
+        if store.is_local(path):
+            with atomic.locked(Path(path).parent / f".{Path(path).name}.lock"):
+                build()
+        else:
+            build()
+    prepared = dataset.open_prepared(root, name, tok.name, read)
+    _check_current(prepared, fetch_root, val_fraction)
     return prepared
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", required=True, help="`python -m data.fetch` lists them")
-    parser.add_argument("--tokenizer", default=DEFAULTS.tokenizer, choices=("byte", "bpe"))
+    parser.add_argument("--corpus", required=True,
+                        help="a registered corpus (`python -m data.fetch` lists them) or a source: "
+                        "jsonl:PATTERN, parquet:PATTERN, text:PATTERN, hf:NAME[:CONFIG[:SPLIT]]")
+    parser.add_argument("--tokenizer", default=DEFAULTS.tokenizer,
+                        help="byte, bpe, or hf:PATH (a tokenizer.json or its directory)")
     parser.add_argument("--vocab_size", type=int, default=DEFAULTS.vocab_size, help="bpe only")
     parser.add_argument("--tokenizer_corpora", default=",".join(DEFAULTS.tokenizer_corpora),
                         help="bpe only: comma-separated corpora the tokenizer is trained on")
-    parser.add_argument("--root", help="data root (default: $OPTISCALE_DATA_DIR, else "
-                        "~/.cache/optiscale)")
+    parser.add_argument("--root", help="data root, local or gs:// (default: "
+                        "$OPTISCALE_DATA_DIR, else ~/.cache/optiscale)")
     parser.add_argument("--val_fraction", type=float, default=DEFAULTS.val_fraction)
+    parser.add_argument("--text_field", default=DEFAULTS.text_field,
+                        help="JSON field or column that holds the documents")
+    parser.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                        help="tokenizing processes (0: all cores)")
+    parser.add_argument("--shard_mb", type=float, default=SHARD_BYTES / 2 ** 20,
+                        help="input MiB per shard (the output does not depend on it)")
     args = parser.parse_args(argv)
     start = time.time()
-    prepared = ensure_prepared(args.root or dataset.default_root(), args.corpus,
-                               tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                               tokenizer_corpora=tuple(args.tokenizer_corpora.split(",")),
-                               val_fraction=args.val_fraction)
+    try:
+        prepared = ensure_prepared(args.root or dataset.default_root(), args.corpus,
+                                   tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                                   tokenizer_corpora=tuple(args.tokenizer_corpora.split(",")),
+                                   val_fraction=args.val_fraction, text_field=args.text_field,
+                                   workers=args.workers,
+                                   shard_bytes=max(1, int(args.shard_mb * 2 ** 20)), read=False)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
     print(f"{prepared.path} ({time.time() - start:.1f} s): tokenizer {prepared.tokenizer}, "
           f"vocab_size {prepared.vocab_size}")
     for s in (prepared.train, prepared.val):

@@ -1,22 +1,39 @@
-"""TensorStore I/O of prepared data: 1-D zarr token arrays and JSON files, local or on GCS.
+"""TensorStore I/O of prepared data: 1-D token arrays and small files, local, on GCS or in memory.
 
-A path `gs://bucket/dir` goes through TensorStore's `gcs` kvstore driver, any other path through
-the `file` driver. Arrays are zarr (v2) in chunks of 2^20 tokens, compressed with blosc-zstd and
-byte shuffle (token ids are small, so their high bytes compress to almost nothing).
+A path `gs://bucket/dir` goes through TensorStore's `gcs` kvstore driver, `memory://dir` through
+its `memory` driver (one store per process, which stands in for a bucket in tests), any other
+path through the `file` driver.
+
+Token arrays are zarr v3, sharded: a shard file holds SHARD tokens, split into independently
+compressed inner chunks of CHUNK tokens (blosc-zstd with byte shuffle: token ids are small, so
+their high bytes compress to almost nothing). A training window of a few thousand tokens decodes
+one or two 16 KB chunks, not a megabyte, and the number of files stays small (one per 8M
+tokens). Arrays are written shard by shard, so no shard is ever read back and rewritten.
+Arrays prepared before this layout (zarr v2, 2^20-token chunks) are still read.
 """
 import json
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import tensorstore as ts
 
-CHUNK = 1 << 20  # tokens per zarr chunk
-COMPRESSOR = {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1}
+SHARD = 1 << 23  # tokens per shard file
+CHUNK = 1 << 13  # tokens per compressed chunk inside a shard
+ZARR3 = "zarr3"
+# One context for every open: the memory kvstore lives in it, and its cache keeps shard indexes.
+CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 64 << 20}})
+# Writers share its memory kvstore but cache nothing: a cache holds written shards, so a writer's
+# memory would grow with the array.
+WRITE_CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 0}}, parent=CONTEXT)
 
 
 def join(path: str, *names: str) -> str:
     return "/".join([str(path).rstrip("/"), *names])
+
+
+def is_local(path) -> bool:
+    return "://" not in str(path)
 
 
 def kvstore_spec(path: str) -> dict:
@@ -24,27 +41,114 @@ def kvstore_spec(path: str) -> dict:
     if path.startswith("gs://"):
         bucket, _, key = path[len("gs://"):].partition("/")
         return {"driver": "gcs", "bucket": bucket, "path": key}
+    if path.startswith("memory://"):
+        return {"driver": "memory", "path": path[len("memory://"):]}
+    if not is_local(path):
+        raise ValueError(f"{path}: prepared data goes to a local path, gs://bucket/dir or "
+                         f"memory://dir (tests); {path.split('://')[0]}:// is not supported")
     return {"driver": "file", "path": os.path.abspath(path) + ("/" if path.endswith("/") else "")}
 
 
+def _array_spec(path: str, length: int, dtype: np.dtype) -> dict:
+    chunk_codecs = [{"name": "bytes", "configuration": {"endian": "little"}},
+                    {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 5,
+                                                        "shuffle": "shuffle",
+                                                        "typesize": dtype.itemsize}}]
+    index_codecs = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+    return {"driver": ZARR3, "kvstore": kvstore_spec(path),
+            "metadata": {"shape": [length], "data_type": dtype.name,
+                         "chunk_grid": {"name": "regular",
+                                        "configuration": {"chunk_shape": [SHARD]}},
+                         "codecs": [{"name": "sharding_indexed", "configuration": {
+                             "chunk_shape": [CHUNK], "codecs": chunk_codecs,
+                             "index_codecs": index_codecs}}]}}
+
+
+class TokenWriter:
+    """Writes a new 1-D token array of known `length` at `path` from pieces appended in order,
+    one whole shard at a time (memory: one shard). An array left there by a killed writer is
+    replaced."""
+
+    def __init__(self, path: str, length: int, dtype):
+        self.dtype = np.dtype(dtype)
+        self.length = length
+        self._array = ts.open(_array_spec(path, length, self.dtype), create=True,
+                              delete_existing=True, context=WRITE_CONTEXT).result()
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
+        self._written = 0
+
+    def append(self, tokens: np.ndarray) -> None:
+        self._pending.append(tokens.astype(self.dtype, copy=False))
+        self._pending_size += len(tokens)
+        if self._pending_size >= SHARD:
+            self._flush(whole_shards_only=True)
+
+    def close(self) -> None:
+        self._flush(whole_shards_only=False)
+        if self._written != self.length:
+            raise RuntimeError(f"token array got {self._written} tokens, expected {self.length}")
+
+    def _flush(self, whole_shards_only: bool) -> None:
+        tokens = np.concatenate(self._pending) if self._pending else np.zeros(0, self.dtype)
+        size = len(tokens) // SHARD * SHARD if whole_shards_only else len(tokens)
+        if self._written + size > self.length:
+            raise RuntimeError(f"token array got more than the {self.length} tokens expected")
+        if size:
+            self._array[self._written:self._written + size].write(tokens[:size]).result()
+        self._written += size
+        self._pending = [tokens[size:]]
+        self._pending_size = len(tokens) - size
+
+
 def write_tokens(path: str, tokens: np.ndarray) -> None:
-    """Writes the 1-D array `tokens` as a new zarr array at `path` (which must not exist)."""
-    store = ts.open({"driver": "zarr", "kvstore": kvstore_spec(path),
-                     "metadata": {"shape": [len(tokens)], "chunks": [CHUNK],
-                                  "dtype": tokens.dtype.str, "compressor": COMPRESSOR}},
-                    create=True).result()
-    slab = 16 * CHUNK
-    for start in range(0, len(tokens), slab):
-        stop = min(start + slab, len(tokens))
-        store[start:stop].write(tokens[start:stop]).result()
+    """Writes the 1-D array `tokens` as a new token array at `path`."""
+    writer = TokenWriter(path, len(tokens), tokens.dtype)
+    writer.append(tokens)
+    writer.close()
 
 
-def open_tokens(path: str) -> ts.TensorStore:
-    return ts.open({"driver": "zarr", "kvstore": kvstore_spec(path)}, open=True).result()
+def open_tokens(path: str, driver: str = ZARR3) -> ts.TensorStore:
+    return ts.open({"driver": driver, "kvstore": kvstore_spec(path)}, open=True,
+                   context=CONTEXT).result()
+
+
+def _kvstore(directory: str) -> ts.KvStore:
+    return ts.KvStore.open(kvstore_spec(str(directory).rstrip("/") + "/"),
+                           context=CONTEXT).result()
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+    """The bytes stored at `path`, or None if there is none."""
+    parent, _, name = str(path).rstrip("/").rpartition("/")
+    result = _kvstore(parent).read(name).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Stores `data` at `path` whole or not at all (the kvstore drivers write atomically)."""
+    parent, _, name = str(path).rstrip("/").rpartition("/")
+    if is_local(path):
+        os.makedirs(parent, exist_ok=True)
+    _kvstore(parent).write(name, data).result()
 
 
 def read_json(path: str) -> Optional[dict]:
     """The JSON object stored at `path`, or None if there is none."""
-    parent, _, name = str(path).rstrip("/").rpartition("/")
-    result = ts.KvStore.open(kvstore_spec(parent + "/")).result().read(name).result()
-    return json.loads(result.value) if result.state == "value" else None
+    data = read_bytes(path)
+    return None if data is None else json.loads(data)
+
+
+def write_json(path: str, obj) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def list_keys(directory: str) -> Iterator[str]:
+    """The keys (relative paths) of every file under `directory`."""
+    for key in _kvstore(directory).list().result():
+        yield key.decode()
+
+
+def delete_tree(directory: str) -> None:
+    """Deletes every file under `directory`."""
+    _kvstore(directory).delete_range(ts.KvStore.KeyRange()).result()

@@ -1,4 +1,5 @@
-"""Two tokenizers behind one small interface: `byte` and `bpe`.
+"""Tokenizers behind one small interface: `byte`, the project's `bpe`, and any Hugging Face
+`tokenizers` tokenizer (`hf:PATH`).
 
 Both have `name` (the tokenizer id used in prepared-data paths), `vocab_size`, `eos_id`,
 `encode_batch(texts) -> list[list[int]]` and `decode(ids) -> str`, and both round-trip any text
@@ -9,15 +10,26 @@ ordinary text, never as EOS.
 - bpe: Hugging Face `tokenizers` byte-level BPE, trained offline (`train_bpe`); its id is
   `bpe<V>-<first 10 hex digits of sha256(tokenizer.json)>`, and it lives at
   `ROOT/tokenizers/<id>/tokenizer.json`.
+- hf:PATH: a `tokenizer.json` (or a directory holding one, e.g. a model's tokenizer files),
+  copied on first use to `ROOT/tokenizers/hf-<10 hex digits of its sha256>/` with the name of
+  its end-of-document token: the directory's tokenizer_config.json `eos_token`, else the first
+  of EOS_CANDIDATES in its vocabulary. Its own special tokens (BOS, ...) are not added:
+  documents are separated by EOS only, as for the other tokenizers.
 """
 import hashlib
-from pathlib import Path
+import json
+import os
 from typing import Iterable, Protocol, Sequence
 
+import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from data import store
+
 EOS_TEXT = "<|endoftext|>"
+EOS_CANDIDATES = (EOS_TEXT, "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "<|im_end|>")
+HF_META = "optiscale.json"  # beside an imported tokenizer.json: {"eos_token": ..., "source": ...}
 
 
 class Tokenizer(Protocol):
@@ -26,6 +38,9 @@ class Tokenizer(Protocol):
     eos_id: int
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def encode_arrays(self, texts: list[str], dtype) -> list[np.ndarray]:
+        """`encode_batch` as arrays of `dtype` (what data preparation stores)."""
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
@@ -37,6 +52,9 @@ class ByteTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(t.encode("utf-8")) for t in texts]
+
+    def encode_arrays(self, texts: list[str], dtype) -> list[np.ndarray]:
+        return [np.frombuffer(t.encode("utf-8"), np.uint8).astype(dtype) for t in texts]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Invalid UTF-8 (possible in model samples) decodes to U+FFFD."""
@@ -51,16 +69,23 @@ class ByteTokenizer:
         return EOS_TEXT.join(pieces)
 
 
-class BPETokenizer:
-    def __init__(self, hf: tokenizers.Tokenizer, name: str):
+class HFTokenizer:
+    """A `tokenizers.Tokenizer` (the project's BPE, or one given as hf:PATH)."""
+
+    def __init__(self, hf: tokenizers.Tokenizer, name: str, eos_token: str = EOS_TEXT):
         self._hf = hf
         self._hf.encode_special_tokens = True  # "<|endoftext|>" inside a document is plain text
         self.name = name
-        self.vocab_size = hf.get_vocab_size()
-        self.eos_id = hf.token_to_id(EOS_TEXT)
+        # Added tokens may lie above the base vocabulary: the largest id + 1 counts them all.
+        self.vocab_size = max(hf.get_vocab(with_added_tokens=True).values()) + 1
+        self.eos_id = hf.token_to_id(eos_token)
+        self.eos_token = eos_token
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._hf.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_arrays(self, texts: list[str], dtype) -> list[np.ndarray]:
+        return [np.asarray(ids, dtype) for ids in self.encode_batch(texts)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._hf.decode(list(ids), skip_special_tokens=False)
@@ -85,16 +110,72 @@ def bpe_id(vocab_size: int, tokenizer_json: str) -> str:
     return f"bpe{vocab_size}-{hashlib.sha256(tokenizer_json.encode()).hexdigest()[:10]}"
 
 
-def tokenizer_dir(root, tokenizer_id: str) -> Path:
-    return Path(root) / "tokenizers" / tokenizer_id
+def tokenizer_dir(root, tokenizer_id: str) -> str:
+    return store.join(root, "tokenizers", tokenizer_id)
 
 
 def load_tokenizer(root, tokenizer_id: str) -> Tokenizer:
-    """The tokenizer with id `tokenizer_id` ("byte", or a BPE trained under `root`)."""
+    """The tokenizer with id `tokenizer_id` ("byte", or one trained or imported under `root`)."""
     if tokenizer_id == "byte":
         return ByteTokenizer()
-    path = tokenizer_dir(root, tokenizer_id) / "tokenizer.json"
-    if not path.exists():
+    path = store.join(tokenizer_dir(root, tokenizer_id), "tokenizer.json")
+    data = store.read_bytes(path)
+    if data is None:
         raise FileNotFoundError(f"no tokenizer {tokenizer_id!r} at {path}; `python -m "
-                                f"data.prepare --tokenizer bpe ...` trains one")
-    return BPETokenizer(tokenizers.Tokenizer.from_file(str(path)), tokenizer_id)
+                                f"data.prepare --tokenizer bpe ...` trains one, and "
+                                f"--tokenizer hf:PATH imports one")
+    meta = store.read_json(store.join(tokenizer_dir(root, tokenizer_id), HF_META)) or {}
+    return HFTokenizer(tokenizers.Tokenizer.from_str(data.decode()), tokenizer_id,
+                       meta.get("eos_token", EOS_TEXT))
+
+
+def _eos_token(hf: tokenizers.Tokenizer, directory: str, path: str) -> str:
+    config_path = os.path.join(directory, "tokenizer_config.json")
+    if os.path.exists(config_path):
+        eos = json.load(open(config_path)).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if eos and hf.token_to_id(eos) is not None:
+            return eos
+    for candidate in EOS_CANDIDATES:
+        if hf.token_to_id(candidate) is not None:
+            return candidate
+    raise ValueError(f"tokenizer {path} has no end-of-document token (none of "
+                     f"{', '.join(EOS_CANDIDATES)}, and no tokenizer_config.json eos_token beside "
+                     "it): add one to its vocabulary, or write a tokenizer_config.json with "
+                     '{"eos_token": "..."} next to tokenizer.json')
+
+
+def read_hf_tokenizer(path: str) -> tuple[HFTokenizer, str]:
+    """The tokenizer at `path` (a tokenizer.json, or a directory holding one) and its JSON."""
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise ValueError(f"data.tokenizer=hf:{path}: no tokenizer.json there; give the path of a "
+                         "tokenizer.json or of a directory that holds one (a Hugging Face "
+                         "tokenizer saved with save_pretrained)")
+    with open(file, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        hf = tokenizers.Tokenizer.from_str(text)
+    except Exception as err:  # tokenizers raises a bare Exception for a malformed file
+        raise ValueError(f"{file} is not a Hugging Face tokenizers file: {err}") from err
+    tokenizer_id = f"hf-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    return HFTokenizer(hf, tokenizer_id, _eos_token(hf, os.path.dirname(file), file)), text
+
+
+def import_hf_tokenizer(root, path: str) -> Tokenizer:
+    """The tokenizer at `path`, stored under `root` (ROOT/tokenizers/hf-<hash>/) so that
+    prepared data names it by content and workers and later runs load it from there."""
+    tok, text = read_hf_tokenizer(path)
+    directory = tokenizer_dir(root, tok.name)
+    if store.read_json(store.join(directory, HF_META)) is None:
+        store.write_bytes(store.join(directory, "tokenizer.json"), text.encode())
+        store.write_json(store.join(directory, HF_META), dict(eos_token=tok.eos_token,
+                                                              source=path))
+    return tok
+
+
+def planned_vocab_size(kind: str, bpe_vocab_size: int) -> int:
+    """The vocabulary of tokenizer `kind` (byte, bpe or hf:PATH) before any data is prepared."""
+    if kind.startswith("hf:"):
+        return read_hf_tokenizer(kind[len("hf:"):])[0].vocab_size
+    return ByteTokenizer.vocab_size if kind == "byte" else bpe_vocab_size

@@ -230,7 +230,7 @@ def test_run_names_are_readable_stable_and_made_of_what_varies(data_root):
     (lambda: product(**{"optimizer.learning_rate": [1e-3]}),
      "'optimizer.learning_rate' is not a config field"),
     (lambda: product(size=["d100_l3"]), "unknown model size 'd100_l3'"),
-    (lambda: product(dataset=["no_such_corpus"]), "unknown corpus 'no_such_corpus'"),
+    (lambda: product(dataset=["no_such_corpus"]), "unknown corpus or source 'no_such_corpus'"),
     (lambda: product(batch_size=[7], **{"train.microbatches": [2]}),
      "not divisible by train.microbatches"),
 ])

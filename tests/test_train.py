@@ -77,6 +77,64 @@ def test_exact_resume_is_bit_identical(tiny_config, tmp_path, monkeypatch):
     assert {"eval/en_docs_sample/bpb", "eval/code_py_sample/loss"} <= rows_a[-1].keys()
 
 
+def write_user_sources(base) -> dict:
+    """The sample corpora rewritten as a user's own: jsonl, parquet, text files, an HF dataset."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data import corpora, documents
+    lit, code, docs = (list(documents.read_texts(corpora.get(f"{n}_sample").sample_file))
+                       for n in ("en_lit", "code_py", "en_docs"))
+    for sub in ("lit", "code", "docs"):
+        os.makedirs(os.path.join(base, sub))
+    with open(os.path.join(base, "lit", "a.jsonl"), "w") as f:
+        f.writelines(json.dumps({"text": t}) + "\n" for t in lit)
+    pq.write_table(pa.table({"text": code}), os.path.join(base, "code", "a.parquet"))
+    for i, text in enumerate(docs):
+        with open(os.path.join(base, "docs", f"{i}.txt"), "w") as f:
+            f.write(text)
+    datasets.Dataset.from_dict({"text": lit[::-1]}).save_to_disk(os.path.join(base, "hf_lit"))
+    return {f"jsonl:{base}/lit/*.jsonl": 0.4, f"parquet:{base}/code/*.parquet": 0.3,
+            f"text:{base}/docs/*.txt": 0.2, f"hf:{base}/hf_lit": 0.1}
+
+
+@pytest.mark.slow
+def test_a_mixture_of_user_sources_trains_and_resumes_bit_identically(tiny_config, tmp_path,
+                                                                      monkeypatch):
+    mixture = write_user_sources(str(tmp_path / "corpora"))
+    tiny_config.data.mixture = mixture
+    tiny_config.data.eval_corpora = tuple(mixture)
+    tiny_config.data.workers = 1
+    straight = str(tmp_path / "straight")
+    assert train.run(tiny_config, straight)["step"] == 20
+    resumed = str(tmp_path / "resumed")
+    with monkeypatch.context() as m:
+        interrupt_at(m, 10)
+        assert train.run(tiny_config, resumed)["stopped"] == "SIGTERM"
+    assert train.run(tiny_config, resumed)["step"] == 20
+    assert_same_tree(load_state(straight, 20), load_state(resumed, 20))
+    rows = read_metrics(straight)
+    assert deterministic(rows) == deterministic(read_metrics(resumed))
+    assert {f"eval/{name}/bpb" for name in ("lit", "code", "docs", "hf_lit")} <= rows[-1].keys()
+
+
+def test_a_run_whose_source_files_changed_is_not_resumed(tiny_config, tmp_path):
+    corpus = tmp_path / "mine.jsonl"
+    texts = [json.dumps({"text": f"document {i}: " + "words " * (40 + i)}) for i in range(30)]
+    corpus.write_text("\n".join(texts[:20]) + "\n")
+    tiny_config.data.update(dict(corpus=f"jsonl:{corpus}", eval_corpora=(f"jsonl:{corpus}",),
+                                 workers=1, eval_batch_size=2, eval_batches=1))
+    tiny_config.train.update(dict(steps=4, eval_every=4, checkpoint_every=2))
+    tiny_config.schedule.warmup_steps = 1
+    workdir = str(tmp_path / "run")
+    assert train.run(tiny_config, workdir)["step"] == 4
+    corpus.write_text("\n".join(texts) + "\n")
+    tiny_config.train.steps = 6
+    with pytest.raises(ConfigError, match=r"source 'mine' \(jsonl:.*\) changed since this run"):
+        train.run(tiny_config, workdir)
+
+
 def test_metrics_rows_after_the_restored_step_are_recomputed(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
     train.run(tiny_config, workdir)
@@ -138,6 +196,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tiny_config
     ("train.microbatches", 3, "not divisible by train.microbatches"),
     ("schedule.name", "cosine_restarts", "cosine_restarts"),
     ("data.corpus", "no_such_corpus", "no_such_corpus"),
+    ("model.vocab_size", 200, "model.vocab_size=200 is smaller than the tokenizer's 257 tokens"),
+    ("data.mixture", {"en_docs_sample": -1.0}, "weights must be numbers >= 0"),
+    ("data.mixture", {"en_docs_sample": 0.0}, "the weights sum to 0"),
+    ("data.tokenizer", "hf:/no/such/dir", "no tokenizer.json there"),
 ])
 def test_bad_config_fails_before_compiling(tiny_config, tmp_path, field, value, message):
     section, key = field.split(".")

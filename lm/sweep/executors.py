@@ -5,11 +5,13 @@ dict, so a crash or a divergence is a result, not an exception. Once the `stop` 
 (lm.sweep sets it on SIGINT / SIGTERM) no run starts; running ones are asked to stop: they save
 a checkpoint and the next invocation of the sweep resumes them.
 """
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -38,7 +40,8 @@ def execute_run(task: Task, log_to_file: bool = False) -> dict:
     non-finite loss: FloatingPointError) or failed (any other exception). `log_to_file` sends
     this process's output to WORKDIR/train.log (runs that execute away from the console)."""
     if log_to_file:
-        _redirect_output(os.path.join(task.workdir, run_files.TRAIN_LOG))
+        with _output_to(os.path.join(task.workdir, run_files.TRAIN_LOG)):
+            return execute_run(task)
     start = time.perf_counter()
     status, error, trace = "finished", "", ""
     try:
@@ -116,7 +119,8 @@ class RayCluster:
     (ray.init's: "auto", "ray://host:10001", "host:6379"; "local" starts a local instance; ""
     reads RAY_ADDRESS or starts one). Every worker must import this repo (PYTHONPATH is set to
     its path here: a checkout at the same path, or an installed package) and see the sweep root
-    at the same path (shared storage): runs resume from their checkpoints wherever they land."""
+    at the same path (shared storage, or a gs:// root): runs resume from their checkpoints
+    wherever they land."""
 
     def __init__(self, address: str, cpus: float, gpus: float):
         self.address, self.cpus, self.gpus = address, cpus, gpus
@@ -179,16 +183,30 @@ def _outcome(status: str, error: str) -> dict:
     return {"status": status, "error": error, "traceback": "", "wall_s": 0.0}
 
 
-def _redirect_output(path: str) -> None:
+@contextlib.contextmanager
+def _output_to(path: str):
     """Points this process's stdout and stderr (file descriptors 1 and 2, so C++ logs too) at
-    the end of `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    the end of `path`. An object store has no append: for a URL they go to a local temporary
+    file, added to `path` on exit (a process killed before then loses them)."""
+    if run_files.is_local(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        log, local = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), path
+    else:
+        log, local = tempfile.mkstemp(suffix=f".{run_files.TRAIN_LOG}")
     sys.stdout.flush()
     sys.stderr.flush()
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    try:
+        yield
+    finally:
+        if local != path:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            with open(local, errors="replace") as f:
+                run_files.append_text(path, f.read())
+            os.remove(local)
 
 
 def _worker_env() -> dict:

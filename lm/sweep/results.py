@@ -11,6 +11,7 @@ import io
 import math
 import os
 
+from data import sources
 from lm.sweep.spec import Run, format_value, ordered_keys, run_model_info
 from lm.sweep.state import Progress, read_model_json
 from lm.train import workdir as run_files
@@ -36,7 +37,8 @@ def result_row(run: Run, workdir: str, progress: Progress, action: str) -> dict:
     for column, key in (("tokens", "tokens"), ("flops", "flops"), ("train_loss", "train/loss")):
         if key in last:
             row[column] = last[key]
-    validation = f"eval/{run.config.data.corpus}/loss"
+    d = run.config.data
+    validation = f"eval/{sources.resolve(d.corpus, dict(d.sources or {})).name}/loss"
     if validation in evals:
         row["val_loss"] = evals[validation]
     row.update({k: v for k, v in evals.items() if k.startswith("eval/")})

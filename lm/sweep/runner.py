@@ -15,7 +15,7 @@ import threading
 
 from tqdm import tqdm
 
-from lm.errors import SweepError
+from lm.errors import ConfigError, SweepError
 from lm.sweep.executors import InProcess, Task
 from lm.sweep.results import (
     best_learning_rates,
@@ -27,6 +27,7 @@ from lm.sweep.results import (
 )
 from lm.sweep.spec import Run, Sweep, expand, ordered_keys, run_model_info
 from lm.sweep.state import Progress, claim_root, progress, write_record
+from lm.train import workdir as run_files
 
 # --dry-run's time estimate. A 2-core x86-64 CPU runs AdamW train steps of the quickstart
 # ladder at 3e10 (d64_l2) to 7e10 (d128_l4) FLOP/s, and a run spends ~6 s on start-up and
@@ -59,7 +60,11 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     """Runs (or, with `dry_run`, lists) the sweep's runs into `root`; returns the exit status.
     Every check happens before the first run starts; SweepError reports a bad sweep."""
     runs = expand(sweep)
-    root = os.path.abspath(root)
+    try:
+        run_files.check_filesystems(root)
+    except ConfigError as err:
+        raise SweepError(f"--root: {err}") from err
+    root = run_files.absolute(root)
     for stale in claim_root(root, name, config_path, runs, write=not dry_run):
         print(f"warning: {os.path.join(root, stale)} is not a run of this sweep (left by an "
               "earlier version of it?); results.csv leaves it out", file=sys.stderr)

@@ -26,11 +26,12 @@ import ml_collections
 
 import optim
 from configs import ladder, mx
-from data import corpora
+from data import corpora, sources
 from lm.errors import ConfigError, SweepError
 from lm.model import ModelConfig
 from lm.model.config import DTYPES
 from lm.model.info import model_info
+from lm.train import batches
 from lm.train.build import planned_vocab_size
 from lm.train.config_checks import check_config
 
@@ -269,8 +270,11 @@ def _check(config, run: str) -> None:
                          f"use one of {', '.join(registered)}")
     d = config.data
     try:
-        for corpus in dict.fromkeys((d.corpus, *d.eval_corpora, *d.tokenizer_corpora)):
-            corpora.get(corpus)
+        batches.resolve_sources(d)
+        sources.resolve(d.corpus, dict(d.sources or {}))
+        if d.tokenizer == "bpe":
+            for corpus in d.tokenizer_corpora:
+                corpora.get(corpus)
         check_config(config)
     except (ConfigError, ValueError) as err:
         raise SweepError(f"run {run}: {err}") from err

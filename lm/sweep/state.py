@@ -45,8 +45,8 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
     ROOT/sweep.json. Returns the run directories in `root` that are not runs of this sweep
     (left by an earlier version of it), for the caller to report."""
     path = os.path.join(root, MANIFEST)
-    existing = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
-                      if any(os.path.exists(os.path.join(root, d, m))
+    existing = sorted(d for d in run_files.listdir(root)
+                      if any(run_files.exists(os.path.join(root, d, m))
                              for m in run_files.RUN_MARKERS))
     owner = run_files.read_json(path)
     if owner and owner["sweep"] != sweep_name:
@@ -58,7 +58,6 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
                          f"({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}); "
                          "use an empty or new --root")
     if write:
-        os.makedirs(root, exist_ok=True)
         manifest = {"sweep": sweep_name, "config": config_path,
                     "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}
         run_files.write_json(path, manifest)
@@ -67,9 +66,9 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
 
 
 def progress(workdir: str, steps: int) -> Progress:
-    rows = read_metrics(workdir) if os.path.exists(os.path.join(workdir, run_files.METRICS)) else []
-    checkpoints = os.path.join(workdir, run_files.CHECKPOINTS)
-    saved = [int(s) for s in (os.listdir(checkpoints) if os.path.isdir(checkpoints) else [])
+    has_rows = run_files.exists(os.path.join(workdir, run_files.METRICS))
+    rows = read_metrics(workdir) if has_rows else []
+    saved = [int(s) for s in run_files.listdir(os.path.join(workdir, run_files.CHECKPOINTS))
              if s.isdigit()]
     return Progress(steps=steps, last_row=rows[-1] if rows else {},
                     eval_row=next((r for r in reversed(rows)
@@ -90,6 +89,5 @@ def write_record(workdir: str, outcome: dict) -> None:
     """Stores an attempt's outcome; wall seconds add up over attempts."""
     record = {**outcome,
               "wall_s": read_record(workdir).get("wall_s", 0.0) + outcome.get("wall_s", 0.0)}
-    os.makedirs(workdir, exist_ok=True)
     run_files.write_json(os.path.join(workdir, run_files.SWEEP_RECORD), record)
 

@@ -13,7 +13,8 @@ workdir)` from Python.
     distributed.py    multi-process set-up;  cli.py  python -m lm.train
     metrics_log.py    metrics.jsonl;  loss_spikes.py  the spike counter
     config_checks.py  config checks before anything compiles
-    workdir.py        every file name of a run directory, written all or nothing
+    workdir.py        every file name of a run directory (a path or a gs:// URL), written all
+                      or nothing, through one path layer
 """
 from lm.train.loop import run
 

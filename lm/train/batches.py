@@ -1,7 +1,8 @@
 """From prepared token arrays to device batches: the training stream and the validation sets.
 
-The global batch of step s is a pure function of (seed, s) (`data.sampling.train_batch`), so a
-resumed run reads exactly the batches an uninterrupted one would. Each process reads only its
+The global batch of step s is a pure function of (seed, s) (`data.sampling.mixture_batch`, over
+the sources of data.mixture, or data.corpus alone), so a resumed run reads exactly the batches
+an uninterrupted one would. Each process reads only its
 own rows (batch_size / process_count of them) and `to_device` assembles the global batch,
 split over the mesh axes of the `batch` logical axis (lm/train/sharding.py). Validation windows are
 the same on every process; each contributes its share of rows.
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from data import dataset, prepare, sampling
+from data import dataset, prepare, sampling, sources
 
 
 @dataclasses.dataclass
@@ -32,32 +33,65 @@ class EvalSet:
 @dataclasses.dataclass
 class RunData:
     vocab_size: int
-    eval_sets: dict  # corpus name -> EvalSet
+    eval_sets: dict  # source name -> EvalSet
     train_batch: callable  # step -> np.ndarray (process batch, seq_len + 1) int32
+    inputs: dict  # source name -> {source, path, fingerprint}: what WORKDIR/data.json records
+
+
+def training_mixture(data_config) -> dict:
+    """{source: weight} of the training data: data.mixture, else {data.corpus: 1}; weights are
+    checked before any data is read."""
+    mixture = dict(data_config.mixture or {}) or {data_config.corpus: 1.0}
+    for source, weight in mixture.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"data.mixture[{source!r}]={weight!r}: weights must be numbers >= 0")
+    if not sum(mixture.values()) > 0:
+        raise ValueError(f"data.mixture={mixture}: the weights sum to 0; give at least one "
+                         "source a positive weight")
+    return mixture
+
+
+def resolve_sources(data_config) -> dict:
+    """spec -> data.sources.Source for every training and validation source of a run (names
+    checked, no file read)."""
+    return sources.resolve_all([*training_mixture(data_config), *data_config.eval_corpora],
+                               dict(data_config.sources or {}), data_config.text_field)
+
+
+def _fingerprint(prepared: dataset.PreparedCorpus) -> str:
+    """The input's fingerprint (for data prepared before fingerprints: the corpus's sha256)."""
+    return prepared.meta.get("fingerprint") or prepared.meta["corpus_sha256"]
 
 
 def load(config) -> RunData:
-    """Prepares (on first use) and opens the training corpus and every validation corpus."""
+    """Prepares (on first use) and opens the training sources and every validation source."""
     d = config.data
     root = d.root or dataset.default_root()
-    opened = {}
-    for corpus in dict.fromkeys((d.corpus, *d.eval_corpora)):
-        opened[corpus] = prepare.ensure_prepared(
-            root, corpus, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
-            tokenizer_corpora=tuple(d.tokenizer_corpora), val_fraction=d.val_fraction)
-    train = opened[d.corpus]
+    mixture = training_mixture(d)
+    found = resolve_sources(d)
+    opened = {spec: prepare.ensure_prepared(
+                  root, spec, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
+                  tokenizer_corpora=tuple(d.tokenizer_corpora), val_fraction=d.val_fraction,
+                  named_sources=dict(d.sources or {}), text_field=d.text_field,
+                  workers=d.workers)
+              for spec in found}
     eval_sets = {}
-    for corpus in d.eval_corpora:
-        split = opened[corpus].val
+    for spec in d.eval_corpora:
+        split = opened[spec].val
         batches = sampling.eval_batches(split, seq_len=d.seq_len, batch_size=d.eval_batch_size,
                                         num_batches=d.eval_batches)
-        eval_sets[corpus] = EvalSet(batches=batches, bytes_per_token=split.bytes_per_token)
-    train_batch = functools.partial(sampling.train_batch, train.train, seed=config.train.seed,
-                                     batch_size=config.train.batch_size, seq_len=d.seq_len,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-    return RunData(vocab_size=train.vocab_size, eval_sets=eval_sets,
-                   train_batch=lambda step: train_batch(step=step))
+        eval_sets[found[spec].name] = EvalSet(batches=batches,
+                                              bytes_per_token=split.bytes_per_token)
+    train_batch = functools.partial(sampling.mixture_batch,
+                                    [opened[spec].train for spec in mixture],
+                                    list(mixture.values()), seed=config.train.seed,
+                                    batch_size=config.train.batch_size, seq_len=d.seq_len,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    inputs = {found[spec].name: dict(source=spec, path=p.path, fingerprint=_fingerprint(p))
+              for spec, p in opened.items()}
+    return RunData(vocab_size=max(p.vocab_size for p in opened.values()), eval_sets=eval_sets,
+                   train_batch=lambda step: train_batch(step=step), inputs=inputs)
 
 
 def process_rows(windows: np.ndarray) -> np.ndarray:

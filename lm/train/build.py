@@ -1,12 +1,14 @@
 """Everything a run needs before its first step, checked before anything compiles: the config,
 the mesh, the optimizer against the parameter shapes, the data (prepared on first use), the
-model against the workdir, and the sharded jitted functions; process 0 writes the run files."""
+model against the workdir (and that its filesystem is available: gs:// needs gcsfs), and the
+sharded jitted functions; process 0 writes the run files."""
 import dataclasses
+import os
 
 import jax
 
 import optim
-from data.tokenizer import ByteTokenizer
+from data import tokenizer
 from lm.errors import ConfigError
 from lm.model import ModelConfig
 from lm.model.info import count_pytree_params, model_info
@@ -33,24 +35,27 @@ class Run:
 
 def planned_vocab_size(config) -> int:
     """The vocabulary a run config's tokenizer will have, before any data is prepared: the byte
-    tokenizer's, or data.vocab_size for BPE."""
-    return ByteTokenizer.vocab_size if config.data.tokenizer == "byte" else config.data.vocab_size
+    tokenizer's, data.vocab_size for BPE, or a Hugging Face tokenizer's own."""
+    return tokenizer.planned_vocab_size(config.data.tokenizer, config.data.vocab_size)
 
 
 def build(config, workdir: str) -> Run:
+    run_files.check_filesystems(workdir, config.train.branch_from)
     check_config(config)
     sharder = sharding.from_config(config)
     optimizer = runtime.build_optimizer(config)
-    try:
+    try:  # an hf: tokenizer that cannot be read; an unknown corpus, too-short split, stale data
+        vocab_size = planned_vocab_size(config)  # a trained BPE may be smaller, never larger
+        if 0 < config.model.vocab_size < vocab_size:
+            raise ValueError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
+                             f"tokenizer's {vocab_size} tokens; use 0 (the tokenizer's size) "
+                             f"or a padded size >= {vocab_size}")
         data = batches.load(config)  # prepares data on first use
-    except ValueError as err:  # unknown corpus, too-short split, stale preparation
+    except ValueError as err:
         raise ConfigError(str(err)) from err
-    if 0 < config.model.vocab_size < data.vocab_size:
-        raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
-                          f"tokenizer's {data.vocab_size} tokens; use 0 (the tokenizer's size) "
-                          f"or a padded size >= {data.vocab_size}")
     model_cfg = ModelConfig.for_run(config, data.vocab_size)
     run_files.check_model(workdir, model_cfg)
+    run_files.check_data(workdir, data.inputs)
     rt = runtime.build_for_run(config, model_cfg, optimizer.tx, sharder)
     run = Run(config, workdir, data, model_cfg, model_info(model_cfg, config.data.seq_len),
               optimizer, rt, primary=jax.process_index() == 0)
@@ -58,6 +63,7 @@ def build(config, workdir: str) -> Run:
     assert counted == run.info["params/total"], (counted, run.info["params/total"])
     if run.primary:
         run_files.write_run_files(workdir, config, run_files.model_record(model_cfg, run.info))
+        run_files.write_json(os.path.join(workdir, run_files.DATA), data.inputs)
         print(f"model: {run.info['params/total']:,} parameters "
               f"({run.info['params/non_embedding']:,} non-embedding), "
               f"{run.info['flops_per_token']:,} training FLOPs/token; mesh {sharder.describe()}",

@@ -6,9 +6,10 @@ not deleted, to WORKDIR/checkpoints_corrupt/<step> so that the next save of that
 Arrays are saved with their shardings and restored onto the target shardings of the abstract
 state given (any mesh: save with fsdp=8, restore with data=2,fsdp=4 or on one device); in a
 multi-process run every process calls save and restore, and Orbax writes each shard once.
+The workdir may be a gs:// URL: Orbax writes there itself, and the move aside goes through
+lm/train/workdir.py's path layer.
 """
 import os
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
@@ -23,9 +24,9 @@ class Checkpointer:
 
     def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True,
                  read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), run_files.CHECKPOINTS)
-        self.corrupt_directory = os.path.join(os.path.abspath(workdir),
-                                              run_files.CORRUPT_CHECKPOINTS)
+        workdir = run_files.absolute(workdir)
+        self.directory = os.path.join(workdir, run_files.CHECKPOINTS)
+        self.corrupt_directory = os.path.join(workdir, run_files.CORRUPT_CHECKPOINTS)
         self._options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else max_to_keep,
                                                      create=not read_only, read_only=read_only,
                                                      enable_async_checkpointing=async_save)
@@ -55,7 +56,7 @@ class Checkpointer:
                 return step, *self.restore(step, abstract_state)
             except Exception as err:  # orbax raises many types for truncated/missing files
                 self._set_aside(step, err)
-        if os.path.isdir(self.corrupt_directory) and os.listdir(self.corrupt_directory):
+        if run_files.listdir(self.corrupt_directory):
             raise RuntimeError(
                 f"no checkpoint in {self.directory} could be restored; the unreadable ones are "
                 f"in {self.corrupt_directory}. Start a new run with another --workdir, or "
@@ -72,10 +73,9 @@ class Checkpointer:
         """Moves the checkpoint aside (process 0 does; the others wait for it)."""
         self._manager.close()
         if jax.process_index() == 0:
-            os.makedirs(self.corrupt_directory, exist_ok=True)
             target = os.path.join(self.corrupt_directory, str(step))
             suffix = 1
-            while os.path.exists(target):
+            while run_files.exists(target):
                 target = os.path.join(self.corrupt_directory, f"{step}.{suffix}")
                 suffix += 1
             message = (f"checkpoint at step {step} is incomplete or corrupt "
@@ -83,7 +83,7 @@ class Checkpointer:
                        "falling back to the previous checkpoint")
             logging.warning(message)
             print(f"WARNING: {message}", flush=True)
-            shutil.move(os.path.join(self.directory, str(step)), target)
+            run_files.move(os.path.join(self.directory, str(step)), target)
         multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
         self._manager = self._open()
 

@@ -5,9 +5,10 @@
 
 The workdir receives config.json (the resolved config), model.json (shape, parameter counts,
 FLOPs per token), metrics.jsonl (see lm/train/metrics_log.py) and checkpoints/ (all named in
-lm/train/workdir.py). Starting on a workdir that has checkpoints resumes from the newest good
-one, bit-identically on the same machine. SIGTERM / SIGINT finish the current step, save a
-checkpoint and exit 0. Bad input exits 2 with a message, a non-finite loss 3.
+lm/train/workdir.py); it may be a gs:// URL (pip install gcsfs). Starting on a workdir that
+has checkpoints resumes from the newest good one, bit-identically on the same machine.
+SIGTERM / SIGINT finish the current step, save a checkpoint and exit 0. Bad input exits 2 with
+a message, a non-finite loss 3.
 """
 import sys
 
@@ -22,7 +23,8 @@ from lm.train.loop import run
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py",
                                           "Config file (a get_config() python file).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "Run directory (checkpoints, metrics): a path or a gs:// URL.")
 
 
 def main(argv) -> None:

@@ -34,14 +34,15 @@ class MetricsLog:
     run recomputes them (bit-identically) and the file must read as one uninterrupted run."""
 
     def __init__(self, workdir: str):
+        self.workdir = workdir
         self.path = os.path.join(workdir, run_files.METRICS)
 
     def resume_at(self, step: int) -> None:
         """Keeps rows with step <= `step`; later rows move to metrics.jsonl.after_<step>."""
-        if not os.path.exists(self.path):
+        if not run_files.exists(self.path):
             return
-        with open(self.path) as f:
-            lines = [line for line in f if line.strip()]
+        lines = [line for line in run_files.read_text(self.path).splitlines(keepends=True)
+                 if line.strip()]
         keep = [line for line in lines if json.loads(line)["step"] <= step]
         if len(keep) == len(lines):
             return
@@ -58,14 +59,13 @@ class MetricsLog:
 
     def last_row(self) -> dict:
         """The newest row, {} before the first."""
-        rows = read_metrics(os.path.dirname(self.path)) if os.path.exists(self.path) else []
+        rows = read_metrics(self.workdir) if run_files.exists(self.path) else []
         return rows[-1] if rows else {}
 
     def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        run_files.append_text(self.path, json.dumps(row) + "\n")
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, run_files.METRICS)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = run_files.read_text(os.path.join(workdir, run_files.METRICS))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

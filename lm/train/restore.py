@@ -26,7 +26,7 @@ def restore_or_init(run: Run, checkpointer: Checkpointer, metrics_log: MetricsLo
 def branch(run: Run, source: str, step: int, metrics_log: MetricsLog | None):
     """(step, state, meta) of run `source`'s checkpoint at `step` (-1: its newest), read-only;
     the branch's metrics.jsonl starts with the source's rows up to that step."""
-    if not os.path.isdir(os.path.join(source, run_files.CHECKPOINTS)):
+    if not run_files.isdir(os.path.join(source, run_files.CHECKPOINTS)):
         raise ConfigError(f"train.branch_from={source!r} has no {run_files.CHECKPOINTS}/ "
                           "folder; give the workdir of a run that saved checkpoints")
     run_files.check_model(source, run.model_cfg)
