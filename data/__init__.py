@@ -10,7 +10,8 @@ documents), `documents` (the document file format), `samples` (the committed sam
 `sources` (every kind of source: registered, jsonl, parquet, text, hf; shards, fingerprints),
 `split` (train/validation by document), `tokenizer` (byte, BPE, Hugging Face), `prepare`
 (documents -> token arrays, streaming, in parallel, resumable), `store` (TensorStore I/O),
-`atomic` (all-or-nothing outputs and locks), `dataset` (opening prepared data) and `sampling`
+`atomic` (all-or-nothing outputs and locks), `dataset` (opening prepared data), `verify`
+(prepared data against its content hashes: `python -m data.verify ROOT`) and `sampling`
 (training windows, mixtures, evaluation windows). ROOT is `--root`, else $OPTISCALE_DATA_DIR,
 else ~/.cache/optiscale.
 """

@@ -75,12 +75,27 @@ def prepare_command(root, corpus: str, tokenizer_id: str) -> str:
     return f"python -m data.prepare --corpus {corpus} --tokenizer {tok} --root {root}"
 
 
+def read_meta(root, corpus: str, tokenizer_id: str) -> dict | None:
+    """The meta.json of a preparation, None if there is none (not prepared, or not finished);
+    a ValueError with the path and the fix if it is damaged."""
+    path = prepared_path(root, tokenizer_id, corpus)
+    try:
+        meta = store.read_json(store.join(path, "meta.json"))
+        splits = meta.get("splits") if isinstance(meta, dict) else None
+        if meta is not None and not (isinstance(splits, dict) and set(SPLITS) <= splits.keys()):
+            raise ValueError("it has no counts for the train and val splits")
+    except ValueError as err:  # a JSONDecodeError or UnicodeDecodeError too
+        raise ValueError(f"{path}/meta.json is damaged ({err}); delete {path} and prepare it "
+                         f"again: `{prepare_command(root, corpus, tokenizer_id)}`") from err
+    return meta
+
+
 def open_prepared(root, corpus: str, tokenizer_id: str, read: bool = True) -> PreparedCorpus:
     """The prepared train and validation splits of `corpus`; FileNotFoundError if not prepared.
 
     With `read`, splits under IN_MEMORY_LIMIT are read into memory (and checked whole) now."""
     path = prepared_path(root, tokenizer_id, corpus)
-    meta = store.read_json(store.join(path, "meta.json"))
+    meta = read_meta(root, corpus, tokenizer_id)
     if meta is None:
         raise FileNotFoundError(
             f"no prepared data for corpus {corpus!r} with tokenizer {tokenizer_id!r} at {path} "

@@ -58,7 +58,12 @@ def ensure_fetched(root, name: str) -> tuple[Path, dict]:
         return corpus.sample_file, local_manifest(root, name)
     path = atomic.build_once(corpus_dir(root, name), lambda tmp: _build(corpus, root, tmp),
                              "manifest.json")
-    return path / "docs.jsonl", local_manifest(root, name)
+    manifest = local_manifest(root, name)
+    if file_sha256(path / "docs.jsonl") != manifest["sha256"]:
+        raise clients.FetchError(f"{path / 'docs.jsonl'} does not match the sha256 in its "
+                         f"manifest.json (damaged or edited since it was fetched): delete {path} "
+                         f"and fetch it again with `python -m data.fetch {name} --root {root}`")
+    return path / "docs.jsonl", manifest
 
 
 def _download(packages: tuple, raw: Path) -> list[dict]:

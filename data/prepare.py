@@ -48,7 +48,7 @@ import numpy as np
 import tqdm
 
 from configs.base import data_defaults
-from data import atomic, corpora, dataset, documents, fetch, sources, split, store
+from data import atomic, corpora, dataset, documents, fetch, sources, split, store, verify
 from data.tokenizer import (
     ByteTokenizer,
     Tokenizer,
@@ -322,6 +322,7 @@ def _concatenate(path: str, work: str, records: list[dict], dtype, moved) -> dic
                 for offset, tokens in _shard_tokens(work, record, stream, dtype):
                     writer.append(_select(tokens, offset, moved, record, stream, name))
         writer.close()
+        counts[name]["block_sha256"] = writer.block_hashes
     return counts
 
 
@@ -382,6 +383,10 @@ def _prepare(path: str, source: sources.Source, fetch_root, root, tok: Tokenizer
                 num_bytes_note="UTF-8 bytes of the documents plus 1 per document for its EOS")
     if source.registered:
         meta["corpus_sha256"] = fingerprint["corpus_sha256"]
+    problems = verify.damaged_blocks(path, meta)  # read back: what was written is what was meant
+    if problems:
+        raise RuntimeError(f"the arrays written to {path} do not read back as written: "
+                           f"{'; '.join(problems[:3])}; check the disk and prepare again")
     store.write_json(store.join(path, "meta.json"), meta)
     store.delete_tree(work)
 
@@ -424,9 +429,9 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
                            tokenizer_corpora=tokenizer_corpora, val_fraction=val_fraction)
     name = prepared_name(source, fetch_root)
     path = dataset.prepared_path(root, tok.name, name)
-    if store.read_json(store.join(path, "meta.json")) is None:
+    if dataset.read_meta(root, name, tok.name) is None:
         def build():
-            if store.read_json(store.join(path, "meta.json")) is None:  # not built meanwhile
+            if dataset.read_meta(root, name, tok.name) is None:  # not built meanwhile
                 _prepare(path, source, fetch_root, root, tok, val_fraction, workers, shard_bytes)
         if store.is_local(path):
             with atomic.locked(Path(path).parent / f".{Path(path).name}.lock"):

@@ -70,6 +70,14 @@ def _derived_name(kind: str, target: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", stem) or kind
 
 
+def display_name(spec: str, named: Optional[dict] = None) -> str:
+    """The name a source goes by (in metric names: eval/<name>/loss), without checking it."""
+    if spec in (named or {}):
+        return spec
+    kind, sep, target = spec.partition(":")
+    return _derived_name(kind, target) if sep and kind in KINDS and target else spec
+
+
 def resolve(spec: str, named: Optional[dict] = None, text_field: str = "text") -> Source:
     """The source a string names (module docstring); a SourceError naming the fix if none."""
     named = dict(named or {})
@@ -85,8 +93,7 @@ def resolve(spec: str, named: Optional[dict] = None, text_field: str = "text") -
         if not target:
             raise SourceError(f"source {spec!r} has no {'NAME' if kind == 'hf' else 'PATTERN'} "
                               f"after {kind}:")
-        return Source(name if name != spec else _derived_name(kind, target), spec, kind,
-                      target, text_field)
+        return Source(display_name(name, named), spec, kind, target, text_field)
     if spec in corpora.CORPORA:
         return Source(spec, spec, "registered", spec)
     raise SourceError(

@@ -11,6 +11,7 @@ one or two 16 KB chunks, not a megabyte, and the number of files stays small (on
 tokens). Arrays are written shard by shard, so no shard is ever read back and rewritten.
 Arrays prepared before this layout (zarr v2, 2^20-token chunks) are still read.
 """
+import hashlib
 import json
 import os
 from typing import Iterator, Optional
@@ -66,8 +67,8 @@ def _array_spec(path: str, length: int, dtype: np.dtype) -> dict:
 
 class TokenWriter:
     """Writes a new 1-D token array of known `length` at `path` from pieces appended in order,
-    one whole shard at a time (memory: one shard). An array left there by a killed writer is
-    replaced."""
+    one whole shard at a time (memory: one shard), and hashes each shard's tokens
+    (`block_hashes`, for meta.json). An array left there by a killed writer is replaced."""
 
     def __init__(self, path: str, length: int, dtype):
         self.dtype = np.dtype(dtype)
@@ -77,6 +78,7 @@ class TokenWriter:
         self._pending: list[np.ndarray] = []
         self._pending_size = 0
         self._written = 0
+        self.block_hashes: list[str] = []
 
     def append(self, tokens: np.ndarray) -> None:
         self._pending.append(tokens.astype(self.dtype, copy=False))
@@ -96,6 +98,8 @@ class TokenWriter:
             raise RuntimeError(f"token array got more than the {self.length} tokens expected")
         if size:
             self._array[self._written:self._written + size].write(tokens[:size]).result()
+            self.block_hashes += [block_sha256(tokens[i:min(i + SHARD, size)])
+                                  for i in range(0, size, SHARD)]
         self._written += size
         self._pending = [tokens[size:]]
         self._pending_size = len(tokens) - size
@@ -109,8 +113,15 @@ def write_tokens(path: str, tokens: np.ndarray) -> None:
 
 
 def open_tokens(path: str, driver: str = ZARR3) -> ts.TensorStore:
-    return ts.open({"driver": driver, "kvstore": kvstore_spec(path)}, open=True,
-                   context=CONTEXT).result()
+    """Opens a token array for reading; a missing chunk is an error, never read as zeros."""
+    return ts.open({"driver": driver, "kvstore": kvstore_spec(path),
+                    "fill_missing_data_reads": False}, open=True, context=CONTEXT).result()
+
+
+def block_sha256(tokens: np.ndarray) -> str:
+    """The content hash of one SHARD-token block (little-endian bytes), as meta.json records."""
+    return hashlib.sha256(tokens.astype(tokens.dtype.newbyteorder("<"), copy=False)
+                          .tobytes()).hexdigest()
 
 
 def _kvstore(directory: str) -> ts.KvStore:

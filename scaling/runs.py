@@ -4,7 +4,7 @@ A run directory holds config.json, model.json and metrics.jsonl (schema in lm/tr
 Columns of the table `load_runs` returns:
 
     name, path              directory name and path
-    data                    training corpus (config data.corpus)
+    data                    training corpus (config data.corpus; a source by its name)
     optimizer, lr           config optimizer.name, optimizer.lr
     batch_size, seq_len     sequences per step and tokens per sequence (config)
     batch_tokens            batch_size * seq_len
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data import sources
 from scaling.table import Table
 
 RUN_FILES = ("config.json", "model.json", "metrics.jsonl")
@@ -60,20 +61,29 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
-def read_metrics_rows(path: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn last line (a run killed mid-write) is dropped with a warning.
-
-    lm.train.metrics_log.read_metrics raises on such a line, which would make one crashed run
-    stop the loading of a whole ladder."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
+def parse_metrics(text: str, path) -> tuple[list[dict], str]:
+    """(rows, torn) of a metrics.jsonl text: `torn` is its last line if that line is not whole
+    JSON (a run killed, or a disk full, mid-write), else "". Any other bad line is an error.
+    lm.train reads its own metrics.jsonl with this too."""
+    lines = [line for line in text.splitlines(keepends=True) if line.strip()]
+    rows, torn = [], ""
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
-            warnings.warn(f"{path}: last line is incomplete (run killed mid-write); dropped")
+                raise ValueError(f"{path}: line {i + 1} is not JSON; the file was edited or "
+                                 "damaged: remove that line") from None
+            torn = line
+    return rows, torn
+
+
+def read_metrics_rows(path: Path) -> list[dict]:
+    """metrics.jsonl rows; a torn last line is dropped with a warning, so that one crashed run
+    does not stop the loading of a whole ladder."""
+    rows, torn = parse_metrics(path.read_text(), path)
+    if torn:
+        warnings.warn(f"{path}: last line is incomplete (run killed mid-write); dropped")
     return rows
 
 
@@ -90,7 +100,7 @@ def load_run(path: Path) -> dict:
         raise ValueError(f"{path}: metrics.jsonl has no rows (the run never logged a step)")
     last = rows[-1]
     evals = {k: v for k, v in last.items() if k.startswith("eval/") and k.endswith("/loss")}
-    corpus = config["data"]["corpus"]
+    corpus = sources.display_name(config["data"]["corpus"], config["data"].get("sources"))
     expects_eval = bool(config["data"].get("eval_corpora"))
     train = config["train"]
     finished = last["step"] >= train["steps"] and (bool(evals) or not expects_eval)

@@ -6,10 +6,12 @@ dict, so a crash or a divergence is a result, not an exception. Once the `stop` 
 a checkpoint and the next invocation of the sweep resumes them.
 """
 import contextlib
+import ctypes
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -25,6 +27,7 @@ from lm.train import workdir as run_files
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACEBACK_CHARS = 4000  # the tail of a crash's traceback kept in its record
 POLL_S = 1.0  # how often a waiting executor looks at the stop event
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +89,9 @@ class LocalProcesses:
                 while queue and free_slots and not stop.is_set():
                     task, slot = queue.pop(0), free_slots.pop(0)
                     receiver, sender = context.Pipe(duplex=False)
+                    cores = core_share(slot, self.processes)
                     process = context.Process(target=_child_main, name=f"sweep:{task.name}",
-                                              args=(task, sender, core_share(slot,
-                                                                             self.processes)))
+                                              args=(task, sender, cores, os.getpid()))
                     process.start()
                     sender.close()
                     running[receiver] = (task, process, slot)
@@ -103,6 +106,7 @@ class LocalProcesses:
                     try:
                         outcome = receiver.recv()
                     except EOFError:  # the process died without a word (killed, segfault)
+                        process.join()  # its exit code is known once it has ended
                         outcome = _died(process, stop.is_set())
                     process.join()
                     receiver.close()
@@ -163,7 +167,17 @@ def core_share(slot: int, processes: int) -> set[int] | None:
     return set(cores[first:first + per_slot])
 
 
-def _child_main(task: Task, sender, cores: set[int] | None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Asks Linux to send this process SIGTERM when the sweep dies (even by kill -9), so that no
+    orphaned run trains on; lm.train then saves a checkpoint and stops."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the sweep died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child_main(task: Task, sender, cores: set[int] | None, parent: int) -> None:
+    _die_with_parent(parent)
     if cores:
         os.sched_setaffinity(0, cores)  # before JAX starts its thread pools
     sender.send(execute_run(task, log_to_file=True))

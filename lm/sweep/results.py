@@ -38,7 +38,7 @@ def result_row(run: Run, workdir: str, progress: Progress, action: str) -> dict:
         if key in last:
             row[column] = last[key]
     d = run.config.data
-    validation = f"eval/{sources.resolve(d.corpus, dict(d.sources or {})).name}/loss"
+    validation = f"eval/{sources.display_name(d.corpus, dict(d.sources or {}))}/loss"
     if validation in evals:
         row["val_loss"] = evals[validation]
     row.update({k: v for k, v in evals.items() if k.startswith("eval/")})

@@ -12,6 +12,7 @@ lm/train/workdir.py's path layer.
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -40,8 +41,10 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Starts saving `state` (a pytree of arrays) and JSON `meta` at `step`; returns once
-        the arrays are copied off the training buffers, writing on in the background."""
+        """Starts saving `state` (a pytree of arrays) and JSON `meta` at `step`, with the state's
+        checksums in meta; returns once the arrays are copied off the training buffers, writing
+        on in the background."""
+        meta = dict(meta, state_checksums=state_checksums(state))
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                          meta=ocp.args.JsonSave(meta)))
 
@@ -67,6 +70,7 @@ class Checkpointer:
         """(state, meta) of the checkpoint at `step`, onto `abstract_state`'s shardings."""
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        check_restored(restored.state, restored.meta)
         return restored.state, restored.meta
 
     def _set_aside(self, step: int, err: Exception) -> None:
@@ -95,3 +99,56 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
+
+
+def _leaf_checksum(x) -> jax.Array:
+    """sum_i bits_i * (2 i + 1) mod 2^32 over the elements' bit patterns, i the flat index: odd
+    weights, so that any single flipped bit, and most swaps, change it. The index comes from
+    iotas in the leaf's own shape, so a sharded leaf is summed where it lies, never gathered."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    width = min(x.dtype.itemsize, 4) * 8  # 8-byte elements become two uint32 (a new last axis)
+    bits = jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{width}")).astype(jnp.uint32)
+    index, stride = jnp.zeros(bits.shape, jnp.uint32), 1
+    for axis in reversed(range(bits.ndim)):
+        index += jax.lax.broadcasted_iota(jnp.uint32, bits.shape, axis) * jnp.uint32(stride)
+        stride = stride * bits.shape[axis] % 2 ** 32
+    return jnp.sum(bits * (index * 2 + 1), dtype=jnp.uint32)
+
+
+@jax.jit
+def _checksums(state) -> list:
+    return [_leaf_checksum(x) for x in jax.tree.leaves(state)]
+
+
+def _paths(state) -> list[str]:
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+
+
+def state_checksums(state) -> dict:
+    """{leaf path: checksum} of a train state, recorded in each checkpoint's meta."""
+    return dict(zip(_paths(state), (int(c) for c in jax.device_get(_checksums(state)))))
+
+
+def check_restored(state, meta: dict) -> None:
+    """Raises ValueError when a restored state differs from what was saved (its checksums;
+    checkpoints from before checksums skip that) or holds a non-finite number: a flipped byte
+    on disk must make the checkpoint corrupt, not the run diverge."""
+    expected = meta.get("state_checksums")
+    if expected is not None:
+        got = state_checksums(state)
+        differ = [path for path in got if got[path] != expected.get(path)]
+        if differ:
+            raise ValueError(f"the restored state differs from the saved one (checksums of "
+                             f"{len(differ)} arrays, e.g. {differ[0]})")
+    finite = jax.device_get(_all_finite(state))
+    bad = [path for path, ok in zip(_paths(state), finite) if not ok]
+    if bad:
+        raise ValueError(f"the restored state holds non-finite numbers ({len(bad)} arrays, e.g. "
+                         f"{bad[0]})")
+
+
+@jax.jit
+def _all_finite(state) -> list:
+    return [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+            for x in jax.tree.leaves(state)]

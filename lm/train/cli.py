@@ -7,10 +7,13 @@ The workdir receives config.json (the resolved config), model.json (shape, param
 FLOPs per token), metrics.jsonl (see lm/train/metrics_log.py) and checkpoints/ (all named in
 lm/train/workdir.py); it may be a gs:// URL (pip install gcsfs). Starting on a workdir that
 has checkpoints resumes from the newest good one, bit-identically on the same machine.
-SIGTERM / SIGINT finish the current step, save a checkpoint and exit 0. Bad input exits 2 with
-a message, a non-finite loss 3.
+SIGTERM / SIGINT finish the current step, save a checkpoint and exit 0 (before the first step:
+exit 0, nothing changed). Bad input exits 2 with a one-line message (--verbosity=1 adds the
+traceback), a non-finite loss 3.
 """
+import signal
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,16 +30,31 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "Run directory (checkpoints, metrics): a path or a gs:// URL.")
 
 
+class _Stopped(BaseException):
+    """A signal that arrived before the training loop took over SIGTERM / SIGINT."""
+
+
+def _stop_now(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv) -> None:
     del argv
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the loop takes over while it runs
+        signal.signal(sig, _stop_now)
     if not flags.FLAGS["verbosity"].present:  # absl would log INFO (orbax is chatty there)
         logging.set_verbosity(logging.WARNING)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/quickstart")
-    distributed.initialize()
     try:
+        distributed.initialize()
         run(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, FileNotFoundError, FetchError, FloatingPointError) as err:
+    except _Stopped as stop:
+        print(f"stopped by {stop} before the first step; nothing was trained or changed. "
+              "Rerun the same command to start.", flush=True)
+    except (ConfigError, FileNotFoundError, FetchError, FloatingPointError, OSError) as err:
+        if flags.FLAGS["verbosity"].value >= logging.DEBUG:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(3 if isinstance(err, FloatingPointError) else 2)
 

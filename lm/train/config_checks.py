@@ -4,6 +4,7 @@ lm/train/workdir.py).
 Each failure raises `ConfigError` with a message that names the field, the problem and the fix.
 """
 import difflib
+import math
 import os
 import runpy
 import sys
@@ -33,8 +34,12 @@ def check_override_keys(argv: list[str], flag_name: str = "config",
     if not os.path.exists(file_path):
         raise ConfigError(f"config file {file_path!r} does not exist; pass e.g. "
                           f"--{flag_name}=configs/quickstart.py")
-    get_config = runpy.run_path(file_path)["get_config"]
-    config = get_config(arg) if arg else get_config()
+    try:
+        get_config = runpy.run_path(file_path)["get_config"]
+        config = get_config(arg) if arg else get_config()
+    except Exception as err:  # a syntax error, a bad argument (ladder size): the user's to fix
+        raise ConfigError(f"config {path!r} cannot be loaded: {type(err).__name__}: {err}; fix "
+                          "the file or the part after ':'") from err
     for flag in argv:
         if not flag.startswith(f"--{flag_name}."):
             continue
@@ -52,10 +57,26 @@ def check_override_keys(argv: list[str], flag_name: str = "config",
             walked.append(part)
 
 
+def _numbers(node, prefix: str = ""):
+    """(dotted key, value) of every float in a config, nested sections and tuples included."""
+    if hasattr(node, "items"):
+        items = ((f"{prefix}.{key}" if prefix else key, value) for key, value in node.items())
+    else:
+        items = ((f"{prefix}[{i}]", value) for i, value in enumerate(node))
+    for name, value in items:
+        if isinstance(value, float):
+            yield name, value
+        elif hasattr(value, "items") or isinstance(value, (tuple, list)):
+            yield from _numbers(value, name)
+
+
 def check_config(config, backend: str | None = None) -> None:
     """Semantic checks of model, data, train and precision fields (the mesh's:
     lm/train/sharding.py), for devices of `backend` (default: JAX's default backend)."""
     m, d, t = config.model, config.data, config.train
+    for key, value in _numbers(config):
+        _require(math.isfinite(value), f"{key}={value} is not a finite number; every number in "
+                 "a config must be finite")
     backend = backend or jax.default_backend()
     _require(m.attention in attention.IMPLEMENTATIONS,
              f"model.attention={m.attention!r} is not one of {attention.IMPLEMENTATIONS}")

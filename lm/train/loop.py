@@ -7,6 +7,7 @@ evaluation, per-layer statistics, checkpoints. Starting on a workdir that has ch
 resumes from the newest good one, bit-identically on the same machine. SIGTERM / SIGINT finish
 the current step, save a checkpoint and return.
 """
+import contextlib
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ import jax
 from tqdm import tqdm
 
 from lm.train import batches, distributed, hooks
+from lm.train import workdir as run_files
 from lm.train.build import Run, build
 from lm.train.checkpoint import Checkpointer
 from lm.train.hooks import Hook, StepResult
@@ -144,7 +146,13 @@ def default_hooks(run: Run, checkpointer: Checkpointer, spikes: LossSpikes) -> l
 
 def run(config, workdir: str) -> dict:
     """Trains (or resumes) the run in `workdir`; returns a summary dict. Every process of a
-    multi-process run calls it; process 0 writes the run files and metrics."""
+    multi-process run calls it; process 0 holds the workdir's lock (one trainer per workdir)
+    and writes the run files and metrics."""
+    with run_files.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict:
     r = build(config, workdir)
     total = config.train.steps
     checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)

@@ -27,6 +27,7 @@ import json
 import os
 
 from lm.train import workdir as run_files
+from scaling.runs import parse_metrics
 
 
 class MetricsLog:
@@ -38,18 +39,22 @@ class MetricsLog:
         self.path = os.path.join(workdir, run_files.METRICS)
 
     def resume_at(self, step: int) -> None:
-        """Keeps rows with step <= `step`; later rows move to metrics.jsonl.after_<step>."""
+        """Keeps rows with step <= `step`; later rows, and a torn last line (a kill or a full
+        disk mid-write), move to metrics.jsonl.after_<step>."""
         if not run_files.exists(self.path):
             return
-        lines = [line for line in run_files.read_text(self.path).splitlines(keepends=True)
-                 if line.strip()]
-        keep = [line for line in lines if json.loads(line)["step"] <= step]
+        text = run_files.read_text(self.path)
+        rows, torn = parse_metrics(text, self.path)
+        lines = [line if line.endswith("\n") else line + "\n"
+                 for line in text.splitlines(keepends=True) if line.strip()]
+        keep = [line for line, row in zip(lines, rows) if row["step"] <= step]
         if len(keep) == len(lines):
             return
         run_files.write_text(f"{self.path}.after_{step}", "".join(lines[len(keep):]))
         run_files.write_text(self.path, "".join(keep))
-        print(f"metrics.jsonl: {len(lines) - len(keep)} rows after step {step} moved to "
-              f"{self.path}.after_{step}; the resumed run recomputes them", flush=True)
+        print(f"metrics.jsonl: {len(lines) - len(keep)} rows after step {step}"
+              f"{' (the last one torn)' if torn else ''} moved to {self.path}.after_{step}; "
+              "the resumed run recomputes them", flush=True)
 
     def start_from(self, rows: list[dict]) -> None:
         """Begins a branched run's file with its parent's rows (up to the branch step); rows
@@ -67,5 +72,6 @@ class MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    text = run_files.read_text(os.path.join(workdir, run_files.METRICS))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """The rows of a run's metrics.jsonl, without a torn last line (a run killed mid-write)."""
+    path = os.path.join(workdir, run_files.METRICS)
+    return parse_metrics(run_files.read_text(path), path)[0]

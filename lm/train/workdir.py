@@ -11,6 +11,7 @@ JSON ones are written and checked, and the path layer every run-file access goes
     WORKDIR/checkpoints_corrupt/  checkpoints that failed to restore, moved aside
     WORKDIR/train.log          the output of a run that executes away from the console
     WORKDIR/sweep_run.json     lm.sweep's record of the run's latest attempt
+    WORKDIR/.lock              held by the trainer that runs in it: pid, host and start time
 
 A workdir is a local path or a URL of any fsspec filesystem: gs://bucket/run on a TPU pod
 (needs gcsfs), memory://run in tests. Every file is written whole or not at all: locally a
@@ -19,9 +20,12 @@ on an object store a whole-object write already is all or nothing, and an append
 lacks) reads the object and writes it back whole. Paths are joined with os.path.join, which
 keeps a URL intact.
 """
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
 import time
 
 import fsspec
@@ -41,6 +45,7 @@ CHECKPOINTS = "checkpoints"
 CORRUPT_CHECKPOINTS = "checkpoints_corrupt"
 TRAIN_LOG = "train.log"
 SWEEP_RECORD = "sweep_run.json"
+LOCK = ".lock"
 RUN_MARKERS = (METRICS, CONFIG, CHECKPOINTS)  # what makes a directory a run's
 
 
@@ -141,6 +146,45 @@ def move(source, target) -> None:
         shutil.move(inner, target)
     else:
         fs.mv(inner, target, recursive=True)
+
+
+@contextlib.contextmanager
+def held(workdir: str):
+    """One trainer per workdir: holds an exclusive lock on WORKDIR/.lock while in the block; a
+    second trainer gets a ConfigError naming the holder. The kernel releases the lock when its
+    holder dies (kill -9, a crash, a reboot), so a dead trainer never blocks its resume. A URL
+    workdir (an object store has no locks) is not locked: run one trainer on it at a time."""
+    if not is_local(workdir):
+        yield
+        return
+    created = not os.path.exists(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        f = open(os.path.join(workdir, LOCK), "a+")
+    except OSError as err:
+        raise ConfigError(f"cannot use --workdir={workdir}: {err.strerror} ({err.filename}); "
+                          "give a writable directory") from err
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that has not written its name yet"
+            raise ConfigError(f"workdir {workdir} is in use by another trainer ({holder}); "
+                              "wait for it to finish or stop it (it saves a checkpoint on "
+                              "SIGTERM), or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            if created and os.listdir(workdir) == [LOCK]:  # refused before it wrote anything
+                os.remove(os.path.join(workdir, LOCK))
+                os.rmdir(workdir)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_json(path, data) -> None:

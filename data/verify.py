@@ -1,0 +1,78 @@
+"""Checks prepared data against the content hashes its meta.json records.
+
+    python -m data.verify PATH [PATH ...]
+
+PATH is a preparation (ROOT/prepared/<tokenizer>/<corpus>) or a data root (every preparation
+under ROOT/prepared). Each split is read block by block (`data.store.SHARD` tokens) and each
+block's sha256 compared with meta.json's `block_sha256`. `data.prepare` runs this check on
+every preparation before it writes meta.json; opening prepared data checks only sizes and
+counts (and a missing chunk is an error), so run this when a disk or a copy is suspect. Exit
+status 1 when anything is damaged.
+"""
+import argparse
+import sys
+
+from data import dataset, store
+
+
+def damaged_blocks(path: str, meta: dict) -> list[str]:
+    """What in the preparation at `path` does not match `meta` ([] when all of it does)."""
+    problems = []
+    for name in dataset.SPLITS:
+        info = meta["splits"][name]
+        hashes = info.get("block_sha256")
+        if hashes is None:
+            problems.append(f"{name}: prepared before content hashes were recorded; nothing to "
+                            "check against (prepare it again to get them)")
+            continue
+        array_path = store.join(path, f"{name}.zarr")
+        try:
+            tokens = store.open_tokens(array_path, meta.get("array_driver", "zarr"))
+        except ValueError as err:
+            problems.append(f"{array_path}: cannot be opened ({err})")
+            continue
+        for i, want in enumerate(hashes):
+            start, stop = i * store.SHARD, min((i + 1) * store.SHARD, info["num_tokens"])
+            try:
+                got = store.block_sha256(tokens[start:stop].read().result())
+            except ValueError as err:  # a missing or undecodable chunk
+                got = f"unreadable: {err}"
+            if got != want:
+                problems.append(f"{array_path} tokens [{start}, {stop}): "
+                                f"{got if got.startswith('unreadable') else 'content differs'}")
+    return problems
+
+
+def _preparations(path: str) -> list[str]:
+    if store.read_bytes(store.join(path, "meta.json")) is not None:
+        return [path]
+    keys = store.list_keys(store.join(path, "prepared"))
+    return sorted({store.join(path, "prepared", *k.split("/")[:2]) for k in keys
+                   if k.count("/") == 2 and k.endswith("/meta.json")})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    args = parser.parse_args(argv)
+    damaged = False
+    for root in args.paths:
+        found = _preparations(root)
+        if not found:
+            print(f"{root}: no preparation (no meta.json) found")
+            damaged = True
+        for path in found:
+            meta = store.read_json(store.join(path, "meta.json"))
+            problems = damaged_blocks(path, meta)
+            print(f"{path}: {'damaged' if problems else 'ok'}")
+            for problem in problems:
+                print(f"  {problem}")
+            if problems:
+                print(f"  delete {path} and prepare it again (`python -m data.prepare --corpus "
+                      f"{meta.get('source', meta['corpus'])} ...`)")
+            damaged |= bool(problems)
+    sys.exit(1 if damaged else 0)
+
+
+if __name__ == "__main__":
+    main()
