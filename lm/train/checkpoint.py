@@ -9,6 +9,7 @@ multi-process run every process calls save and restore, and Orbax writes each sh
 The workdir may be a gs:// URL: Orbax writes there itself, and the move aside goes through
 lm/train/workdir.py's path layer.
 """
+import contextlib
 import os
 
 import jax
@@ -18,6 +19,10 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from lm.train import workdir as run_files
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message says what to do."""
 
 
 class Checkpointer:
@@ -45,8 +50,22 @@ class Checkpointer:
         checksums in meta; returns once the arrays are copied off the training buffers, writing
         on in the background."""
         meta = dict(meta, state_checksums=state_checksums(state))
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)))
+        with self._writing():
+            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                             meta=ocp.args.JsonSave(meta)))
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turns a failed checkpoint write (a full disk, a lost bucket; Orbax raises it at the
+        next save or wait) into a CheckpointWriteError that says what to do."""
+        try:
+            yield
+        except Exception as err:  # orbax wraps the writer's error in several types
+            first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            raise CheckpointWriteError(
+                f"writing a checkpoint to {self.directory} failed ({type(err).__name__}: "
+                f"{first_line}). Free space (or lower train.keep_checkpoints) and rerun the "
+                "same command: the run resumes from its newest complete checkpoint") from err
 
     def restore_latest(self, abstract_state):
         """(step, state, meta) of the newest checkpoint that restores, or None if none exists.
@@ -93,10 +112,11 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until every async save has been written (raises if one failed)."""
-        self._manager.wait_until_finished()
+        with self._writing():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
 
 

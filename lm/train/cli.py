@@ -11,6 +11,7 @@ SIGTERM / SIGINT finish the current step, save a checkpoint and exit 0 (before t
 exit 0, nothing changed). Bad input exits 2 with a one-line message (--verbosity=1 adds the
 traceback), a non-finite loss 3.
 """
+import os
 import signal
 import sys
 import traceback
@@ -21,6 +22,7 @@ from ml_collections import config_flags
 from data.clients import FetchError
 from lm.errors import ConfigError
 from lm.train import distributed
+from lm.train.checkpoint import CheckpointWriteError
 from lm.train.config_checks import exit_on_unknown_keys
 from lm.train.loop import run
 
@@ -38,12 +40,19 @@ def _stop_now(signum, frame):
     raise _Stopped(signal.Signals(signum).name)
 
 
+def _without_traceback(record) -> bool:
+    """Logs keep their one-line message; the traceback shows with --verbosity=1."""
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
 def main(argv) -> None:
     del argv
     for sig in (signal.SIGTERM, signal.SIGINT):  # the loop takes over while it runs
         signal.signal(sig, _stop_now)
     if not flags.FLAGS["verbosity"].present:  # absl would log INFO (orbax is chatty there)
         logging.set_verbosity(logging.WARNING)
+        logging.get_absl_handler().addFilter(_without_traceback)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/quickstart")
     try:
@@ -56,6 +65,9 @@ def main(argv) -> None:
         if flags.FLAGS["verbosity"].value >= logging.DEBUG:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr, flush=True)
+        if isinstance(err, CheckpointWriteError):  # Orbax's writer threads still hold failed
+            sys.stdout.flush()                     # writes, each printed again at shutdown
+            os._exit(2)
         sys.exit(3 if isinstance(err, FloatingPointError) else 2)
 
 
