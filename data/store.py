@@ -24,9 +24,9 @@ CHUNK = 1 << 13  # tokens per compressed chunk inside a shard
 ZARR3 = "zarr3"
 # One context for every open: the memory kvstore lives in it, and its cache keeps shard indexes.
 CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 64 << 20}})
-# Writers share its memory kvstore but cache nothing: a cache holds written shards, so a writer's
-# memory would grow with the array.
-WRITE_CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 0}}, parent=CONTEXT)
+# Writers and whole-array checks share its memory kvstore but cache nothing: a cache would hold
+# the shards they pass through, so their memory would grow with the array.
+UNCACHED = ts.Context({"cache_pool": {"total_bytes_limit": 0}}, parent=CONTEXT)
 
 
 def join(path: str, *names: str) -> str:
@@ -74,7 +74,7 @@ class TokenWriter:
         self.dtype = np.dtype(dtype)
         self.length = length
         self._array = ts.open(_array_spec(path, length, self.dtype), create=True,
-                              delete_existing=True, context=WRITE_CONTEXT).result()
+                              delete_existing=True, context=UNCACHED).result()
         self._pending: list[np.ndarray] = []
         self._pending_size = 0
         self._written = 0
@@ -112,10 +112,12 @@ def write_tokens(path: str, tokens: np.ndarray) -> None:
     writer.close()
 
 
-def open_tokens(path: str, driver: str = ZARR3) -> ts.TensorStore:
-    """Opens a token array for reading; a missing chunk is an error, never read as zeros."""
+def open_tokens(path: str, driver: str = ZARR3, cached: bool = True) -> ts.TensorStore:
+    """Opens a token array for reading; a missing chunk is an error, never read as zeros.
+    `cached=False` for one pass over the whole array."""
     return ts.open({"driver": driver, "kvstore": kvstore_spec(path),
-                    "fill_missing_data_reads": False}, open=True, context=CONTEXT).result()
+                    "fill_missing_data_reads": False}, open=True,
+                   context=CONTEXT if cached else UNCACHED).result()
 
 
 def block_sha256(tokens: np.ndarray) -> str:

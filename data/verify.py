@@ -27,7 +27,7 @@ def damaged_blocks(path: str, meta: dict) -> list[str]:
             continue
         array_path = store.join(path, f"{name}.zarr")
         try:
-            tokens = store.open_tokens(array_path, meta.get("array_driver", "zarr"))
+            tokens = store.open_tokens(array_path, meta.get("array_driver", "zarr"), cached=False)
         except ValueError as err:
             problems.append(f"{array_path}: cannot be opened ({err})")
             continue
