@@ -16,13 +16,15 @@ from typing import Callable
 
 
 @contextlib.contextmanager
-def locked(lock_path: Path):
-    """Holds an exclusive lock on `lock_path` (created empty if missing) while in the block."""
+def locked(lock_path: Path, wait: bool = True):
+    """Holds an exclusive lock on `lock_path` (created empty if missing) while in the block and
+    yields the open lock file; with `wait=False`, BlockingIOError if another process holds it.
+    The kernel releases the lock when its holder dies, however it dies."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         try:
-            yield
+            yield f
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

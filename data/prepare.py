@@ -344,9 +344,8 @@ def _plan_record(source: sources.Source, fingerprint: dict, shards, tok: Tokeniz
                 val_fraction=val_fraction, shards=[dataclasses.asdict(s) for s in shards])
 
 
-def _prepare(path: str, source: sources.Source, fetch_root, root, tok: Tokenizer,
-             val_fraction: float, workers: int, shard_bytes: int) -> None:
-    fingerprint = sources.fingerprint(source, fetch_root)
+def _prepare(path: str, source: sources.Source, fingerprint: dict, fetch_root, root,
+             tok: Tokenizer, val_fraction: float, workers: int, shard_bytes: int) -> None:
     shards = sources.plan(source, fetch_root, shard_bytes)
     work = store.join(path, "work")
     plan = _plan_record(source, fingerprint, shards, tok, val_fraction)
@@ -406,11 +405,10 @@ def _check_current(prepared: dataset.PreparedCorpus, fetch_root, val_fraction: f
                          f"{manifest['sha256'][:12]}): delete {path} to prepare again")
 
 
-def prepared_name(source: sources.Source, fetch_root) -> str:
-    """The source's directory under ROOT/prepared/<tokenizer_id>/."""
-    if source.registered:
-        return source.name
-    return f"{source.name}-{sources.fingerprint(source, fetch_root)['sha256'][:12]}"
+def prepared_name(source: sources.Source, fingerprint: Optional[dict]) -> str:
+    """The source's directory under ROOT/prepared/<tokenizer_id>/ (`fingerprint`, that of a
+    source that is not registered, names its input)."""
+    return source.name if source.registered else f"{source.name}-{fingerprint['sha256'][:12]}"
 
 
 def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
@@ -427,12 +425,15 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
     fetch_root = dataset.local_root(root)
     tok = ensure_tokenizer(root, tokenizer, vocab_size=vocab_size,
                            tokenizer_corpora=tokenizer_corpora, val_fraction=val_fraction)
-    name = prepared_name(source, fetch_root)
+    # A registered corpus's directory has a fixed name: its fingerprint is needed only to prepare.
+    fingerprint = None if source.registered else sources.fingerprint(source, fetch_root)
+    name = prepared_name(source, fingerprint)
     path = dataset.prepared_path(root, tok.name, name)
     if dataset.read_meta(root, name, tok.name) is None:
         def build():
             if dataset.read_meta(root, name, tok.name) is None:  # not built meanwhile
-                _prepare(path, source, fetch_root, root, tok, val_fraction, workers, shard_bytes)
+                _prepare(path, source, fingerprint or sources.fingerprint(source, fetch_root),
+                         fetch_root, root, tok, val_fraction, workers, shard_bytes)
         if store.is_local(path):
             with atomic.locked(Path(path).parent / f".{Path(path).name}.lock"):
                 build()

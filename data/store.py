@@ -105,13 +105,6 @@ class TokenWriter:
         self._pending_size = len(tokens) - size
 
 
-def write_tokens(path: str, tokens: np.ndarray) -> None:
-    """Writes the 1-D array `tokens` as a new token array at `path`."""
-    writer = TokenWriter(path, len(tokens), tokens.dtype)
-    writer.append(tokens)
-    writer.close()
-
-
 def open_tokens(path: str, driver: str = ZARR3, cached: bool = True) -> ts.TensorStore:
     """Opens a token array for reading; a missing chunk is an error, never read as zeros.
     `cached=False` for one pass over the whole array."""

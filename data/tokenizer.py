@@ -132,7 +132,8 @@ def load_tokenizer(root, tokenizer_id: str) -> Tokenizer:
 def _eos_token(hf: tokenizers.Tokenizer, directory: str, path: str) -> str:
     config_path = os.path.join(directory, "tokenizer_config.json")
     if os.path.exists(config_path):
-        eos = json.load(open(config_path)).get("eos_token")
+        with open(config_path) as f:
+            eos = json.load(f).get("eos_token")
         eos = eos.get("content") if isinstance(eos, dict) else eos
         if eos and hf.token_to_id(eos) is not None:
             return eos

@@ -145,8 +145,9 @@ def test_a_killed_preparation_restarts_with_the_unfinished_shards_only(user_corp
                           cwd=REPO, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     with pytest.raises(FileNotFoundError):  # no meta.json: nothing a run would read
-        dataset.open_prepared(tmp_path, prepare.prepared_name(sources.resolve(spec), tmp_path),
-                              "byte")
+        source = sources.resolve(spec)
+        dataset.open_prepared(tmp_path, prepare.prepared_name(
+            source, sources.fingerprint(source, tmp_path)), "byte")
     prepared = prepare.ensure_prepared(tmp_path, spec, workers=1, shard_bytes=20_000)
     assert "2 of " in capsys.readouterr().out
     want = expected_splits(user_corpora["lit"])
@@ -261,7 +262,9 @@ def test_damaged_prepared_array_is_refused_with_the_fix(tmp_path):
 
 def test_store_round_trips_on_the_memory_kvstore():
     tokens = np.arange(store.SHARD + 5, dtype=np.uint32) % 50_000
-    store.write_tokens("memory://t/a.zarr", tokens)
+    writer = store.TokenWriter("memory://t/a.zarr", len(tokens), tokens.dtype)
+    writer.append(tokens)
+    writer.close()
     np.testing.assert_array_equal(store.open_tokens("memory://t/a.zarr").read().result(), tokens)
     store.write_json("memory://t/x/meta.json", {"a": 1})
     assert store.read_json("memory://t/x/meta.json") == {"a": 1}

@@ -21,12 +21,12 @@ lacks) reads the object and writes it back whole. Paths are joined with os.path.
 keeps a URL intact.
 """
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import fsspec
 import jax.numpy as jnp
@@ -158,21 +158,18 @@ def held(workdir: str):
         yield
         return
     created = not os.path.exists(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        f = open(os.path.join(workdir, LOCK), "a+")
-    except OSError as err:
-        raise ConfigError(f"cannot use --workdir={workdir}: {err.strerror} ({err.filename}); "
-                          "give a writable directory") from err
-    with f:
+    path = Path(workdir, LOCK)
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f = stack.enter_context(atomic.locked(path, wait=False))
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "a process that has not written its name yet"
+            holder = path.read_text().strip() or "a process that has not written its name yet"
             raise ConfigError(f"workdir {workdir} is in use by another trainer ({holder}); "
                               "wait for it to finish or stop it (it saves a checkpoint on "
                               "SIGTERM), or use another --workdir") from None
+        except OSError as err:
+            raise ConfigError(f"cannot use --workdir={workdir}: {err.strerror} "
+                              f"({err.filename}); give a writable directory") from err
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -182,9 +179,8 @@ def held(workdir: str):
             yield
         finally:
             if created and os.listdir(workdir) == [LOCK]:  # refused before it wrote anything
-                os.remove(os.path.join(workdir, LOCK))
+                path.unlink()
                 os.rmdir(workdir)
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_json(path, data) -> None:
