@@ -32,12 +32,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "Run directory (checkpoints, metrics): a path or a gs:// URL.")
 
 
-class _Stopped(BaseException):
-    """A signal that arrived before the training loop took over SIGTERM / SIGINT."""
-
-
 def _stop_now(signum, frame):
-    raise _Stopped(signal.Signals(signum).name)
+    """A signal while the training loop does not own SIGTERM / SIGINT (setting up: data,
+    restore, compile) ends the process at once. Exiting is safe there, as a kill -9 is: every
+    file is published whole and a preparation resumes. Raising instead could be swallowed where
+    the handler happens to run (a finalizer, a library callback), and training would go on."""
+    print(f"stopped by {signal.Signals(signum).name} before the first step; nothing was trained "
+          "or changed. Rerun the same command to start.", flush=True)
+    os._exit(0)
 
 
 def _without_traceback(record) -> bool:
@@ -58,9 +60,6 @@ def main(argv) -> None:
     try:
         distributed.initialize()
         run(_CONFIG.value, _WORKDIR.value)
-    except _Stopped as stop:
-        print(f"stopped by {stop} before the first step; nothing was trained or changed. "
-              "Rerun the same command to start.", flush=True)
     except (ConfigError, FileNotFoundError, FetchError, FloatingPointError, OSError) as err:
         if flags.FLAGS["verbosity"].value >= logging.DEBUG:
             traceback.print_exc()
