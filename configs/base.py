@@ -82,6 +82,9 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         name="adamw",          # any of optim.registered_optimizers()
         lr=3e-3,               # peak learning rate
         grad_clip=1.0,         # global-norm clipping; 0 disables
+        # > 0: evaluate an exponential moving average of the parameters, xi <- d xi + (1 - d)
+        # theta after each step (Zhang et al. 2024 pair it with a constant lr); 0: off
+        weight_average_decay=0.0,
         # Parameter groups: name -> the parameters whose path ("block_0/mlp/up/kernel") matches
         # `pattern` (re.search), their lr multiplier, and weight decay (True / False / None:
         # the default rule, decay iff ndim >= 2). Add groups in a config file, e.g.
@@ -98,6 +101,8 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     c.schedule = ml_collections.ConfigDict(dict(
         name="cosine",         # cosine | wsd | linear | constant
         warmup_steps=100,
+        warmup_fraction=0.0,   # > 0: warm up over this fraction of train.steps instead of
+                               # warmup_steps (a sweep over run lengths keeps the shape)
         final_lr_fraction=0.1,  # lr at the end, as a fraction of the peak
         decay_fraction=0.2,    # wsd: share of the steps spent decaying
     ))

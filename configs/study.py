@@ -1,69 +1,119 @@
-"""Presets of the optimizer-comparison scaling study (python -m lm.study --preset=NAME).
+"""Presets of the optimizer-comparison study (python -m lm.study --preset=NAME).
 
-    tiny   the README's main job: 4 sizes from 25K to 330K non-embedding parameters, byte-level,
-           300 steps of 16 x 64 tokens; ~14 minutes on 2 CPU cores
-    small  4 quickstart-sized models (0.1M to 1.8M non-embedding parameters, 4096-token BPE,
-           4000 steps of 16 x 128 tokens, 4.6 tokens per parameter for the largest, under one
-           epoch of en_docs): hours on a CPU, well under an hour on one GPU
-    paper  the seed papers' range, 3M to 200M non-embedding parameters (d256_l4 .. d1024_l16,
-           8192-token BPE, 16000 steps of 256 x 1024 tokens: 21 tokens per parameter of the
-           largest): accelerators only; lm.study writes launch_tpu.sh commands instead of
-           training. The embedded corpora hold ~10M BPE tokens each, so these 4.2B tokens would
-           repeat them ~400 times: register a web-scale corpus in data/corpora.py first.
+    tiny     the README's main job (<= 15 min on 2 CPU cores): byte-level models of 25K-222K
+             non-embedding parameters, 300 steps of 16 x 64 tokens. Every optimizer's key
+             hyperparameters are tuned by coordinate descent at d48_l2, the other sizes re-tune
+             the lr around that point, 3 seeds at d48_l2, AdamW at 0.25-2x data. The sizes see
+             the same tokens (12 -> 1.4 tokens per parameter), so scale trends are not claims.
+    compare  the protocol in full (hours on a CPU): 20 tokens per non-embedding parameter at
+             every size, coordinate descent over every hyperparameter of every optimizer at the
+             two smallest sizes (the others re-tune the lr), 3 seeds there, AdamW at 1-8x data
+             with the lr re-tuned at each size and budget, speedup against N with its slope.
+    cbs      the critical batch size as Zhang et al. 2024 measure it: constant lr with
+             exponential weight averaging, the lr tuned per batch size, steps to a fixed loss.
+    small    `tiny`'s design on quickstart-sized BPE models (hours on a CPU).
+    paper    the seed papers' range (3M-200M non-embedding parameters); writes launch_tpu.sh
+             commands instead of training.
 
-Every run of a preset shares its base config and its step count (a Kaplan-style ladder: sizes
-differ at equal data, and the learning curves of all sizes give the compute frontier). AdamW
-also trains at `data_multipliers` x those steps for the effective-data speedup (Wen et al. 2025
-fit AdamW's loss against data at 1-8x), and the code ladder repeats AdamW's runs on the code
-corpus for the loss-to-loss fits (Brandfonbrener et al. 2024 pair models by size and data).
+The protocol follows Wen et al. 2025 ("Fantastic Pretraining Optimizers and Where to Find
+Them"): tune every hyperparameter of every optimizer the same way before comparing, measure the
+seed noise and count a change only if it beats it, and compute speedups per model size from
+AdamW's fitted loss-vs-data curve, inside its measured budgets.
 """
 import ml_collections
 
 from configs import base
 
 OPTIMIZERS = ("adamw", "soap", "simplified_ademamix")
-# Four lrs a half-decade apart around each optimizer's scale for the tiny ladder (widths 32-96,
-# 1024-token batches); larger presets divide them by `lr_divisor`. Simplified-AdEMAMix sums
-# ~1 / (1 - b1) = 100 gradients in its momentum, so its lr is ~10x smaller than Adam's (Morwani
-# et al. 2025); a first tiny study over 1e-4..3e-3 chose 1e-4 or 3e-4 at every size, so its grid
-# starts at 3e-5. Sign-based optimizers take ~10x smaller steps than Adam (Chen et al. 2023).
-ADAM_LIKE = (1e-3, 3e-3, 1e-2, 3e-2)
-LR_GRIDS = {
-    **{name: ADAM_LIKE for name in ("adamw", "shampoo", "adalayer", "adopt", "adafactor",
-                                    "ademamix", "schedule_free_adamw", "sophia", "muon")},
-    "soap": (3e-3, 1e-2, 3e-2, 1e-1),
-    "simplified_ademamix": (3e-5, 1e-4, 3e-4, 1e-3),
-    "lion": (1e-4, 3e-4, 1e-3, 3e-3),
-    "signum": (1e-4, 3e-4, 1e-3, 3e-3),
-    "sgd": (1e-2, 3e-2, 1e-1, 3e-1),
+PRESETS = ("tiny", "compare", "cbs", "small", "paper")
+
+# Search spaces at the tiny scale (widths 32-96, 1024-token batches; larger presets divide the
+# lrs by `lr_divisor`): each hyperparameter's ordered grid and the start value (the optimizer's
+# published default where it has one). Point keys are lm.sweep keys: `lr`, `warmup` (fraction of
+# the steps), `grad_clip`, or a hyperparameter of the optimizer's own config section.
+# Simplified-AdEMAMix's update (alpha g + m) / sqrt(nu) sums ~1 / (1 - b1) = 100 gradients in m,
+# so its step is 7x (uncorrelated gradients) to (100 + alpha)x Adam's at one lr: its lr grid sits
+# 10-100x below Adam's and is searched jointly with alpha. Morwani et al. find the best alpha
+# grows as the batch shrinks (~100 at 32K-token batches, ~0 at 1M); these batches hold 1K.
+SEARCH = {
+    "adamw": dict(
+        grids=dict(lr=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), b1=(0.8, 0.9, 0.95),
+                   b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.1, 0.3),
+                   warmup=(0.02, 0.1, 0.3), eps=(1e-10, 1e-8, 1e-6), grad_clip=(0.0, 1.0, 2.0)),
+        start=dict(lr=1e-2, b1=0.9, b2=0.95, weight_decay=0.1, warmup=0.1, eps=1e-8,
+                   grad_clip=1.0)),
+    "soap": dict(
+        grids=dict(lr=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), b1=(0.9, 0.95, 0.99),
+                   b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.01, 0.1, 0.3),
+                   warmup=(0.02, 0.1, 0.3), eps=(1e-10, 1e-8, 1e-6), grad_clip=(0.0, 1.0, 2.0),
+                   precondition_frequency=(1, 10, 30), rest_lr_multiplier=(0.1, 0.3, 1.0)),
+        start=dict(lr=1e-2, b1=0.95, b2=0.95, weight_decay=0.01, warmup=0.1, eps=1e-8,
+                   grad_clip=1.0, precondition_frequency=10, rest_lr_multiplier=1.0)),
+    "simplified_ademamix": dict(
+        grids=dict(lr=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), alpha=(0.0, 3.0, 10.0, 30.0, 100.0),
+                   b1=(0.9, 0.99, 0.999), b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.1),
+                   warmup=(0.02, 0.1, 0.3), grad_clip=(0.0, 1.0, 2.0)),
+        start=dict(lr=1e-4, alpha=0.0, b1=0.99, b2=0.95, weight_decay=0.0, warmup=0.1,
+                   grad_clip=1.0),
+        line=("alpha",)),
 }
-# Optimizer schedules that span the run, set to each run's step count: the AdEMAMix paper warms
-# b3 and alpha up over the whole run, and Simplified-AdEMAMix's b1 warmup is the same schedule
-# (in 300-step tiny runs b1 = 0.99 from step 1 ends at 3.27 nats on d32_l2, warmed up 2.96).
+# The tiny preset's budget: the hyperparameters the review found mistuned (AdamW's b2, warmup and
+# weight decay; SOAP's weight decay and the lr of its AdamW part; S-AdEMAMix's alpha and b1).
+TINY_KEYS = {"adamw": ("lr", "b2", "weight_decay", "warmup"),
+             "soap": ("lr", "b2", "weight_decay", "rest_lr_multiplier"),
+             "simplified_ademamix": ("lr", "alpha", "b1")}
+# Optimizer schedules that span the run, set to each run's step count (AdEMAMix's b3 and alpha
+# warmups; Simplified-AdEMAMix's b1 warmup is the same schedule).
 RUN_LENGTH_FIELDS = ("optimizer.ademamix.b3_warmup", "optimizer.ademamix.alpha_warmup",
                      "optimizer.simplified_ademamix.b1_warmup")
-PRESETS = ("tiny", "small", "paper")
 
 
 def get_preset(name: str) -> ml_collections.ConfigDict:
-    """The study's settings: `run` (the base run config every run starts from), the prose
-    ladder `sizes`, the `code_sizes`, `optimizers` and their `lr_grids`, the shared `steps`,
-    AdamW's extra `data_multipliers`, `evals` per run, `bootstrap` resamples of each fit and
-    the default local `processes`."""
+    """The study's settings (see `_study` for each field)."""
     if name not in PRESETS:
         raise ValueError(f"unknown study preset {name!r}; use one of {', '.join(PRESETS)}")
-    return {"tiny": _tiny, "small": _small, "paper": _paper}[name]()
+    return {"tiny": _tiny, "compare": _compare, "cbs": _cbs, "small": _small,
+            "paper": _paper}[name]()
 
 
-def _study(run, sizes, steps, *, code_sizes=None, bootstrap=1000, processes=1, evals=8,
-           lr_divisor=1.0):
+def search_space(name: str, keys=None, lr_divisor: float = 1.0) -> dict:
+    """SEARCH[name] restricted to `keys` (None: all), lrs divided by `lr_divisor`."""
+    space = SEARCH[name]
+    keys = tuple(space["grids"]) if keys is None else keys
+    grids = {k: list(space["grids"][k]) for k in keys}
+    start = {k: space["start"][k] for k in keys}
+    grids["lr"] = [lr / lr_divisor for lr in grids["lr"]]
+    start["lr"] /= lr_divisor
+    return dict(grids=grids, start=start, line=[k for k in space.get("line", ()) if k in keys])
+
+
+def _study(run, sizes, *, tune_sizes, steps=0, tokens_per_param=0.0, keys=None, max_moves=20,
+           seeds=2, seed_sizes=None, data_multipliers=(2.0, 4.0, 8.0), budget_sizes=None,
+           anneal_fractions=(0.5, 0.75), code_sizes=None, bootstrap=1000, processes=1,
+           evals=8, lr_divisor=1.0):
     return ml_collections.ConfigDict(dict(
-        run=run, sizes=list(sizes), code_sizes=list(code_sizes or sizes),
-        prose=run.data.corpus, code="code_py", optimizers=list(OPTIMIZERS),
-        lr_grids={name: [lr / lr_divisor for lr in grid] for name, grid in LR_GRIDS.items()},
+        kind="compare",
+        run=run,                  # the base run config every run starts from
+        sizes=list(sizes),        # the ladder (configs/ladder.py)
+        steps=steps,              # train steps of every run at 1x data (0: tokens_per_param)
+        tokens_per_param=tokens_per_param,  # > 0: steps = this x N_non-embedding / batch tokens
+        tune_sizes=list(tune_sizes),  # coordinate descent here; other sizes re-tune the lr only
+        optimizers=list(OPTIMIZERS),
+        search={name: search_space(name, (keys or {}).get(name), lr_divisor)
+                for name in SEARCH},
+        max_moves=max_moves,      # coordinate-descent moves per optimizer and size
+        noise_seeds=2,            # extra seeds of AdamW's start point: the tuning threshold
+        seeds=seeds,              # extra seeds of every tuned point, at seed_sizes
+        seed_sizes=list(seed_sizes or tune_sizes),
+        data_multipliers=list(data_multipliers),  # AdamW's other budgets, lr re-tuned at each
+        budget_sizes=list(budget_sizes or tune_sizes),
+        anneal_fractions=list(anneal_fractions),  # shortened, annealed runs: steps to target
+        prose=run.data.corpus, code="code_py",
+        code_sizes=list(code_sizes or sizes),  # AdamW on code: the loss-to-loss pairs
         run_length_fields=list(RUN_LENGTH_FIELDS),
-        steps=steps, data_multipliers=[0.5, 2.0], evals=evals, bootstrap=bootstrap,
-        processes=processes))
+        evals=evals,              # validations per run
+        bootstrap=bootstrap,      # resamples of each fit
+        processes=processes))     # local runs at once (default; --processes)
 
 
 def _run_config(tokenizer: str, vocab_size: int, seq_len: int, batch_size: int,
@@ -74,18 +124,28 @@ def _run_config(tokenizer: str, vocab_size: int, seq_len: int, batch_size: int,
                        eval_batches=eval_batches))
     c.model.max_seq_len = seq_len
     c.train.update(dict(batch_size=batch_size, log_every=10, layer_stats_every=0))
+    c.schedule.warmup_fraction = 0.1
     return c
 
 
 def _tiny():
     run = _run_config("byte", 0, seq_len=64, batch_size=16, eval_batches=4)
-    return _study(run, ["d32_l2", "d48_l2", "d64_l2", "d96_l3"], steps=300, bootstrap=200,
+    return _study(run, ["d32_l2", "d48_l2", "d64_l2", "d96_l2"], tune_sizes=["d48_l2"],
+                  steps=300, keys=TINY_KEYS, max_moves=1, data_multipliers=(0.25, 0.5, 2.0),
+                  evals=6, bootstrap=100, processes=2)
+
+
+def _compare():
+    run = _run_config("byte", 0, seq_len=64, batch_size=16, eval_batches=4)
+    sizes = ["d32_l2", "d48_l2", "d64_l2", "d96_l2"]
+    return _study(run, sizes, tune_sizes=sizes[:2], budget_sizes=sizes, tokens_per_param=20.0,
                   processes=2)
 
 
 def _small():
     run = _run_config("bpe", 4096, seq_len=128, batch_size=16, eval_batches=8)
-    return _study(run, ["d64_l2", "d96_l3", "d128_l4", "d192_l4"], steps=4000, bootstrap=1000,
+    return _study(run, ["d64_l2", "d96_l3", "d128_l4", "d192_l4"], tune_sizes=["d96_l3"],
+                  steps=4000, keys=TINY_KEYS, max_moves=2, data_multipliers=(0.5, 2.0),
                   lr_divisor=3)
 
 
@@ -93,4 +153,22 @@ def _paper():
     run = _run_config("bpe", 8192, seq_len=1024, batch_size=256, eval_batches=16)
     run.mesh.update(dict(data=1, fsdp=-1))
     return _study(run, ["d256_l4", "d384_l6", "d512_l8", "d768_l12", "d1024_l16"],
-                  steps=16000, bootstrap=1000, lr_divisor=10)
+                  tune_sizes=["d256_l4", "d384_l6"], steps=16000, lr_divisor=10)
+
+
+def _cbs():
+    """Zhang et al. 2024: per size, batch sizes x lrs at a constant lr (after a short warmup)
+    with EWA of the weights, each batch size on the same tokens (tokens_per_param x N, so the
+    small batches take many steps); steps to a fixed target loss on the EWA weights."""
+    run = _run_config("byte", 0, seq_len=64, batch_size=16, eval_batches=4)
+    run.schedule.update(dict(name="constant", warmup_fraction=0.05))
+    run.optimizer.weight_average_decay = 0.99
+    return ml_collections.ConfigDict(dict(
+        kind="cbs", run=run, optimizers=["adamw"],
+        sizes=["d32_l2", "d48_l2", "d64_l2"],
+        batch_sizes=[4, 8, 16, 32, 64],   # sequences of run.data.seq_len tokens
+        lrs=[3e-3, 1e-2, 3e-2],           # tuned per (size, batch size)
+        tokens_per_param=20.0,            # tokens of every run: this x N_non-embedding
+        evals=40,                         # validations per run: the steps-to-target resolution
+        prose=run.data.corpus, code="code_py", run_length_fields=list(RUN_LENGTH_FIELDS),
+        bootstrap=1000, processes=2))

@@ -20,6 +20,7 @@ import optax
 
 from optim.masks import group_of, lr_multipliers, scale_by_multipliers, weight_decay_mask
 from optim.schedules import make_schedule
+from optim.weight_average import average_parameters, averaged_params
 
 UNIT_INTERVAL_KEYS = ("b1", "b2", "b3", "beta", "momentum")
 
@@ -139,10 +140,17 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
 
     # identity() keeps the state tree the same with clipping off, so a run can resume with it.
     clipping = optax.clip_by_global_norm(clip) if clip else optax.identity()
-    tx = optax.chain(clipping, entry.build(h, schedule, decay_mask),
-                     scale_by_multipliers(multipliers))
+    parts = [clipping, entry.build(h, schedule, decay_mask), scale_by_multipliers(multipliers)]
+    decay = optimizer_cfg.get("weight_average_decay", 0.0)
+    if decay:
+        if entry.eval_params is not identity_eval_params:
+            raise ValueError(f"optimizer.weight_average_decay={decay}: optimizer {name!r} "
+                             "evaluates its own averaged point already; set it to 0")
+        # State (clipping, optimizer, (), average): evaluations use the average.
+        return Optimizer(tx=optax.chain(*parts, average_parameters(decay)), schedule=schedule,
+                         eval_params=lambda state, params: averaged_params(state[3], params))
     # The chain's state is (clipping state, optimizer state, ()): eval_params sees the second.
-    return Optimizer(tx=tx, schedule=schedule,
+    return Optimizer(tx=optax.chain(*parts), schedule=schedule,
                      eval_params=lambda state, params: entry.eval_params(state[1], params))
 
 

@@ -18,10 +18,10 @@ SCHEDULES = ("cosine", "wsd", "linear", "constant")
 
 
 def make_schedule(schedule_cfg, peak_lr: float, total_steps: int) -> optax.Schedule:
-    """Step -> learning rate, from `schedule_cfg` (name, warmup_steps, final_lr_fraction,
-    decay_fraction), the peak learning rate and the run's total step count."""
+    """Step -> learning rate, from `schedule_cfg` (name, warmup_steps or warmup_fraction,
+    final_lr_fraction, decay_fraction), the peak learning rate and the run's total step count."""
     _check(schedule_cfg, peak_lr, total_steps)
-    warmup = schedule_cfg.warmup_steps
+    warmup = warmup_steps(schedule_cfg, total_steps)
     after_warmup = total_steps - warmup
     end_lr = schedule_cfg.final_lr_fraction * peak_lr
     name = schedule_cfg.name
@@ -39,6 +39,14 @@ def make_schedule(schedule_cfg, peak_lr: float, total_steps: int) -> optax.Sched
     return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, warmup), rest], [warmup])
 
 
+def warmup_steps(schedule_cfg, total_steps: int) -> int:
+    """schedule.warmup_fraction x total_steps (rounded, at least 1) when the fraction is set,
+    else schedule.warmup_steps: a fraction keeps the schedule's shape when a sweep changes the
+    run length (the study tunes warmup as a fraction, as Wen et al. 2025 do)."""
+    fraction = schedule_cfg.get("warmup_fraction", 0.0)
+    return max(1, round(fraction * total_steps)) if fraction else schedule_cfg.warmup_steps
+
+
 def _wsd_decay_steps(decay_fraction: float, total_steps: int) -> int:
     """Length of the wsd final decay: decay_fraction * total_steps, rounded to a step."""
     return round(decay_fraction * total_steps)
@@ -53,8 +61,13 @@ def _check(schedule_cfg, peak_lr: float, total_steps: int) -> None:
         raise ValueError(f"train.steps={total_steps} must be positive")
     if not peak_lr > 0:
         raise ValueError(f"optimizer.lr={peak_lr} (the peak learning rate) must be positive")
-    if not 0 <= c.warmup_steps < total_steps:
-        raise ValueError(f"schedule.warmup_steps={c.warmup_steps} must be in [0, train.steps="
+    fraction = c.get("warmup_fraction", 0.0)
+    if not 0 <= fraction < 1:
+        raise ValueError(f"schedule.warmup_fraction={fraction} must be in [0, 1) (0: use "
+                         "schedule.warmup_steps)")
+    warmup = warmup_steps(c, total_steps)
+    if not 0 <= warmup < total_steps:
+        raise ValueError(f"schedule.warmup_steps={warmup} must be in [0, train.steps="
                          f"{total_steps}) so that the peak learning rate is reached; lower "
                          "schedule.warmup_steps or raise train.steps")
     if not 0 <= c.final_lr_fraction <= 1:
@@ -65,8 +78,8 @@ def _check(schedule_cfg, peak_lr: float, total_steps: int) -> None:
                          "share of train.steps spent in the wsd decay)")
     if c.name == "wsd":
         decay = _wsd_decay_steps(c.decay_fraction, total_steps)
-        if c.warmup_steps + decay > total_steps:
+        if warmup + decay > total_steps:
             raise ValueError(
-                f"schedule.warmup_steps={c.warmup_steps} plus the wsd decay ({decay} steps = "
+                f"schedule.warmup_steps={warmup} plus the wsd decay ({decay} steps = "
                 f"schedule.decay_fraction={c.decay_fraction} x train.steps={total_steps}) "
                 "exceed train.steps; lower schedule.warmup_steps or schedule.decay_fraction")

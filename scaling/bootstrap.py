@@ -1,11 +1,12 @@
 """Nonparametric bootstrap over runs: every fitted number is reported with an interval.
 
 Runs are resampled with replacement (within strata when the design has them, e.g. batch-size
-sweeps per model size), the whole fit is repeated on each resample, and intervals are the
-percentile intervals of the refitted values (Efron & Tibshirani 1993, An Introduction to the
-Bootstrap, Ch. 13) - as Besiroglu et al. 2024 report for the Chinchilla fit. Predictions
-(extrapolated losses, compute-optimal sizes) get their bands the same way: the prediction is
-evaluated at every resample's parameters.
+sweeps per model size; whole runs when a fit uses many points of each run's learning curve,
+since one run's checkpoints are not independent draws), the whole fit is repeated on each
+resample, and intervals are the percentile intervals of the refitted values (Efron &
+Tibshirani 1993, An Introduction to the Bootstrap, Ch. 13) - as Besiroglu et al. 2024 report
+for the Chinchilla fit. Predictions (extrapolated losses, compute-optimal sizes) get their bands
+the same way: the prediction is evaluated at every resample's parameters.
 """
 import warnings
 from collections.abc import Callable
@@ -29,8 +30,15 @@ class Estimate:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
-def resample_indices(n: int, rng: np.random.Generator, strata: np.ndarray | None = None):
-    """n indices drawn with replacement; with `strata`, each stratum keeps its own size."""
+def resample_indices(n: int, rng: np.random.Generator, strata: np.ndarray | None = None,
+                     groups: np.ndarray | None = None):
+    """n indices drawn with replacement; with `strata`, each stratum keeps its own size; with
+    `groups` (e.g. the run each learning-curve point belongs to), whole groups are drawn with
+    replacement and all their items taken (the cluster bootstrap)."""
+    if groups is not None:
+        labels = np.unique(groups)
+        drawn = rng.choice(labels, size=len(labels), replace=True)
+        return np.concatenate([np.flatnonzero(groups == label) for label in drawn])
     if strata is None:
         return rng.integers(0, n, size=n)
     picks = []
@@ -41,8 +49,10 @@ def resample_indices(n: int, rng: np.random.Generator, strata: np.ndarray | None
 
 
 def bootstrap(fit: Callable[[np.ndarray], np.ndarray], n_items: int, *, n_resamples: int,
-              seed: int, strata: np.ndarray | None = None) -> np.ndarray:
-    """(n_resamples, k) refitted values: row i is fit(indices of resample i).
+              seed: int, strata: np.ndarray | None = None,
+              groups: np.ndarray | None = None) -> np.ndarray:
+    """(n_resamples, k) refitted values: row i is fit(indices of resample i), drawn by
+    `resample_indices` (`groups`: resample whole groups).
 
     A resample the fit rejects (ValueError: e.g. it drew a single model size) gives a NaN row;
     the intervals use the others and a warning says how many were lost."""
@@ -50,8 +60,8 @@ def bootstrap(fit: Callable[[np.ndarray], np.ndarray], n_items: int, *, n_resamp
     rows = []
     for _ in range(n_resamples):
         try:
-            rows.append(np.atleast_1d(np.asarray(fit(resample_indices(n_items, rng, strata)),
-                                                 dtype=float)))
+            rows.append(np.atleast_1d(np.asarray(
+                fit(resample_indices(n_items, rng, strata, groups)), dtype=float)))
         except ValueError:
             rows.append(None)
     width = max((len(r) for r in rows if r is not None), default=0)

@@ -77,9 +77,11 @@ def _natural(theta, c_ref: float) -> np.ndarray:
 
 
 def fit_compute_law(compute, loss, *, heldout=None, n_bootstrap: int = 1000, seed: int = 0,
-                    level: float = 0.95, resample_starts: int = 2) -> ComputeLawFit:
+                    level: float = 0.95, resample_starts: int = 2,
+                    groups=None) -> ComputeLawFit:
     """L(C) on the frontier of the runs outside `heldout`; the held-out runs that lie on the
-    frontier of all runs are predicted."""
+    frontier of all runs are predicted. `groups` (the run of each learning-curve point):
+    the bootstrap resamples whole runs' frontier points."""
     compute, loss = positive_arrays("compute law", len(PARAMS), C=compute, loss=loss)
     bootstrap_settings(n_bootstrap, level)
     held = np.zeros(len(compute), bool) if heldout is None else np.asarray(heldout, bool)
@@ -103,7 +105,8 @@ def fit_compute_law(compute, loss, *, heldout=None, n_bootstrap: int = 1000, see
         lambda idx: _natural(minimize_multistart(
             huber_log_objective(_log_prediction(x[idx]), frontier_loss[idx]), resample_from).x,
             c_ref),
-        len(x), n_resamples=n_bootstrap, seed=seed)
+        len(x), n_resamples=n_bootstrap, seed=seed,
+        groups=None if groups is None else np.asarray(groups)[~held][on])
     fit = ComputeLawFit(params=estimates(PARAMS, point, samples, level), point=point,
                         samples=samples, frontier=on, heldout=[], level=level)
     targets = held & compute_frontier(compute, loss)

@@ -74,9 +74,16 @@ def sizes(table: Table, columns: Columns, notes: list | None = None) -> dict[str
     return {"n": n, "d": d, "c": c}
 
 
+def run_labels(table: Table) -> np.ndarray | None:
+    """The run of each row of a learning-curve table (scaling.runs.curve_points), else None
+    (one row per run): fits resample and hold out whole runs by it."""
+    return np.asarray(table["run"]).astype(str) if "run" in table else None
+
+
 def _combined(table: Table, columns: Columns, options: FitOptions, notes: list, key: str):
     """Columns of the fitting and held-out rows stacked, and the held-out mask: rows of
-    options.heldout, or those within options.holdout_factor of the largest `key` (c or n)."""
+    options.heldout, or those within options.holdout_factor of the largest `key` (c or n),
+    whole runs for learning curves."""
     cols = {**sizes(table, columns, notes), "loss": table.numeric(columns.loss)}
     if options.heldout is not None:
         held = options.heldout
@@ -85,7 +92,7 @@ def _combined(table: Table, columns: Columns, options: FitOptions, notes: list, 
         return {k: np.r_[cols[k], extra[k]] for k in cols}, mask
     if options.holdout_factor == 0:
         return cols, np.zeros(len(table), bool)
-    return cols, largest_runs(cols[key], options.holdout_factor)
+    return cols, largest_runs(cols[key], options.holdout_factor, run_labels(table))
 
 
 def _plot(options: FitOptions, draw, *args, name: str) -> list[str]:
@@ -101,9 +108,12 @@ def compute(table: Table, columns: Columns = Columns(),
     bootstrap_settings(options.bootstrap, options.level)
     notes = []
     cols, mask = _combined(table, columns, options, notes, "c")
+    runs = run_labels(table)
+    if runs is not None and options.heldout is not None:
+        runs = np.r_[runs, np.full(len(options.heldout), "held out")]
     fit = compute_law.fit_compute_law(cols["c"], cols["loss"], heldout=mask,
                                       n_bootstrap=options.bootstrap, seed=options.seed,
-                                      level=options.level)
+                                      level=options.level, groups=runs)
     png = _plot(options, plots.plot_compute_law, fit, cols["c"][~mask], cols["loss"][~mask],
                 name="compute_law.png")
     notes.append(f"{fit.frontier.sum()} of {(~mask).sum()} fitted runs lie on the compute "
@@ -153,14 +163,16 @@ def chinchilla(table: Table, columns: Columns = Columns(), options: FitOptions =
 
 
 class _Side(NamedTuple):
-    """One side of a loss-to-loss fit: its runs' N, D, C and loss."""
+    """One side of a loss-to-loss fit: its runs' N, D, C and loss, and each row's run (for
+    learning-curve points; None for one row per run)."""
     n: np.ndarray
     d: np.ndarray
     c: np.ndarray
     loss: np.ndarray
+    run: np.ndarray | None
 
     def rows(self, selection) -> "_Side":
-        return _Side(*(a[selection] for a in self))
+        return _Side(*(None if a is None else a[selection] for a in self))
 
 
 def _side(table: Table, columns: Columns, dataset_col: str, data: str, loss_col: str,
@@ -170,7 +182,7 @@ def _side(table: Table, columns: Columns, dataset_col: str, data: str, loss_col:
         raise ValueError(f"no rows with {dataset_col}={data!r}; values: "
                          f"{', '.join(np.unique(table[dataset_col].astype(str)))}")
     cols = sizes(rows, columns, notes)
-    return _Side(cols["n"], cols["d"], cols["c"], rows.numeric(loss_col))
+    return _Side(cols["n"], cols["d"], cols["c"], rows.numeric(loss_col), run_labels(rows))
 
 
 def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
@@ -205,9 +217,11 @@ def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
         return loss_to_loss_law.pair_by_size(a.n, a.d, b.n, b.d)
 
     offsets = [loss_to_loss_law.fit_offset_law(s.n, s.d, s.loss, n_bootstrap=options.bootstrap,
-                                               seed=options.seed, level=options.level)
+                                               seed=options.seed, level=options.level,
+                                               groups=s.run)
                for s in (x.rows(~x_held), y.rows(~y_held))]
-    ix, iy = pair(x.rows(~x_held), y.rows(~y_held))
+    fit_x = x.rows(~x_held)
+    ix, iy = pair(fit_x, y.rows(~y_held))
     if len(ix) == 0:
         raise ValueError(f"no {x_data} and {y_data} runs share (N, D); train-to-train and "
                          "test-to-test pair models by size")
@@ -219,8 +233,9 @@ def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
                        heldout_labels=[f"N={n:.3g}, D={d:.3g}" for n, d in
                                        zip(hx.n[hix], hx.d[hix])])
     labels = (f"{x_loss} ({x_data})", f"{y_loss} ({y_data})")
-    fit = loss_to_loss_law.fit_loss_to_loss(x.rows(~x_held).loss[ix], y.rows(~y_held).loss[iy],
-                                            *offsets, kind=kind, labels=labels, **heldout)
+    fit = loss_to_loss_law.fit_loss_to_loss(
+        fit_x.loss[ix], y.rows(~y_held).loss[iy], *offsets, kind=kind, labels=labels,
+        groups=None if fit_x.run is None else fit_x.run[ix], **heldout)
     png = _plot(options, plots.plot_loss_to_loss, fit, name="loss_to_loss.png")
     notes.append(f"{len(ix)} fitted pairs; E_x from {offsets[0].n_points} runs, E_y from "
                  f"{offsets[1].n_points} runs.")
@@ -239,8 +254,8 @@ def _loss_to_loss_holdout(x: _Side, y: _Side, data: tuple, losses: tuple, datase
                      for d, loss in zip(data, losses))
         return np.zeros(len(x.n), bool), np.zeros(len(y.n), bool), held
     if options.holdout_factor:
-        x_held = largest_runs(x.c, options.holdout_factor)
-        y_held = largest_runs(y.c, options.holdout_factor)
+        x_held = largest_runs(x.c, options.holdout_factor, x.run)
+        y_held = largest_runs(y.c, options.holdout_factor, y.run)
         return x_held, y_held, (x.rows(x_held), y.rows(y_held))
     return np.zeros(len(x.n), bool), np.zeros(len(y.n), bool), None
 

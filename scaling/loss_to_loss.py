@@ -86,8 +86,10 @@ class OffsetLawFit:
 
 
 def fit_offset_law(n, d, loss, *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
-                   keep_best: int | None = 12, resample_starts: int = 2) -> OffsetLawFit:
-    """The per-dataset law fitted to final losses of runs with N parameters and D tokens.
+                   keep_best: int | None = 12, resample_starts: int = 2,
+                   groups=None) -> OffsetLawFit:
+    """The per-dataset law fitted to final losses of runs with N parameters and D tokens (or
+    their learning curves' points, `groups` naming each point's run: resampled run by run).
 
     The full fit runs L-BFGS from the `keep_best` best of `offset_starts` (None: all 108);
     each bootstrap resample from the full-data optimum and the `resample_starts` best starts."""
@@ -108,7 +110,7 @@ def fit_offset_law(n, d, loss, *, n_bootstrap: int = 1000, seed: int = 0, level:
         return _natural(minimize_multistart(objective, resample_from,
                                             bounds=_EXPONENT_BOUNDS).x)
 
-    samples = bootstrap(refit, len(n), n_resamples=n_bootstrap, seed=seed)
+    samples = bootstrap(refit, len(n), n_resamples=n_bootstrap, seed=seed, groups=groups)
     point = _natural(full.x)
     return OffsetLawFit(params=estimates(OFFSET_PARAMS, point, samples, level), point=point,
                         samples=samples, n_points=len(n), seed=seed, level=level)
@@ -168,9 +170,10 @@ class LossToLossFit:
 
 def fit_loss_to_loss(x_loss, y_loss, x_offset: OffsetLawFit, y_offset: OffsetLawFit, *,
                      kind: str, labels: tuple[str, str] = ("x", "y"), heldout_x=None,
-                     heldout_y=None, heldout_labels=None) -> LossToLossFit:
+                     heldout_y=None, heldout_labels=None, groups=None) -> LossToLossFit:
     """K and kappa on paired losses (x_loss[i], y_loss[i]) given each side's offset fit; the
-    pairs (heldout_x, heldout_y) are predicted from their x losses and reported."""
+    pairs (heldout_x, heldout_y) are predicted from their x losses and reported. `groups`
+    (the x run of each pair): the bootstrap resamples whole runs."""
     x_loss, y_loss = positive_arrays(f"loss-to-loss {kind}", 2, x_loss=x_loss, y_loss=y_loss)
     if len(x_offset.samples) != len(y_offset.samples):
         raise ValueError("the two offset fits have different bootstrap sizes "
@@ -187,7 +190,7 @@ def fit_loss_to_loss(x_loss, y_loss, x_offset: OffsetLawFit, y_offset: OffsetLaw
         return fit_shift(x_loss[idx], y_loss[idx], draw_x, draw_y)
 
     samples = bootstrap(refit, len(x_loss), n_resamples=len(x_offset.samples),
-                        seed=x_offset.seed)
+                        seed=x_offset.seed, groups=groups)
     fit = LossToLossFit(kind=kind, x_label=labels[0], y_label=labels[1],
                         params=estimates(SHIFT_PARAMS, point, samples, x_offset.level),
                         point=point, samples=samples, x_loss=x_loss, y_loss=y_loss, heldout=[],

@@ -155,9 +155,10 @@ def plot_loss_to_loss(fit, path: str) -> str:
 
 
 def plot_critical_batch(fit, path: str) -> str:
-    """Left: steps to target against batch size per model size, S(B) fits and B*; right: B*
-    against N with the power law and held-out sizes."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    """Left: steps to target against batch size per model size, S(B) fits and B*; middle: B*
+    against N with the power law and held-out sizes; right: B* against the data D* a size
+    needs at B* (Zhang et al. 2024 find B* follows D, not N)."""
+    fig, (left, right, by_data) = plt.subplots(1, 3, figsize=(17, 4.8))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(fit.sweeps)))
     for sweep, color in zip(fit.sweeps, colors):
         left.scatter(sweep.batch, sweep.steps, color=color, s=16)
@@ -179,4 +180,14 @@ def plot_critical_batch(fit, path: str) -> str:
     right.set(xscale="log", yscale="log", xlabel="N", ylabel="critical batch size B*",
               title="CBS against model size")
     right.legend(fontsize=8)
+    tokens = [s.tokens for s in fit.sweeps]
+    by_data.errorbar([t.value for t in tokens], [c.value for c in cbs], xerr=_bars(tokens),
+                     yerr=_bars(cbs), fmt="o", color="black", capsize=3, label="B* (fitted sizes)")
+    d_coef, d_exponent = fit.params["D_coef"].value, fit.params["D_exponent"].value
+    grid = np.geomspace(min(t.value for t in tokens), max(t.value for t in tokens), 60)
+    by_data.plot(grid, d_coef * grid**d_exponent, color="C0",
+                 label=f"B* = {d_coef:.3g} D*^{d_exponent:.3f}")
+    by_data.set(xscale="log", yscale="log", xlabel="D* = B* S(B*) (tokens)",
+                ylabel="critical batch size B*", title="CBS against data size")
+    by_data.legend(fontsize=8)
     return _save(fig, path)

@@ -133,7 +133,8 @@ def _curves(rows: list[dict]) -> dict:
 def curve_points(table: Table) -> Table:
     """One row per logged validation point of every run (steps that have the training corpus's
     eval loss): val_loss, every eval/<set>/loss, tokens and flops at that step, name
-    "<run>@<step>" (train-to-test loss-to-loss pairs these points' losses). The envelope of
+    "<run>@<step>" (train-to-test loss-to-loss pairs these points' losses) and `run`, the run's
+    name (fits resample and hold out whole runs by it). The envelope of
     these learning curves is Kaplan et al.'s compute frontier (2020, Fig. 1), which a ladder of
     a few sizes fills with many budgets; points before the end of a decaying schedule sit
     above what a run of that length would reach, so the envelope is conservative."""
@@ -146,7 +147,8 @@ def curve_points(table: Table) -> Table:
                  if key.startswith("eval/")}
         for step, loss in zip(steps, losses):
             fraction = step / row["last_step"]
-            records.append({**row, "name": f"{row['name']}@{int(step)}", "last_step": step,
+            records.append({**row, "name": f"{row['name']}@{int(step)}", "run": row["name"],
+                            "last_step": step,
                             "tokens": row["tokens"] * fraction,
                             "flops": row["flops"] * fraction, "val_loss": loss,
                             **{key: at.get(step, np.nan) for key, at in evals.items()}})

@@ -32,12 +32,20 @@ class HeldOut:
                 "covered": self.covered}
 
 
-def largest_runs(compute: np.ndarray, factor: float = 2.0) -> np.ndarray:
-    """Mask of the runs within `factor` of the largest compute: the ones to hold out."""
+def largest_runs(compute: np.ndarray, factor: float = 2.0,
+                 runs: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the runs within `factor` of the largest compute: the ones to hold out. With
+    `runs` (the run of each row, for learning-curve points), a run is held out whole when its
+    largest compute is within `factor`, so the held-out points are a prediction beyond the
+    fitted runs, not an interpolation within one run's curve."""
     compute = np.asarray(compute, dtype=float)
     if factor <= 1:
         raise ValueError(f"holdout factor {factor} must exceed 1 (2 holds out the runs within "
                          "2x of the largest compute)")
+    if runs is not None:
+        runs = np.asarray(runs)
+        final = {run: np.nanmax(compute[runs == run]) for run in np.unique(runs)}
+        compute = np.array([final[run] for run in runs])
     mask = compute >= np.nanmax(compute) / factor
     if mask.all():
         raise ValueError(f"all {len(compute)} runs are within {factor}x of the largest compute, "

@@ -109,7 +109,17 @@ def test_wsd_boundaries():
                                [1.0, 0.55], rtol=1e-6)
 
 
+def test_warmup_fraction_replaces_warmup_steps_and_scales_with_the_run():
+    for total in (200, 1000):
+        cfg = schedule_cfg(name="constant", warmup_steps=7, warmup_fraction=0.25)
+        lr = values(optim.make_schedule(cfg, 1.0, total), [total // 8, total // 4])
+        np.testing.assert_allclose(lr, [0.5, 1.0], rtol=1e-6)
+    tiny = schedule_cfg(name="constant", warmup_fraction=0.01)  # rounds to at least 1 step
+    assert float(optim.make_schedule(tiny, 1.0, 10)(0)) == 0.0
+
+
 @pytest.mark.parametrize("overrides, total, lr, match", [
+    (dict(warmup_fraction=1.0), 1000, PEAK, "schedule.warmup_fraction=1.0 must be in"),
     (dict(name="cosin"), 1000, PEAK, "schedule.name='cosin'.*cosine, wsd, linear, constant"),
     (dict(warmup_steps=1000), 1000, PEAK, "schedule.warmup_steps=1000.*train.steps=1000"),
     (dict(warmup_steps=-1), 1000, PEAK, "schedule.warmup_steps=-1"),
@@ -376,6 +386,32 @@ def test_group_weight_decay_overrides_the_default_rule():
 def test_bad_groups_are_named(group, message):
     with pytest.raises(ValueError, match=message):
         build(optimizer_cfg(groups=groups_cfg(extra=group)), schedule_cfg(), 1000)
+
+
+def test_weight_average_follows_the_iterates_and_is_what_is_evaluated():
+    """xi_{t+1} = d xi_t + (1 - d) theta_{t+1} from xi_0 = theta_0 (Zhang et al. 2024), the
+    updates untouched, and eval_params returns xi."""
+    config = base.get_config()
+    config.optimizer.update(dict(name="sgd", lr=0.1, grad_clip=0.0, weight_average_decay=0.9))
+    config.optimizer.sgd.momentum = 0.0
+    config.schedule.update(dict(name="constant", warmup_steps=0))
+    params = {"embed": jnp.array([1.0, -2.0])}
+    averaged = optim.build_from_config(config, params)
+    state = averaged.tx.init(params)
+    theta, xi = params, np.array([1.0, -2.0])
+    for grad in ([1.0, 0.0], [0.5, 2.0], [-1.0, 1.0]):
+        g = {"embed": jnp.array(grad)}
+        updates, state = averaged.tx.update(g, state, theta)
+        np.testing.assert_allclose(updates["embed"], -0.1 * np.array(grad), rtol=1e-6)
+        theta = optax.apply_updates(theta, updates)
+        xi = 0.9 * xi + 0.1 * np.asarray(theta["embed"])
+        np.testing.assert_allclose(averaged.eval_params(state, theta)["embed"], xi, rtol=1e-6)
+    config.optimizer.weight_average_decay = 1.0
+    with pytest.raises(ValueError, match="weight_average_decay=1.0 must lie in"):
+        optim.build_from_config(config, params)
+    config.optimizer.update(dict(name="schedule_free_adamw", weight_average_decay=0.9))
+    with pytest.raises(ValueError, match="evaluates its own averaged point"):
+        optim.build_from_config(config, params)
 
 
 def test_schedule_free_refuses_group_lr_multipliers():

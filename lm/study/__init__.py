@@ -1,6 +1,11 @@
-"""The main job: an optimizer-comparison scaling study, end to end, into one directory.
+"""The main job: an optimizer comparison, tuned and measured as the papers do, into one directory.
 
-    phases.py  the prose grid, the follow-up runs, launch scripts for TPU pods
-    report.py  the fits (through scaling/) and DIR/report.md with its tables and plots
-    cli.py     python -m lm.study --out=DIR [--preset=tiny|small|paper]
+    phases.py      the flow: tuning, the final sweep built from the tuned settings, the report
+    tuning.py      coordinate descent for every optimizer (lm/sweep/tune.py), DIR/tune/<size>
+    runs.py        study points as lm.sweep runs, their losses, TPU launch scripts
+    fits.py        compute laws and loss-to-loss fits (through scaling/)
+    step_times.py  step-time ratios timed alone after training
+    cbs.py         the cbs preset: critical batch size (Zhang et al. 2024)
+    report.py      DIR/report.md with its tables, intervals, claims and plots
+    cli.py         python -m lm.study --out=DIR [--preset=tiny|compare|cbs|small|paper]
 """

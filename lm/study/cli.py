@@ -1,23 +1,28 @@
-"""The main job: an optimizer-comparison scaling study, end to end, into one directory.
+"""The main job: an optimizer comparison, tuned and measured as the papers do, into one directory.
 
-    python -m lm.study --out=runs/study                          # tiny: ~14 min on 2 CPU cores
+    python -m lm.study --out=runs/study                          # tiny: <= 15 min on 2 CPU cores
     python -m lm.study --out=runs/study --dry-run                # runs, FLOPs, time estimate
-    python -m lm.study --out=runs/study --optimizers=adamw,soap,simplified_ademamix,lion
-    python -m lm.study --out=runs/study_small --preset=small     # hours on a CPU
+    python -m lm.study --out=runs/study --optimizers=adamw,soap
+    python -m lm.study --out=runs/compare --preset=compare       # the full protocol: hours
+    python -m lm.study --out=runs/cbs --preset=cbs               # critical batch size
     python -m lm.study --out=/mnt/shared/study --preset=paper    # writes TPU pod launch scripts
 
-Phases, each an lm.sweep root under DIR (configs/study.py sizes them):
-1. DIR/prose: model sizes x optimizers x each optimizer's lr grid on the prose corpus, evaluated
-   on prose and code; the best lr of each (size, optimizer) is selected on prose validation loss
-   (DIR/prose/best_lr.csv), as the seed papers tune every optimizer before comparing.
-2. DIR/followup: AdamW at its best lr on less and more data (its loss-vs-data law, for the
-   effective-data speedup), and the code ladder: AdamW at its best prose lr, trained on code.
-3. The fits, each a `python -m scaling.fit` command writing into DIR/fits, and DIR/report.md
-   with tables and plots (lm/study/report.py).
-Running the same command again skips finished runs, resumes interrupted ones and refits. With
---launch=tpu (the paper preset's default) a phase with unfinished runs is not trained here:
-DIR/launch_<phase>.sh gets one launch_tpu.sh command per run, and the study goes on once the
-runs are finished in DIR (a shared directory the TPU workers write to).
+Phases (configs/study.py sizes them; lm/study/phases.py builds them):
+1. DIR/tune/<size>: every optimizer tuned by coordinate descent over its search space (lr, b1,
+   b2, weight decay, warmup, eps, clipping and its own knobs), each move required to beat the
+   seed noise of AdamW's start point (lm/study/tuning.py, Wen et al. 2025).
+2. DIR/final: the other sizes with the lr re-tuned around the tuned point, more seeds of every
+   tuned point, AdamW at other data budgets with the lr re-tuned at each, the other optimizers
+   annealed on shortened runs, and AdamW on the code corpus.
+3. DIR/report.md: final losses with seed intervals, effective-data speedups inside AdamW's
+   measured budgets (else labelled extrapolations), steps to AdamW's loss from annealed runs,
+   step times measured alone, compute laws and loss-to-loss fits resampled by run, the regime
+   and the claims the numbers support (lm/study/report.py).
+Running the same command again skips finished runs, resumes interrupted ones, replays the
+searches and redoes the analysis. With --launch=tpu (the paper preset's default) a phase with
+unfinished runs is not trained here: DIR/launch_<phase>.sh gets one launch_tpu.sh command per
+run, and the study goes on once they are finished in DIR (a shared directory).
+The cbs preset is its own job: DIR/cbs and DIR/report.md (lm/study/cbs.py).
 """
 import argparse
 import sys
@@ -37,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizers", default="",
                         help="comma-separated registry names (default: the preset's, "
                              f"{','.join(presets.OPTIMIZERS)}); adamw is the baseline")
-    parser.add_argument("--lr-grid", action="append", default=[], metavar="NAME:LR,LR,...",
-                        help="an optimizer's lr grid (repeatable); configs/study.py has defaults")
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME:KEY:V,V,...",
+                        help="replace one grid of an optimizer's search space (repeatable), "
+                             "e.g. soap:lr:3e-3,1e-2,3e-2; configs/study.py SEARCH has them")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the runs, their FLOPs and estimated time; train nothing")
     parser.add_argument("--launch", choices=("here", "tpu"), default=None,

@@ -1,48 +1,18 @@
-"""The study's fits, through scaling.laws: a compute law per optimizer, AdamW's L(N, D) (for the
-effective-data speedups, scaling/speedup.py), and loss-to-loss train-to-train and
-train-to-test. Each writes fit.json, report.md and its PNG into DIR/fits/<name>, and the report
+"""The study's scaling-law fits, through scaling.laws: a compute law per optimizer and
+loss-to-loss train-to-train and train-to-test, each over learning curves resampled and held out
+run by run. Each writes fit.json, report.md and its PNG into DIR/fits/<name>, and the report
 lists the equivalent `python -m scaling.fit` command (tests/test_study.py reruns one).
 """
-import csv
+import concurrent.futures
 import dataclasses
+import functools
+import multiprocessing
 import os
 import shlex
 from typing import Callable
 
-from lm.sweep.spec import expand
-from lm.sweep.state import progress, read_record
 from scaling import laws
 from scaling.runs import curve_points, load_runs
-
-BASELINE = "adamw"
-# L-BFGS runs from the best 100 of the 4,500 Approach-3 grid starts (all of them take minutes,
-# and on the Chinchilla data the best 100 reach the same optimum: tests/test_scaling_chinchilla)
-GRID_STARTS = 100
-
-
-def finished_runs(out, preset, grid, followup) -> dict:
-    """Workdirs of finished runs: best[(optimizer, size)] (the selected lr), budgets[size]
-    (AdamW's other prose budgets), code[size]; status counts and summed wall time."""
-    prose, later = os.path.join(out, "prose"), os.path.join(out, "followup")
-    found = {"best": {}, "budgets": {}, "code": {}, "wall_s": 0.0, "counts": {}}
-    with open(os.path.join(prose, "best_lr.csv")) as f:
-        chosen = {row["run"] for row in csv.DictReader(f) if row["run"]}
-    for root, sweep in ((prose, grid), (later, followup)):
-        for run in expand(sweep):
-            workdir = os.path.join(root, run.name)
-            state = progress(workdir, run.config.train.steps)
-            found["counts"][state.status] = found["counts"].get(state.status, 0) + 1
-            found["wall_s"] += read_record(workdir).get("wall_s", 0.0)
-            if not state.finished:
-                continue
-            size = run.overrides["size"]
-            if root == prose and run.name in chosen:
-                found["best"][(run.overrides["optimizer"], size)] = workdir
-            elif root == later and run.overrides["dataset"] == preset.code:
-                found["code"][size] = workdir
-            elif root == later:
-                found["budgets"].setdefault(size, []).append(workdir)
-    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +21,8 @@ class FitSpec:
     name: str
     dirs: list
     curves: bool  # every validation point of the learning curves, not only final losses
-    fit: Callable[[object, laws.FitOptions], laws.Fitted]
-    flags: list
+    fit: Callable  # fit(table, options=laws.FitOptions) -> laws.Fitted; picklable (a partial
+    flags: list    # of a scaling.laws function), as the fits run in worker processes
     holdout_factor: float = 2.0
 
     def command(self, out: str, bootstrap: int) -> str:
@@ -65,53 +35,57 @@ class FitSpec:
         return "python -m scaling.fit " + shlex.join(["--runs", *dirs, *flags])
 
 
-def fit_specs(runs, preset, sizes) -> list[FitSpec]:
-    adamw = [runs["best"][(BASELINE, s)] for s in sizes]
-    specs = [FitSpec(f"compute_{optimizer}",
-                     [runs["best"][(optimizer, s)] for s in preset.sizes
-                      if (optimizer, s) in runs["best"]], True,
-                     lambda table, options: laws.compute(table, options=options),
-                     ["--law=compute"]) for optimizer in preset.optimizers]
-    budgets = [d for s in sizes for d in runs["budgets"].get(s, [])]
+def fit_specs(preset, best: dict, pairs: dict) -> list[FitSpec]:
+    """A compute law per optimizer over `best` (optimizer -> workdirs of its best run at each
+    size), and loss-to-loss over `pairs` ({"prose": [...], "code": [...]}: AdamW's workdirs at
+    equal settings per size on each corpus)."""
+    specs = [FitSpec(f"compute_{optimizer}", dirs, True, laws.compute, ["--law=compute"])
+             for optimizer, dirs in best.items()]
     specs.append(FitSpec(
-        "adamw_data_law", adamw + budgets, False,
-        lambda table, options: laws.chinchilla(table, options=options, grid_starts=GRID_STARTS),
-        ["--law=chinchilla", f"--grid-starts={GRID_STARTS}"], holdout_factor=0))
-    code = [runs["code"][s] for s in sizes if s in runs["code"]]
-    specs.append(FitSpec(
-        "loss_to_loss_train_to_train", adamw + code, True,
-        lambda table, options: laws.loss_to_loss(table, preset.prose, preset.code,
-                                                 kind="train_to_train", options=options),
+        "loss_to_loss_train_to_train", pairs["prose"] + pairs["code"], True,
+        functools.partial(laws.loss_to_loss, x_data=preset.prose, y_data=preset.code,
+                          kind="train_to_train"),
         ["--law=loss_to_loss", "--kind=train_to_train", f"--x-data={preset.prose}",
          f"--y-data={preset.code}"]))
     code_loss = f"eval/{preset.code}/loss"
     specs.append(FitSpec(
-        "loss_to_loss_train_to_test", adamw, True,
-        lambda table, options: laws.loss_to_loss(table, preset.prose, kind="train_to_test",
-                                                 y_loss=code_loss, options=options),
+        "loss_to_loss_train_to_test", pairs["prose"], True,
+        functools.partial(laws.loss_to_loss, x_data=preset.prose, kind="train_to_test",
+                          y_loss=code_loss),
         ["--law=loss_to_loss", "--kind=train_to_test", f"--x-data={preset.prose}",
          f"--y-loss={code_loss}"]))
     return specs
 
 
-def run_fits(out: str, specs: list[FitSpec], bootstrap: int):
-    """(name -> Fitted, name -> command, problems): each spec fitted and written."""
-    fitted, commands, problems = {}, {}, []
-    for spec in specs:
-        commands[spec.name] = spec.command(out, bootstrap)
-        fit_dir = os.path.join(out, "fits", spec.name)
-        options = laws.FitOptions(bootstrap=bootstrap, holdout_factor=spec.holdout_factor,
-                                  plot_dir=fit_dir)
-        try:
-            table = load_runs(spec.dirs)
-            table = curve_points(table) if spec.curves else table
-            fitted[spec.name] = spec.fit(table, options)
-        except ValueError as err:
-            problems.append(f"fit {spec.name} failed: {err}")
-            continue
-        laws.write(fitted[spec.name], fit_dir, {
-            "source": " ".join(os.path.relpath(d, out) for d in spec.dirs),
-            "law": spec.flags[0].split("=")[1], "rows": len(table),
-            "bootstrap resamples": bootstrap, "interval level": options.level,
-            "seed": options.seed})
-    return fitted, commands, problems
+def run_fits(out: str, specs: list[FitSpec], bootstrap: int, processes: int = 1):
+    """(name -> fit record, name -> command, problems): each spec fitted and written into
+    DIR/fits/<name>, `processes` at once (each fit is single-threaded)."""
+    commands = {spec.name: spec.command(out, bootstrap) for spec in specs}
+    jobs = [(out, spec, bootstrap) for spec in specs]
+    if processes > 1:
+        with concurrent.futures.ProcessPoolExecutor(
+                processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_fit_one, *zip(*jobs)))
+    else:
+        outcomes = [_fit_one(*job) for job in jobs]
+    records = {spec.name: record for spec, (record, _) in zip(specs, outcomes) if record}
+    return records, commands, [problem for _, problem in outcomes if problem]
+
+
+def _fit_one(out: str, spec: FitSpec, bootstrap: int) -> tuple[dict | None, str]:
+    """(fit.json's record or None, the problem if the fit failed)."""
+    fit_dir = os.path.join(out, "fits", spec.name)
+    options = laws.FitOptions(bootstrap=bootstrap, holdout_factor=spec.holdout_factor,
+                              plot_dir=fit_dir)
+    try:
+        table = load_runs(spec.dirs)
+        table = curve_points(table) if spec.curves else table
+        fitted = spec.fit(table, options=options)
+    except ValueError as err:
+        return None, f"fit {spec.name} failed: {err}"
+    laws.write(fitted, fit_dir, {
+        "source": " ".join(os.path.relpath(d, out) for d in spec.dirs),
+        "law": spec.flags[0].split("=")[1], "rows": len(table),
+        "bootstrap resamples": bootstrap, "interval level": options.level,
+        "seed": options.seed})
+    return laws.record(fitted), ""

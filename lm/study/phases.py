@@ -1,100 +1,97 @@
-"""The study's phases: the prose grid, the follow-up runs, and the fits and report, each phase
-an lm.sweep root under the study's directory (see lm/study/cli.py for the whole job)."""
-import csv
+"""The study's phases (see lm/study/cli.py for the whole job): tuning (lm/study/tuning.py),
+then the `final` sweep built from the tuned settings, then the analysis and report.
+
+The final sweep, DIR/final, holds
+- the ladder: every size that was not tuned, each optimizer at its nearest tuning size's
+  settings with the lr re-tuned over that lr and its two grid neighbours;
+- seeds: every tuned point again with `seeds` more seeds (the noise bands);
+- budgets: AdamW at `data_multipliers` x the steps at `budget_sizes`, from its nearest tuned
+  settings with the lr re-tuned the same way (its loss-vs-data curve, for the effective-data
+  speedups of Wen et al. 2025);
+- anneal: the other optimizers' tuned points trained (and annealed) on `anneal_fractions` of
+  the steps (steps to AdamW's loss, the SOAP paper's method);
+- code: AdamW on the code corpus at every size, at its tuned settings (loss-to-loss pairs).
+"""
 import json
+import math
 import os
 import platform
 import shlex
 import sys
 import time
 
-import ml_collections
-
 import optim
-from configs import base
 from configs import study as presets
 from lm.errors import SweepError
+from lm.study import cbs, runs, tuning
 from lm.study import report as study_report
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
-from lm.sweep.runner import run_sweep
-from lm.sweep.spec import (
-    Sweep,
-    evaluations,
-    expand,
-    lr_grid,
-    product,
-    run_length,
-    warmup_fraction,
-)
-from lm.sweep.state import progress
+from lm.sweep.runner import OPTIMIZER_STEP_COST, duration, estimate_seconds
+from lm.sweep.spec import expand
+from lm.sweep.tune import Result, point_id
 from lm.train import workdir as run_files
 
 MANIFEST = "study.json"
-PHASES = ("prose", "followup")
 BASELINE = "adamw"
 
 
-def grid_sweep(preset) -> Sweep:
-    """Phase 1: sizes x optimizers x lr grids on the prose corpus."""
-    grids = {name: preset.lr_grids[name] for name in preset.optimizers}
-    return Sweep(_base(preset), product(lr_grid(grids), size=list(preset.sizes)),
-                 rules=_rules(preset), always_named=("size", "optimizer", "lr"))
-
-
-def followup_sweep(preset, best_lr: dict) -> Sweep:
-    """Phase 2: AdamW at its best lr of each size (`best_lr`: size -> lr) on the other data
-    budgets, and on the code corpus at the shared step count."""
-    budgets = [{"size": size, "dataset": preset.prose, "optimizer": BASELINE, "lr": lr,
-                "steps": max(1, round(preset.steps * m))}
-               for size, lr in best_lr.items() for m in preset.data_multipliers]
-    code = [{"size": size, "dataset": preset.code, "optimizer": BASELINE, "lr": best_lr[size],
-             "steps": preset.steps} for size in preset.code_sizes if size in best_lr]
-    return Sweep(_base(preset), budgets + code, rules=_rules(preset),
-                 always_named=("size", "dataset", "optimizer", "lr", "steps"))
-
-
-def _base(preset) -> ml_collections.ConfigDict:
-    config = preset.run.copy_and_resolve_references()
-    config.train.steps = preset.steps
-    return config
-
-
-def _rules(preset) -> tuple:
-    return (warmup_fraction(0.1), evaluations(preset.evals),
-            run_length(*preset.run_length_fields))
-
-
-def load_preset(args) -> ml_collections.ConfigDict:
-    """The preset with the command line's optimizers and lr grids; errors name the fix."""
+def load_preset(args):
+    """The preset with the command line's optimizers; errors name the fix."""
     try:
         preset = presets.get_preset(args.preset)
     except ValueError as err:
         raise SweepError(str(err)) from err
-    for spec in args.lr_grid:
-        name, _, values = spec.partition(":")
-        try:
-            preset.lr_grids[name] = [float(v) for v in values.split(",") if v]
-        except ValueError:
-            raise SweepError(f"--lr-grid={spec}: give NAME:LR,LR,... e.g. lion:3e-4,1e-3")
-        if not preset.lr_grids[name]:
-            raise SweepError(f"--lr-grid={spec}: the grid of {name!r} is empty")
     if args.optimizers:
         preset.optimizers = [name for name in args.optimizers.split(",") if name]
+    for spec in args.grid:
+        _set_grid(preset, spec)
+    if BASELINE not in preset.optimizers:
+        raise SweepError(f"the study measures every optimizer against {BASELINE}; keep it in "
+                         f"--optimizers (got {', '.join(preset.optimizers)})")
     registered = optim.registered_optimizers()
     for name in preset.optimizers:
         if name not in registered:
             raise SweepError(f"--optimizers: {name!r} is not a registered optimizer; use some "
                              f"of {', '.join(registered)}")
-        if name not in preset.lr_grids:
-            raise SweepError(f"no lr grid for {name!r}; give one, e.g. --lr-grid={name}:1e-3,"
-                             "3e-3,1e-2")
-    if BASELINE not in preset.optimizers:
-        raise SweepError(f"the study measures every optimizer against {BASELINE}; keep it in "
-                         f"--optimizers (got {', '.join(preset.optimizers)})")
-    if len(preset.sizes) < 4:
-        print(f"warning: {len(preset.sizes)} sizes; the compute law holds out the largest "
-              "runs and needs at least 4 sizes to fit the rest", file=sys.stderr)
+        if preset.kind == "compare" and name not in preset.search:
+            raise SweepError(f"no search space for {name!r} in configs/study.py SEARCH; add "
+                             "one (its hyperparameters' grids and start point)")
+    if preset.kind == "compare":
+        extra = set(preset.seed_sizes) - set(preset.tune_sizes)
+        if extra:
+            raise SweepError(f"preset {args.preset}: seed_sizes {sorted(extra)} are not tuning "
+                             "sizes; the seeds repeat tuned points")
+        if len(preset.sizes) < 4:
+            print(f"warning: {len(preset.sizes)} sizes; the compute law holds out the largest "
+                  "runs and needs at least 4 sizes to fit the rest", file=sys.stderr)
     return preset
+
+
+def _set_grid(preset, spec: str) -> None:
+    """--grid=NAME:KEY:V,V,...: one grid of an optimizer's search space."""
+    parts = spec.split(":")
+    if len(parts) != 3 or preset.kind != "compare":
+        raise SweepError(f"--grid={spec}: give NAME:KEY:V,V,... (e.g. soap:lr:3e-3,1e-2), "
+                         "for a preset that tunes (not cbs)")
+    name, key, values = parts
+    if name not in preset.search:
+        raise SweepError(f"--grid={spec}: no search space for {name!r}; configs/study.py "
+                         f"SEARCH has {', '.join(preset.search)}")
+    grids = preset.search[name].grids
+    if key not in grids:
+        raise SweepError(f"--grid={spec}: {name}'s search space has no {key!r}; it has "
+                         f"{', '.join(grids)}")
+    kind = type(grids[key][0])
+    try:
+        grid = [kind(float(v)) if kind is int else kind(v) for v in values.split(",") if v]
+    except ValueError:
+        raise SweepError(f"--grid={spec}: the values must be {kind.__name__}s")
+    if not grid:
+        raise SweepError(f"--grid={spec}: the grid is empty")
+    grids[key] = grid
+    start = preset.search[name].start
+    if start[key] not in grid:
+        start[key] = grid[len(grid) // 2]
 
 
 def claim_out(out: str, preset_name: str, preset) -> None:
@@ -114,108 +111,121 @@ def claim_out(out: str, preset_name: str, preset) -> None:
                                           indent=2, default=str))
 
 
-def best_lrs(root: str, optimizer: str) -> dict:
-    """size -> best lr of `optimizer` from ROOT/best_lr.csv (sizes whose runs all failed are
-    missing)."""
-    path = os.path.join(root, "best_lr.csv")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return {row["size"]: float(row["best_lr"]) for row in csv.DictReader(f)
-                if row["optimizer"] == optimizer and row["best_lr"]}
+def nearest_tune_size(preset, size: str) -> str:
+    """The tuning size closest to `size` in log N (its settings are `size`'s start)."""
+    n = {s: runs.non_embedding_params(preset, s) for s in {size, *preset.tune_sizes}}
+    return min(preset.tune_sizes, key=lambda s: abs(math.log(n[s] / n[size])))
 
 
-def launch_script(path: str, sweep: Sweep, root: str) -> int:
-    """Writes one launch_tpu.sh command per unfinished run of `sweep` (overrides relative to
-    configs/base.py); returns how many."""
-    defaults = _flat(base.get_config())
-    lines = ["#!/usr/bin/env bash",
-             "# One TPU pod run per line (launch_tpu.sh); set TPU_NAME, ZONE, PROJECT and",
-             "# ACCELERATOR. Workdirs must be the shared directory lm.study reads.",
-             "set -euo pipefail"]
-    count = 0
-    for run in expand(sweep):
-        workdir = os.path.join(root, run.name)
-        if progress(workdir, run.config.train.steps).finished:
-            continue
-        overrides = [f"--config.{key}={_flag_value(value)}"
-                     for key, value in _flat(run.config).items() if defaults.get(key) != value]
-        lines.append(" ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
-                               '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
-                               "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
-                               "--", *map(shlex.quote, overrides)]))
-        count += 1
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(path, 0o755)
-    return count
+def lr_neighbourhood(preset, optimizer: str, lr: float) -> list[float]:
+    """`lr` and its neighbours on the optimizer's lr grid (the per-size and per-budget lr
+    re-tuning of Wen et al. 2025)."""
+    grid = list(preset.search[optimizer].grids.lr)
+    i = min(range(len(grid)), key=lambda j: abs(math.log(grid[j] / lr)))
+    return grid[max(0, i - 1):i + 2]
 
 
-def _flat(config, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def final_points(preset, tuned: dict) -> dict[str, list[dict]]:
+    """The final sweep's points by role (module docstring), from the tuned settings."""
+    best = {(size, o): tuned[size].results[o].best for size in tuned for o in preset.optimizers}
+    roles = {"ladder": [], "seeds": [], "budgets": [], "anneal": [], "code": []}
+    for size in preset.sizes:
+        for optimizer in preset.optimizers:
+            settings = best[(nearest_tune_size(preset, size), optimizer)]
+            if size not in preset.tune_sizes:
+                roles["ladder"] += [runs.point(preset, size, optimizer, {**settings, "lr": lr})
+                                    for lr in lr_neighbourhood(preset, optimizer,
+                                                               settings["lr"])]
+    for size in preset.seed_sizes:
+        roles["seeds"] += [runs.point(preset, size, o, best[(size, o)], seed=s)
+                           for o in preset.optimizers for s in range(1, preset.seeds + 1)]
+    for size in preset.budget_sizes:
+        settings = best[(nearest_tune_size(preset, size), BASELINE)]
+        roles["budgets"] += [runs.point(preset, size, BASELINE, {**settings, "lr": lr},
+                                        multiplier=m)
+                             for m in preset.data_multipliers
+                             for lr in lr_neighbourhood(preset, BASELINE, settings["lr"])]
+    for size in preset.tune_sizes:
+        roles["anneal"] += [runs.point(preset, size, o, best[(size, o)], multiplier=f)
+                            for o in preset.optimizers if o != BASELINE
+                            for f in preset.anneal_fractions]
+    for size in preset.code_sizes:
+        settings = best[(nearest_tune_size(preset, size), BASELINE)]
+        roles["code"].append(runs.point(preset, size, BASELINE, settings, dataset=preset.code))
+    return roles
 
 
-def _flag_value(value) -> str:
-    return repr(value) if isinstance(value, (tuple, list)) else str(value)
+def final_sweep(preset, tuned: dict, catalog: runs.Catalog):
+    """The final phase's sweep: its points less those the tuning phase already trained, the
+    costliest first (the cheap ones then fill the processes' idle tail)."""
+    seen, points = set(), []
+    for found in (p for role in final_points(preset, tuned).values() for p in role):
+        if found not in catalog and point_id(found) not in seen:
+            seen.add(point_id(found))
+            points.append(found)
+    params = {s: runs.non_embedding_params(preset, s) for s in {p["size"] for p in points}}
+    points.sort(key=lambda p: -p["steps"] * params[p["size"]]
+                * OPTIMIZER_STEP_COST.get(p["optimizer"], 1.0))
+    return runs.sweep(preset, points)
 
 
-def run_phase(sweep: Sweep, out: str, phase: str, args, executor) -> bool:
-    """Trains (or lists, or writes launch commands for) one phase; True if all its runs are
-    finished or ended (failed or diverged runs are reported, not retried forever)."""
-    root = os.path.join(out, phase)
-    command = f"python -m lm.study --preset={args.preset} --out={out}"
-    if args.launch == "tpu":
-        script = os.path.join(out, f"launch_{phase}.sh")
-        left = launch_script(script, sweep, root)
-        if left:
-            print(f"{phase}: {left} runs to train on TPU: {script}; rerun `{command}` once "
-                  "they are finished")
-            return False
-        return True
-    status = run_sweep(sweep, root, name=f"study_{phase}", config_path=command,
-                       executor=executor, dry_run=args.dry_run)
-    if status:
-        print(f"{phase}: some runs failed (see {os.path.join(root, 'results.csv')}); the "
-              "study goes on without them", file=sys.stderr)
-    return True
+def tune_catalog(preset, out: str) -> runs.Catalog:
+    catalog = runs.Catalog()
+    for size in preset.tune_sizes:
+        root = os.path.join(out, "tune", size)
+        planned = tuning.planned_points(root)
+        if planned:
+            catalog.add(root, runs.sweep(preset, planned))
+    return catalog
 
 
 def run_study(args) -> int:
     start = time.perf_counter()
     preset = load_preset(args)
     out = os.path.abspath(args.out)
-    grid = grid_sweep(preset)
-    placeholder = {size: preset.lr_grids[BASELINE][0] for size in preset.sizes}
-    for sweep in (grid, followup_sweep(preset, placeholder)):
-        expand(sweep)  # every check before anything trains
+    args.out = out
+    if preset.kind == "cbs":
+        return cbs.run(preset, out, args, _executor(args, preset), claim_out,
+                       _report_context(args, start))
+    placeholder = {size: tuning.Tuned(size, {o: _start(preset, o) for o in preset.optimizers},
+                                      {}, [], math.nan, 0.0) for size in preset.tune_sizes}
+    every = [p for role in final_points(preset, placeholder).values() for p in role]
+    every += tuning.noise_points(preset, preset.tune_sizes[0])
+    expand(runs.sweep(preset, list({point_id(p): p for p in every}.values())))  # checks first
     if not args.dry_run:
         claim_out(out, args.preset, preset)
     executor = _executor(args, preset)
-    if not run_phase(grid, out, "prose", args, executor):
-        return 0
-    chosen = best_lrs(os.path.join(out, "prose"), BASELINE)
+    tuned = tuning.run_tuning(preset, out, args, executor)
     if args.dry_run:
-        print("followup (AdamW data budgets and code ladder; lrs are placeholders until the "
-              "prose phase has selected them):")
-        chosen = chosen or placeholder
-    if not chosen:
-        print(f"error: no {BASELINE} run of the prose phase finished; nothing to compare "
-              "against (see results.csv)", file=sys.stderr)
-        return 1
-    followup = followup_sweep(preset, chosen)
-    if not run_phase(followup, out, "followup", args, executor) or args.dry_run:
+        print("final (placeholders: the start points stand for the tuned settings):")
+        catalog = tune_catalog(preset, out)
+        final = final_sweep(preset, tuned or placeholder, catalog)
+        runs.run_phase(final, out, "final", args, executor)
+        _print_total(preset, final)
         return 0
-    report = study_report.write(out, preset, grid, followup, command=_command_line(args),
-                                train_seconds=time.perf_counter() - start,
-                                machine=_machine())
+    if tuned is None:
+        return 0
+    catalog = tune_catalog(preset, out)
+    final = final_sweep(preset, tuned, catalog)
+    if not runs.run_phase(final, out, "final", args, executor):
+        return 0
+    catalog.add(os.path.join(out, "final"), final)
+    report = study_report.write(out, preset, tuned, final_points(preset, tuned), catalog,
+                                time_steps=args.launch == "here", **_report_context(args, start))
     print(f"report: {report}")
     return 0
+
+
+def _start(preset, optimizer: str):
+    """A stand-in tune.Result at the start point (dry runs list the final sweep with it)."""
+    return Result(dict(preset.search[optimizer].start), math.nan, [], {}, converged=False)
+
+
+def _print_total(preset, final) -> None:
+    configs = [run.config for run in expand(final)]
+    seconds = sum(estimate_seconds(c) for c in configs)
+    print(f"final: {len(configs)} runs, ~{duration(seconds)} in one process "
+          f"(~{duration(seconds / max(1, preset.processes))} with {preset.processes} at once)")
 
 
 def _executor(args, preset):
@@ -225,9 +235,8 @@ def _executor(args, preset):
     return LocalProcesses(processes) if processes > 1 else InProcess()
 
 
-def _command_line(args) -> str:
-    return "python -m lm.study " + " ".join(shlex.quote(a) for a in args.argv)
+def _report_context(args, start: float) -> dict:
+    return dict(command="python -m lm.study " + " ".join(shlex.quote(a) for a in args.argv),
+                started=start, machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                f"{platform.system()}")
 
-
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"

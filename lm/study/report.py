@@ -1,21 +1,20 @@
-"""DIR/report.md: the study's tables and plots (lm/study/phases.py runs the training phases,
-lm/study/fits.py the fits, each into DIR/fits/<name>; the report lists each fit's equivalent
-`python -m scaling.fit` command).
+"""DIR/report.md: the study's numbers, each with its noise band and its regime, from the tuning
+and final phases (lm/study/phases.py).
 
-Fits:
-- compute_<optimizer>: L(C) = E + A C^-alpha on the frontier of that optimizer's learning curves
-  (best lr per size), the runs within 2x of the largest compute held out and predicted;
-- adamw_data_law: Chinchilla L(N, D) on AdamW's final losses at every size and data budget,
-  which gives each optimizer's effective-data speedup (scaling/speedup.py, Wen et al. 2025);
-- loss_to_loss_train_to_train: code-trained against prose-trained AdamW models paired by size
-  and tokens; loss_to_loss_train_to_test: prose-trained models' code loss against their prose
-  loss (Brandfonbrener et al. 2024), every validation point of the learning curves, held out
-  within 2x of the largest compute.
-Steps to target compare each optimizer's validation curve with AdamW's final loss (the SOAP
-paper's iteration count), and the measured step times turn that into wall-clock time.
+- Tuning: each optimizer's start and tuned settings, its moves and the seed noise they beat;
+  the sensitivity of the loss to each hyperparameter (DIR/tune/<size>/sensitivity.*).
+- Final losses at each size (the lr re-tuned per size), and at the seed sizes the mean over
+  seeds and the difference from AdamW with a 95% t interval (Welch).
+- Effective-data speedup per budget size from AdamW's L(D) = E + B D^-beta over its budgets
+  (scaling/speedup.py, Wen et al. 2025), labelled an extrapolation outside them; its slope
+  against N where several sizes have budgets.
+- Steps to AdamW's loss from annealed shortened runs (Vyas et al. 2024), and step-time ratios
+  timed in isolation after training (lm/study/step_times.py).
+- Compute laws and loss-to-loss fits (lm/study/fits.py), resampled and held out run by run.
+- What the numbers support, and what they do not.
 """
-import csv
 import datetime
+import math
 import os
 import time
 
@@ -24,44 +23,69 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
-from lm.study import fits  # noqa: E402
-from lm.study.fits import BASELINE  # noqa: E402
+from lm.study import fits, runs  # noqa: E402
+from lm.study.step_times import step_time_ratios  # noqa: E402
 from lm.sweep.spec import format_value  # noqa: E402
-from lm.train.metrics_log import read_metrics  # noqa: E402
-from scaling import chinchilla, laws, speedup  # noqa: E402
+from lm.sweep.tune import point_id, sensitivity  # noqa: E402
+from scaling import speedup  # noqa: E402
 from scaling.runs import curve_points, load_runs  # noqa: E402
 
+BASELINE = "adamw"
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
-def write(out: str, preset, grid, followup, *, command: str, train_seconds: float,
-          machine: str) -> str:
-    """Fits, plots and DIR/report.md from the finished runs of both phases; returns its path.
-    `train_seconds`: how long this invocation spent before the fits."""
-    fits_start = time.perf_counter()
-    runs = fits.finished_runs(out, preset, grid, followup)
-    sizes = [s for s in preset.sizes if (BASELINE, s) in runs["best"]]
-    fitted, commands, problems = fits.run_fits(out, fits.fit_specs(runs, preset, sizes),
-                                               preset.bootstrap)
-    records = {name: laws.record(f) for name, f in fitted.items()}
-    speedups = _speedups(runs, preset, sizes, fitted.get("adamw_data_law"))
-    steps = _steps_to_target(runs, preset, sizes)
-    plots = [_plot_curves(out, runs, preset), _plot_compute(out, runs, preset, records)]
+
+def write(out: str, preset, tuned: dict, roles: dict, catalog: runs.Catalog, *, command: str,
+          started: float, machine: str, time_steps: bool = True) -> str:
+    """Analysis, fits, plots and DIR/report.md; returns its path. `started`: when this
+    invocation began (perf_counter); `time_steps`: time each optimizer's step here (the runs
+    trained on this machine)."""
+    analysis_start = time.perf_counter()
+    best = best_points(preset, tuned, roles, catalog)
+    seeds = {(o, s): [catalog.loss(runs.point(preset, s, o, tuned[s].results[o].best, seed=k))
+                      for k in range(preset.seeds + 1)]
+             for s in preset.seed_sizes for o in preset.optimizers}
+    speedups = _speedups(preset, tuned, roles, catalog, best, seeds)
+    problems = []
+    pairs = {"prose": [], "code": []}
+    for p in roles["code"]:
+        prose = {k: v for k, v in p.items() if k != "dataset"}
+        if catalog.loss(prose) is not None and catalog.loss(p) is not None:
+            pairs["prose"].append(catalog.workdir(prose))
+            pairs["code"].append(catalog.workdir(p))
+    best_dirs = {o: [catalog.workdir(best[(o, s)][0]) for s in preset.sizes
+                     if (o, s) in best] for o in preset.optimizers}
+    records, commands, fit_problems = fits.run_fits(
+        out, fits.fit_specs(preset, best_dirs, pairs), preset.bootstrap,
+        processes=min(preset.processes, os.cpu_count() or 1))
+    problems += fit_problems
+    times = {size: step_time_ratios(
+        {o: catalog.configs[point_id(best[(o, size)][0])] for o in preset.optimizers
+         if (o, size) in best}, BASELINE) for size in preset.tune_sizes
+        if (BASELINE, size) in best and time_steps}
+    plots = [_plot_curves(out, preset, catalog, best),
+             _plot_compute(out, preset, best_dirs, records)]
+    seconds = (analysis_start - started, time.perf_counter() - analysis_start)
     sections = [
-        _header(preset, command, (train_seconds, time.perf_counter() - fits_start), machine,
-                runs),
-        _grid_table(out, preset),
-        _final_table(runs, preset, sizes),
+        _header(preset, command, seconds, machine, catalog),
+        _regime_table(preset, best),
+        _tuning_section(preset, tuned),
+        _final_table(preset, best, seeds),
+        _speedup_section(preset, speedups),
+        _anneal_section(preset, tuned, catalog, best),
+        _step_time_section(times),
         _compute_table(preset, records),
-        _speedup_table(speedups, records),
-        _steps_table(steps),
         _loss_to_loss_table(records),
+        _claims(preset, best, seeds, speedups),
         "## Plots\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots + [
+            f"tune/{s}/sensitivity.png" for s in preset.tune_sizes] + [
             f"fits/{n}/loss_to_loss.png" for n in records if n.startswith("loss_to_loss")]),
-        "## Commands\n\nThe whole study (finished runs are skipped, fits redone):\n\n"
+        "## Commands\n\nThe whole study (finished runs are skipped, the analysis redone):\n\n"
         f"```\n{command}\n```\n\nEach fit, run from `{out}`:\n\n```\n"
         + "\n".join(commands.values()) + "\n```\n\nEach run's exact config is "
-        "`<phase>/<run>/config.json`; `prose/results.csv`, `prose/best_lr.csv` and "
-        "`followup/results.csv` list every run.",
+        "`<phase>/<run>/config.json`; `tune/<size>/results.csv` and `final/results.csv` list "
+        "every run, `tune/<size>/tuned.json` each search.",
     ]
     if problems:
         sections.append("## Problems\n\n" + "\n".join(f"- {p}" for p in problems))
@@ -71,139 +95,292 @@ def write(out: str, preset, grid, followup, *, command: str, train_seconds: floa
     return path
 
 
-def _speedups(runs, preset, sizes, adamw_law) -> list[dict]:
-    """Effective-data speedup of each optimizer's best run at each size over `adamw_law`, the
-    adamw_data_law fit (None if it failed: its problem is reported with the fits)."""
-    if adamw_law is None:
-        return []
-    law = adamw_law.fit
-    rows = []
-    for optimizer in preset.optimizers:
-        for size in sizes:
-            if (optimizer, size) not in runs["best"]:
+def best_points(preset, tuned, roles, catalog) -> dict:
+    """(optimizer, size) -> (point, loss, note) of the best 1x run: the tuned point at tuning
+    sizes, the best of the lr neighbourhood elsewhere (note: at which edge, if at one)."""
+    best = {}
+    for size in preset.sizes:
+        for o in preset.optimizers:
+            if size in tuned:
+                p = runs.point(preset, size, o, tuned[size].results[o].best)
+                loss = catalog.loss(p)
+                if loss is not None and math.isfinite(loss):
+                    best[(o, size)] = (p, loss, "tuned")
                 continue
-            run = load_runs([runs["best"][(optimizer, size)]])
-            n, d, loss = (run.numeric(k)[0] for k in ("params_non_embedding", "tokens",
-                                                     "val_loss"))
-            rows.append({"optimizer": optimizer, "size": size, "n": n, "loss": loss,
-                         "speedup": speedup.effective_data_speedup(law, n, d, loss)[0]})
-    return rows
+            line = [p for p in roles["ladder"] if (p["size"], p["optimizer"]) == (size, o)]
+            done = [(p, catalog.loss(p)) for p in line]
+            done = [(p, v) for p, v in done if v is not None and math.isfinite(v)]
+            if done:
+                p, loss = min(done, key=lambda item: item[1])
+                i = line.index(p)
+                edge = "low" if i == 0 else "high" if i == len(line) - 1 else ""
+                best[(o, size)] = (p, loss, f"lr at the {edge} edge" if edge else "")
+    return best
 
 
-def _steps_to_target(runs, preset, sizes) -> list[dict]:
-    rows = []
-    for size in sizes:
-        base_dir = runs["best"][(BASELINE, size)]
-        base = load_runs([base_dir])
-        target, base_steps = base.numeric("val_loss")[0], base.numeric("steps")[0]
-        base_time = _step_time(base_dir)
-        for optimizer in preset.optimizers:
-            if optimizer == BASELINE or (optimizer, size) not in runs["best"]:
+def _tokens(config) -> int:
+    return config.train.steps * config.train.batch_size * config.data.seq_len
+
+
+def _speedups(preset, tuned, roles, catalog, best, seeds) -> dict:
+    """size -> {"law": (E, B, beta), "budgets": [(tokens, loss)], optimizer -> Speedup}."""
+    found = {}
+    for size in preset.budget_sizes:
+        if (BASELINE, size) not in best:
+            continue
+        base_point = best[(BASELINE, size)][0]
+        budgets = {1.0: (_tokens(catalog.configs[point_id(base_point)]), best[(BASELINE, size)][1])}
+        for m in preset.data_multipliers:
+            line = [p for p in roles["budgets"] if p["size"] == size and p["steps"] == round(
+                m * runs.steps_at(preset, size))]
+            done = [(catalog.configs[point_id(p)], catalog.loss(p)) for p in line]
+            done = [(c, v) for c, v in done if v is not None and math.isfinite(v)]
+            if done:
+                config, loss = min(done, key=lambda item: item[1])
+                budgets[m] = (_tokens(config), loss)
+        if len(budgets) < 3:
+            continue
+        tokens, losses = map(np.array, zip(*[budgets[m] for m in sorted(budgets)]))
+        # Seed noise: measured at this size, else at the nearest size that has seeds
+        noisy = min(preset.seed_sizes, key=lambda s: abs(math.log(
+            runs.non_embedding_params(preset, s) / runs.non_embedding_params(preset, size))))
+        sigma = _noise(seeds.get((BASELINE, noisy), []))
+        entry = {"budgets": sorted(budgets.items()), "sigma": sigma, "noise_size": noisy}
+        for o in preset.optimizers:
+            values = (_finite(seeds.get((o, size), [])) or
+                      _finite([best.get((o, size), (None, None))[1]]))
+            if not values:
                 continue
-            workdir = runs["best"][(optimizer, size)]
-            run = load_runs([workdir])
-            curve = run["history"][0].curve(f"eval/{preset.prose}/loss")
-            ratio = speedup.steps_to_target_ratio(*curve, target, base_steps)
-            time_ratio = _step_time(workdir) / base_time
-            rows.append({"size": size, "optimizer": optimizer, "target": target,
-                         "steps_ratio": ratio, "time_ratio": time_ratio})
-    return rows
+            x_sigma = _noise(seeds.get((o, noisy), []))
+            entry[o] = speedup.effective_data_speedup(
+                tokens, losses, 0.0 if math.isnan(sigma) else sigma, float(tokens[
+                    sorted(budgets).index(1.0)]), float(np.mean(values)),
+                0.0 if math.isnan(x_sigma) else x_sigma / math.sqrt(len(values)))
+            entry["law"] = entry[o].law
+        found[size] = entry
+    return found
 
 
-def _step_time(workdir: str) -> float:
-    """Median logged seconds per train step (the first logged interval holds compilation)."""
-    times = [row["time/step_s"] for row in read_metrics(workdir)[1:] if "time/step_s" in row]
-    return float(np.median(times)) if times else np.nan
+def _noise(values) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
 
 
-def _header(preset, command, seconds, machine, runs) -> str:
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(runs["counts"].items()))
+def _header(preset, command, seconds, machine, catalog) -> str:
+    statuses, wall = catalog.summary()
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
     return "\n".join([
-        "# Optimizer-comparison scaling study", "",
+        "# Optimizer comparison", "",
         f"- command: `{command}`",
         f"- written {datetime.datetime.now().isoformat(timespec='seconds')} on {machine}",
-        f"- runs: {counts}; their wall times add up to {runs['wall_s'] / 60:.1f} min; this "
-        f"invocation took {sum(seconds) / 60:.1f} min ({seconds[0] / 60:.1f} training, "
-        f"{seconds[1] / 60:.1f} fitting)",
-        f"- prose corpus `{preset.prose}`, code corpus `{preset.code}`; every run "
-        f"{preset.steps} steps of {preset.run.train.batch_size} x {preset.run.data.seq_len} "
-        f"tokens ({preset.run.data.tokenizer} tokenizer), cosine schedule, 10% warmup; AdamW "
-        f"also at {', '.join(f'{m:g}x' for m in preset.data_multipliers)} the steps",
-        f"- losses are nats per token on the fixed validation windows "
-        f"({preset.run.data.eval_batches} x {preset.run.data.eval_batch_size} sequences per "
-        "corpus); intervals are 95% bootstrap percentiles"])
+        f"- runs: {counts}; their wall times add up to {wall / 60:.1f} min; this invocation "
+        f"took {sum(seconds) / 60:.1f} min ({seconds[0] / 60:.1f} training, "
+        f"{seconds[1] / 60:.1f} analysis, fits and step timing)",
+        f"- training corpus `{preset.prose}` (the code corpus `{preset.code}` for the "
+        f"loss-to-loss pairs), batches of {preset.run.train.batch_size} x "
+        f"{preset.run.data.seq_len} tokens, {preset.run.data.tokenizer} tokenizer, cosine "
+        "schedule annealed to 10% of the peak lr",
+        f"- losses are nats per token on fixed validation windows "
+        f"({preset.run.data.eval_batches} x {preset.run.data.eval_batch_size} sequences); "
+        "intervals are 95%"])
 
 
-def _read_csv(path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def _grid_table(out, preset) -> str:
-    rows = _read_csv(os.path.join(out, "prose", "results.csv"))
-    best = {(r["size"], r["optimizer"]): r for r in
-            _read_csv(os.path.join(out, "prose", "best_lr.csv"))}
-    lines = ["## Learning-rate grids (prose validation loss; best in bold)", "",
-             "| size | optimizer | lr: validation loss |", "| --- | --- | --- |"]
+def _regime_table(preset, best) -> str:
+    lines = ["## Regime", "",
+             "| size | N (non-embedding) | tokens (1x) | tokens per parameter | AdamW loss |",
+             "| --- | --- | --- | --- | --- |"]
     for size in preset.sizes:
-        for optimizer in preset.optimizers:
-            cells = []
-            for r in sorted((r for r in rows if r["size"] == size
-                             and r["optimizer"] == optimizer), key=lambda r: float(r["lr"])):
-                value = (f"{float(r['val_loss']):.4f}" if r["status"] == "finished"
-                         else r["status"])
-                cell = f"{format_value(float(r['lr']))}: {value}"
-                chosen = best.get((size, optimizer), {})
-                cells.append(f"**{cell}**" if chosen.get("run") == r["name"] else cell)
-            edge = best.get((size, optimizer), {}).get("edge")
-            note = f" (best at the {edge} edge)" if edge else ""
-            lines.append(f"| {size} | {optimizer} | {', '.join(cells)}{note} |")
+        n = runs.non_embedding_params(preset, size)
+        tokens = runs.steps_at(preset, size) * runs.batch_tokens(preset)
+        loss = best.get((BASELINE, size), (None, math.nan))[1]
+        lines.append(f"| {size} | {n:,} | {tokens:,} | {tokens / n:.2f} | {loss:.4f} |")
+    lines.append("\nChinchilla's compute-optimal ratio is ~20 tokens per parameter (Hoffmann "
+                 "et al. 2022); Wen et al. 2025 compare at 1-8x that.")
     return "\n".join(lines)
 
 
-def _final_table(runs, preset, sizes) -> str:
-    lines = ["## Final losses at the best lr", "",
-             f"| size | N (non-embedding) | optimizer | {preset.prose} loss | vs AdamW | "
-             f"{preset.code} loss | {preset.prose} bpb | {preset.code} bpb |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for size in sizes:
-        base = load_runs([runs["best"][(BASELINE, size)]]).numeric("val_loss")[0]
-        for optimizer in preset.optimizers:
-            if (optimizer, size) not in runs["best"]:
-                lines.append(f"| {size} | | {optimizer} | no finished run | | | | |")
+def _tuning_section(preset, tuned) -> str:
+    lines = ["## Tuning: coordinate descent (Wen et al. 2025)", ""]
+    for size, t in tuned.items():
+        noise = ", ".join(f"{v:.4f}" for v in t.noise_losses if v is not None)
+        lines += [f"At {size}, seed noise of AdamW's start point over "
+                  f"{len(t.noise_losses)} seeds: {noise} (std {t.noise:.4f}); a move must "
+                  f"gain more than sqrt(2) x std = {t.threshold:.4f}.", "",
+                  "| optimizer | start | tuned (changed in bold) | loss | moves | runs | "
+                  "converged |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for o, result in t.results.items():
+            start = t.spaces[o].start
+            tuned_cells = [f"**{k}={format_value(v)}**" if format_value(v) != format_value(
+                start[k]) else f"{k}={format_value(v)}" for k, v in result.best.items()]
+            moves = "; ".join(f"{m.key} -> {format_value(m.value)} (-{m.gain:.4f})"
+                              for m in result.moves) or "none"
+            started = ", ".join(f"{k}={format_value(v)}" for k, v in start.items())
+            converged = "yes" if result.converged else "no (max moves)"
+            lines.append(f"| {o} | {started} | {', '.join(tuned_cells)} | {result.loss:.4f} | "
+                         f"{moves} | {len(result.losses)} | {converged} |")
+        lines += ["", "Sensitivity (loss against each hyperparameter, the others at the tuned "
+                  f"point; `tune/{size}/sensitivity.csv`):", "",
+                  "| optimizer | hyperparameter | value: loss |", "| --- | --- | --- |"]
+        for o, result in t.results.items():
+            rows = sensitivity(t.spaces[o], result)
+            for key in dict.fromkeys(r["key"] for r in rows):
+                cells = [f"**{format_value(r['value'])}: {r['loss']:.4f}**" if r["best"]
+                         else f"{format_value(r['value'])}: {r['loss']:.4f}"
+                         for r in rows if r["key"] == key]
+                lines.append(f"| {o} | {key} | {', '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _final_table(preset, best, seeds) -> str:
+    lines = ["## Final losses (1x data, best lr per size)", "",
+             f"| size | optimizer | lr | {preset.prose} loss | vs AdamW | seeds: mean +- std | "
+             "difference from AdamW [95% interval] |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for size in preset.sizes:
+        base = best.get((BASELINE, size), (None, math.nan))[1]
+        for o in preset.optimizers:
+            if (o, size) not in best:
+                lines.append(f"| {size} | {o} | | no finished run | | | |")
                 continue
-            workdir = runs["best"][(optimizer, size)]
-            t = load_runs([workdir])
-            last = read_metrics(workdir)[-1]
-            loss = t.numeric("val_loss")[0]
-            lines.append(
-                f"| {size} | {int(t.numeric('params_non_embedding')[0]):,} | {optimizer} | "
-                f"{loss:.4f} | {loss / base - 1:+.2%} | "
-                f"{last.get(f'eval/{preset.code}/loss', np.nan):.4f} | "
-                f"{last.get(f'eval/{preset.prose}/bpb', np.nan):.3f} | "
-                f"{last.get(f'eval/{preset.code}/bpb', np.nan):.3f} |")
+            p, loss, note = best[(o, size)]
+            seed_cell = diff_cell = ""
+            if (o, size) in seeds:
+                values = _finite(seeds[(o, size)])
+                seed_cell = (f"{np.mean(values):.4f} +- {_noise(values):.4f} "
+                             f"({len(values)} seeds)")
+                if o != BASELINE:
+                    diff_cell = _difference(values, _finite(seeds[(BASELINE, size)]))
+            lr = format_value(p["lr"]) + (f" ({note})" if note not in ("", "tuned") else "")
+            lines.append(f"| {size} | {o} | {lr} | {loss:.4f} | {loss / base - 1:+.2%} | "
+                         f"{seed_cell} | {diff_cell} |")
+    return "\n".join(lines)
+
+
+def _finite(values) -> list:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), low, high): the Welch t interval of a difference of means."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb)
+    diff = a.mean() - b.mean()
+    return diff, diff - half, diff + half
+
+
+def _difference(values, base) -> str:
+    if len(values) < 2 or len(base) < 2:
+        return "too few seeds"
+    diff, low, high = welch_interval(values, base)
+    verdict = "within noise" if low <= 0 <= high else "beyond noise"
+    return f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], {verdict}"
+
+
+def _speedup_section(preset, speedups) -> str:
+    lines = ["## Effective-data speedup over AdamW (Wen et al. 2025)", "",
+             "AdamW's final loss against its data, L(D) = E + B D^-beta, fitted per size over "
+             "its budgets (lr re-tuned at each); the speedup is the data AdamW would need for the "
+             "optimizer's mean final loss over its seeds, over the data it used. Intervals: "
+             "parametric bootstrap over the measured seed noise.", ""]
+    for size, entry in speedups.items():
+        budget_text = ", ".join(f"{m:g}x: {loss:.4f}" for m, (_, loss) in entry["budgets"])
+        e, b, beta = entry["law"]
+        lines += [f"{size}: AdamW {budget_text}; E {e:.3f}, B {b:.3g}, beta {beta:.3f}; seed "
+                  f"std {entry['sigma']:.4f} (measured at {entry['noise_size']}).", "",
+                  "| optimizer | mean loss | speedup [95%] | AdamW data needed | status |",
+                  "| --- | --- | --- | --- | --- |"]
+        largest = max(m for m, _ in entry["budgets"])
+        for o in preset.optimizers:
+            if o not in entry:
+                continue
+            s = entry[o]
+            status = (f"extrapolation beyond AdamW's {largest:g}x" if s.extrapolated
+                      and s.needed > entry["budgets"][-1][1][0] else
+                      "extrapolation below AdamW's smallest budget" if s.extrapolated
+                      else "within AdamW's measured budgets")
+            needed = "unreachable" if not math.isfinite(s.needed) else f"{s.needed:,.0f} tokens"
+            lines.append(f"| {o} | {_x_loss(s, entry)} | {_speed(s.estimate)} | {needed} | "
+                         f"{status} |")
+        lines.append("")
+    slopes = _slopes(preset, speedups)
+    if slopes:
+        lines += ["Speedup against model size, log(speedup) = a + s log N:", ""]
+        lines += [f"- {o}: s = {est.value:+.3f} [{est.low:+.3f}, {est.high:+.3f}]"
+                  for o, est in slopes.items()]
+    return "\n".join(lines)
+
+
+def _x_loss(s, entry) -> str:
+    e, b, beta = entry["law"]
+    return "-" if not math.isfinite(s.needed) else f"{e + b * s.needed ** -beta:.4f}"
+
+
+def _speed(est) -> str:
+    def bound(v):
+        return f"{v:.2f}" if math.isfinite(v) else "unbounded"
+    value = f"{est.value:.2f}x" if math.isfinite(est.value) else "beyond AdamW's law"
+    return f"{value} [{bound(est.low)}, {bound(est.high)}]"
+
+
+def _slopes(preset, speedups) -> dict:
+    sizes = [s for s in preset.sizes if s in speedups]
+    if len(sizes) < 2:
+        return {}
+    found = {}
+    for o in preset.optimizers:
+        if o == BASELINE or not all(o in speedups[s] for s in sizes):
+            continue
+        n = [runs.non_embedding_params(preset, s) for s in sizes]
+        values = [speedups[s][o].estimate.value for s in sizes]
+        if all(math.isfinite(v) and v > 0 for v in values):
+            samples = np.stack([speedups[s][o].samples for s in sizes], axis=1)
+            found[o] = speedup.speedup_slope(n, values, samples)
+    return found
+
+
+def _anneal_section(preset, tuned, catalog, best) -> str:
+    lines = ["## Steps to AdamW's final loss (annealed runs, Vyas et al. 2024)", "",
+             "Each optimizer's tuned point trained again on shorter runs whose schedule anneals "
+             "at their own end; the fraction of the steps at which the annealed loss reaches "
+             "AdamW's 1x loss is interpolated in log steps between them (seed 0 throughout).",
+             "", "| size | optimizer | AdamW's loss | annealed losses by fraction of the steps | "
+             "steps / AdamW's |", "| --- | --- | --- | --- | --- |"]
+    for size, t in tuned.items():
+        if (BASELINE, size) not in best:
+            continue
+        target = best[(BASELINE, size)][1]
+        for o in preset.optimizers:
+            if o == BASELINE or (o, size) not in best:
+                continue
+            fractions, losses = [1.0], [best[(o, size)][1]]
+            for f in preset.anneal_fractions:
+                loss = catalog.loss(runs.point(preset, size, o, t.results[o].best, multiplier=f))
+                if loss is not None and math.isfinite(loss):
+                    fractions.append(f)
+                    losses.append(loss)
+            fraction, note = speedup.annealed_steps_fraction(fractions, losses, target)
+            cells = ", ".join(f"{f:g}: {v:.4f}" for f, v in sorted(zip(fractions, losses)))
+            value = f"{fraction:.2f}" if math.isfinite(fraction) else note
+            lines.append(f"| {size} | {o} | {target:.4f} | {cells} | {value} |")
+    return "\n".join(lines)
+
+
+def _step_time_section(times) -> str:
+    if not times:
+        return ("## Step time\n\nNot timed: the runs trained elsewhere (--launch=tpu); time "
+                "them there with `python -m benchmarks.optimizers`.")
+    lines = ["## Step time (timed alone after training; lm/study/step_times.py)", "",
+             "| size | optimizer | seconds per step | / AdamW's |", "| --- | --- | --- | --- |"]
+    for size, ratios in times.items():
+        lines += [f"| {size} | {name} | {s:.4f} | {r:.2f} |" for name, (s, r) in ratios.items()]
+    lines.append("\nAdamW timed again last shows this machine's timing noise.")
     return "\n".join(lines)
 
 
 def _estimate(d) -> str:
     return f"{d['value']:.4g} [{d['low']:.4g}, {d['high']:.4g}]"
-
-
-def _compute_table(preset, fits) -> str:
-    lines = ["## Compute laws L(C) = E + A C^-alpha (frontier of the learning curves)", "",
-             "| optimizer | E | A | alpha | held-out points: mean / max abs. error, in band |",
-             "| --- | --- | --- | --- | --- |"]
-    for optimizer in preset.optimizers:
-        fit = fits.get(f"compute_{optimizer}")
-        if fit is None:
-            lines.append(f"| {optimizer} | fit failed (see Problems) | | | |")
-            continue
-        p, held = fit["parameters"], fit["heldout_summary"]
-        lines.append(f"| {optimizer} | {_estimate(p['E'])} | {_estimate(p['A'])} | "
-                     f"{_estimate(p['alpha'])} | {_held(held)} |")
-    lines.append("\nC counts model FLOPs only (6ND plus attention), the same for every "
-                 "optimizer; the steps table below adds the optimizers' own cost.")
-    return "\n".join(lines)
 
 
 def _held(summary) -> str:
@@ -213,53 +390,29 @@ def _held(summary) -> str:
             f", {summary['covered']} of {summary['n']}")
 
 
-def _speedup_table(rows, fits) -> str:
-    law = fits.get("adamw_data_law", {}).get("parameters", {})
-    params = ", ".join(f"{k} {_estimate(law[k])}" for k in chinchilla.PARAMS if k in law)
-    lines = ["## Effective-data speedup over AdamW (Wen et al. 2025)", "",
-             f"AdamW's L(N, D) = E + A/N^alpha + B/D^beta on its final losses: {params}.",
-             "The speedup is the data AdamW would need for the optimizer's final loss at that "
-             "size, over the data the optimizer used (AdamW's own row checks the law).", "",
-             "| size | optimizer | final loss | speedup |", "| --- | --- | --- | --- |"]
-    for r in rows:
-        s = r["speedup"]
-        value = ("beyond AdamW's law (inf)" if not np.isfinite(s.value)
-                 else f"{s.value:.2f}x [{s.low:.2f}, {_bound(s.high)}]")
-        lines.append(f"| {r['size']} | {r['optimizer']} | {r['loss']:.4f} | {value} |")
+def _compute_table(preset, records) -> str:
+    lines = ["## Compute laws L(C) = E + A C^-alpha (frontier of the learning curves)", "",
+             "| optimizer | E | A | alpha | held-out runs' points: mean / max abs. error, in "
+             "band |", "| --- | --- | --- | --- | --- |"]
+    for optimizer in preset.optimizers:
+        fit = records.get(f"compute_{optimizer}")
+        if fit is None:
+            lines.append(f"| {optimizer} | fit failed (see Problems) | | | |")
+            continue
+        p = fit["parameters"]
+        lines.append(f"| {optimizer} | {_estimate(p['E'])} | {_estimate(p['A'])} | "
+                     f"{_estimate(p['alpha'])} | {_held(fit['heldout_summary'])} |")
+    lines.append("\nC counts model FLOPs only (6ND plus attention). The bootstrap resamples "
+                 "whole runs, and the runs within 2x of the largest compute are held out whole "
+                 "(a prediction beyond the fitted runs, not along one run's curve).")
     return "\n".join(lines)
 
 
-def _bound(value: float) -> str:
-    """An interval end: resamples whose AdamW law never reaches the loss give inf (or NaN
-    where the percentile falls between two of them)."""
-    return f"{value:.2f}" if np.isfinite(value) else "unbounded"
-
-
-def _steps_table(rows) -> str:
-    lines = ["## Steps to AdamW's final loss (SOAP paper, Vyas et al. 2024)", "",
-             "| size | optimizer | AdamW's final loss | steps / AdamW's | less compute | "
-             "step time / AdamW's | wall-clock / AdamW's |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        ratio = r["steps_ratio"]
-        reached = np.isfinite(ratio)
-        lines.append(
-            f"| {r['size']} | {r['optimizer']} | {r['target']:.4f} | "
-            + (f"{ratio:.2f} | {1 - ratio:.0%} | " if reached else "not reached | | ")
-            + f"{r['time_ratio']:.2f} | "
-            + (f"{ratio * r['time_ratio']:.2f} |" if reached else "|"))
-    lines.append("\nInterpolated between validation points; before the end of its schedule a "
-                 "run's loss is not annealed, so these ratios overstate the steps needed (the "
-                 "effective-data speedup compares finished runs). Step times are medians of "
-                 "the logged intervals on this machine.")
-    return "\n".join(lines)
-
-
-def _loss_to_loss_table(fits) -> str:
+def _loss_to_loss_table(records) -> str:
     lines = ["## Loss-to-loss (Brandfonbrener et al. 2024): L_y = K (L_x - E_x)^kappa + E_y",
-             "", "| fit | x | y | K | kappa | E_x | E_y | held-out: mean / max abs. error, "
+             "", "| fit | x | y | K | kappa | E_x | E_y | held-out runs: mean / max abs. error, "
              "in band |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, fit in fits.items():
+    for name, fit in records.items():
         if not name.startswith("loss_to_loss"):
             continue
         p = fit["shifted power law"]
@@ -267,43 +420,74 @@ def _loss_to_loss_table(fits) -> str:
         lines.append(f"| {name.removeprefix('loss_to_loss_')} | {x} | {y} | "
                      f"{_estimate(p['K'])} | {_estimate(p['kappa'])} | {_estimate(p['E_x'])} | "
                      f"{_estimate(p['E_y'])} | {_held(fit['heldout_summary'])} |")
+    lines.append("\nAdamW runs at equal settings per size on each corpus; every validation "
+                 "point of their curves, resampled run by run, the largest size held out.")
     return "\n".join(lines)
 
 
-COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def _claims(preset, best, seeds, speedups) -> str:
+    lines = ["## What these numbers support", ""]
+    ratios = [runs.steps_at(preset, s) * runs.batch_tokens(preset)
+              / runs.non_embedding_params(preset, s) for s in preset.sizes]
+    if max(ratios) / min(ratios) > 1.5:
+        lines.append(f"- Tokens per parameter fall from {max(ratios):.1f} to {min(ratios):.2f} "
+                     "across the sizes (every size sees the same tokens), so a trend of any "
+                     "speedup with size mixes model size and data; it is not a claim here.")
+    else:
+        lines.append(f"- Every size trains on {np.mean(ratios):.1f} tokens per parameter, so "
+                     "trends with size compare like with like.")
+    for (o, size), values in seeds.items():
+        if o == BASELINE:
+            continue
+        values, base = _finite(values), _finite(seeds.get((BASELINE, size), []))
+        if len(values) >= 2 and len(base) >= 2:
+            diff, low, high = welch_interval(values, base)
+            verdict = ("is within seed noise of AdamW's" if low <= 0 <= high else
+                       "is lower than AdamW's beyond seed noise" if high < 0 else
+                       "is higher than AdamW's beyond seed noise")
+            lines.append(f"- At {size}, {o}'s mean loss over {len(values)} seeds {verdict} "
+                         f"({diff:+.4f} [{low:+.4f}, {high:+.4f}]).")
+    for size, entry in speedups.items():
+        for o in preset.optimizers:
+            if o == BASELINE or o not in entry:
+                continue
+            s = entry[o]
+            budgets = ", ".join(f"{m:g}x" for m, _ in entry["budgets"])
+            kind = ("an extrapolation outside" if s.extrapolated
+                    else "measured (interpolated) within")
+            lines.append(f"- {o}'s effective-data speedup at {size}, {_speed(s.estimate)}, is "
+                         f"{kind} AdamW's budgets ({budgets}).")
+    return "\n".join(lines)
 
 
-def _plot_curves(out, runs, preset) -> str:
+def _plot_curves(out, preset, catalog, best) -> str:
     """Validation loss against tokens, one panel per optimizer, one line per size."""
     fig, axes = plt.subplots(1, len(preset.optimizers), figsize=(4.2 * len(preset.optimizers),
                                                                  3.8), sharey=True, squeeze=False)
     for ax, optimizer in zip(axes[0], preset.optimizers):
         for size, color in zip(preset.sizes, COLORS):
-            if (optimizer, size) not in runs["best"]:
+            if (optimizer, size) not in best:
                 continue
-            t = load_runs([runs["best"][(optimizer, size)]])
+            t = load_runs([catalog.workdir(best[(optimizer, size)][0])])
             steps, loss = t["history"][0].curve(f"eval/{preset.prose}/loss")
-            tokens = steps * t.numeric("batch_tokens")[0]
-            ax.plot(tokens, loss, marker="o", markersize=3, color=color,
-                    label=f"{size} (lr {format_value(t.numeric('lr')[0])})")
+            ax.plot(steps * t.numeric("batch_tokens")[0], loss, marker="o", markersize=3,
+                    color=color, label=f"{size} (lr {format_value(t.numeric('lr')[0])})")
         ax.set(xscale="log", xlabel="tokens", title=optimizer)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"{preset.prose} validation loss")
     return _save(fig, out, "curves.png")
 
 
-def _plot_compute(out, runs, preset, fits) -> str:
+def _plot_compute(out, preset, best_dirs, records) -> str:
     """Every validation point against training FLOPs per optimizer, and its fitted law."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for optimizer, color in zip(preset.optimizers, COLORS):
-        dirs = [runs["best"][(optimizer, s)] for s in preset.sizes
-                if (optimizer, s) in runs["best"]]
-        if not dirs:
+        if not best_dirs.get(optimizer):
             continue
-        points = curve_points(load_runs(dirs))  # the points the compute fit saw (--curves)
+        points = curve_points(load_runs(best_dirs[optimizer]))
         flops, loss = points.numeric("flops"), points.numeric("val_loss")
         ax.scatter(flops, loss, s=10, color=color, alpha=0.6)
-        fit = fits.get(f"compute_{optimizer}")
+        fit = records.get(f"compute_{optimizer}")
         label = optimizer
         if fit:
             p = {k: fit["parameters"][k]["value"] for k in ("E", "A", "alpha")}
@@ -322,3 +506,4 @@ def _save(fig, out, name) -> str:
     fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
     return name
+

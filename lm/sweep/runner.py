@@ -56,9 +56,13 @@ def load_sweep(path: str) -> Sweep:
 def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=None,
               dry_run: bool = False, retry_diverged: bool = False,
               flops_per_second: float = DEFAULT_FLOPS_PER_SECOND,
-              seconds_per_run: float = DEFAULT_SECONDS_PER_RUN) -> int:
+              seconds_per_run: float = DEFAULT_SECONDS_PER_RUN, only: set | None = None,
+              select_lr: bool = True) -> int:
     """Runs (or, with `dry_run`, lists) the sweep's runs into `root`; returns the exit status.
-    Every check happens before the first run starts; SweepError reports a bad sweep."""
+    Every check happens before the first run starts; SweepError reports a bad sweep.
+    `only`: names of the runs to train (the others are listed and left as they are, e.g. a
+    tuner's earlier failed runs); `select_lr`: write ROOT/best_lr.csv per group of the other
+    axes (off where the caller selects, as lm.study's tuner does)."""
     runs = expand(sweep)
     try:
         run_files.check_filesystems(root)
@@ -70,7 +74,8 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
               "earlier version of it?); results.csv leaves it out", file=sys.stderr)
     workdirs = {run.name: os.path.join(root, run.name) for run in runs}
     before = {run.name: progress(workdirs[run.name], run.config.train.steps) for run in runs}
-    todo = [run for run in runs if _needs_training(before[run.name], retry_diverged)]
+    todo = [run for run in runs if _needs_training(before[run.name], retry_diverged)
+            and (only is None or run.name in only)]
     skipped = {run.name for run in runs} - {run.name for run in todo}
     if dry_run:
         print(plan_report(runs, before, skipped, name, root, flops_per_second, seconds_per_run))
@@ -101,7 +106,7 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
 
     table = list(rows.values())
     group_keys = [k for k in axes if k != "lr"]
-    best = best_learning_rates(table, group_keys) if "lr" in axes else []
+    best = best_learning_rates(table, group_keys) if "lr" in axes and select_lr else []
     if all(len(entry["grid"].split()) == 1 for entry in best):
         best = []  # one lr per group (lr varies with another axis): nothing to select
     if best:
@@ -121,28 +126,39 @@ def plan_report(runs: list[Run], before: dict, skipped: set[str], name: str, roo
         info = run_model_info(c)
         tokens = c.train.steps * c.train.batch_size * c.data.seq_len
         flops = tokens * info["flops_per_token"]
-        evals = math.ceil(c.train.steps / c.train.eval_every) * len(c.data.eval_corpora)
-        eval_flops = (evals * c.data.eval_batches * c.data.eval_batch_size * c.data.seq_len
-                      * info["flops_per_token"] / 3)  # forward only: a third of training
         left = (c.train.steps - state.checkpoint) / c.train.steps if to_train else 0.0
-        step_cost = OPTIMIZER_STEP_COST.get(c.optimizer.name, 1.0)
-        seconds = (left * (step_cost * flops + eval_flops) / flops_per_second + seconds_per_run
+        seconds = (estimate_seconds(c, left, flops_per_second, seconds_per_run)
                    if to_train else 0.0)
         total_flops, total_s = total_flops + left * flops, total_s + seconds
         lines.append([run.name, _todo_label(to_train, state),
                       f"{info['params/total']:,}", f"{info['params/non_embedding']:,}",
                       f"{c.train.steps:,}", f"{tokens:,}", f"{flops:.2e}",
-                      _duration(seconds) if to_train else "-"])
+                      duration(seconds) if to_train else "-"])
     resumes = sum(1 for run in runs if run.name not in skipped and before[run.name].checkpoint)
     header = (f"sweep {name}: {len(runs)} runs in {root}: "
               f"{len(runs) - len(skipped) - resumes} to train, {resumes} to resume, "
               f"{len(skipped)} to skip")
     table = format_table(["run", "to do", "params", "non-embedding", "steps", "tokens",
                           "train FLOPs", "est. time"], lines)
-    total = (f"total: {total_flops:.2e} training FLOPs to go, about {_duration(total_s)} in one "
+    total = (f"total: {total_flops:.2e} training FLOPs to go, about {duration(total_s)} in one "
              f"process at {flops_per_second:.1e} FLOP/s + {seconds_per_run:g} s per run "
              "(--flops-per-second and --seconds-per-run calibrate this for other machines)")
     return "\n".join([header, table, total])
+
+
+def estimate_seconds(config, left: float = 1.0,
+                     flops_per_second: float = DEFAULT_FLOPS_PER_SECOND,
+                     seconds_per_run: float = DEFAULT_SECONDS_PER_RUN) -> float:
+    """Estimated wall seconds of the `left` fraction of a run: its training FLOPs (times the
+    optimizer's OPTIMIZER_STEP_COST) and evaluation FLOPs at `flops_per_second`, plus
+    `seconds_per_run` (start-up, compilation)."""
+    c, info = config, run_model_info(config)
+    flops = c.train.steps * c.train.batch_size * c.data.seq_len * info["flops_per_token"]
+    evals = math.ceil(c.train.steps / c.train.eval_every) * len(c.data.eval_corpora)
+    eval_flops = (evals * c.data.eval_batches * c.data.eval_batch_size * c.data.seq_len
+                  * info["flops_per_token"] / 3)  # forward only: a third of training
+    step_cost = OPTIMIZER_STEP_COST.get(c.optimizer.name, 1.0)
+    return left * (step_cost * flops + eval_flops) / flops_per_second + seconds_per_run
 
 
 def _needs_training(state: Progress, retry_diverged: bool) -> bool:
@@ -163,7 +179,7 @@ def _outcome_line(name: str, row: dict) -> str:
     return f"{name}: {row['status']}: {first_line}"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, s = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{s:02d}s" if minutes else f"{s}s"

@@ -10,8 +10,10 @@ A sweep file, configs/sweeps/NAME.py, defines `get_sweep()` returning a `Sweep`:
 
 Points are dicts. `product` crosses lists of points and axes, `zip_axes` pairs axes value by
 value, `lr_grid` gives each optimizer its own learning rates, and `+` joins lists. A key is a
-shorthand of AXES (size, dataset, batch_size, precision, optimizer, lr, seed, steps) or any
-dotted config field (`optimizer.soap.precondition_frequency`). `expand` applies each point to a
+shorthand of AXES (size, dataset, batch_size, precision, optimizer, lr, seed, steps, warmup,
+grad_clip), a hyperparameter of the run's own optimizer by its bare name (`b2`,
+`weight_decay`, `alpha`: config.optimizer.<its name>.<key>), or any dotted config field
+(`optimizer.soap.precondition_frequency`). `expand` applies each point to a
 copy of the base config (shorthands first, in AXES order, then dotted fields), then the rules
 in order, checks every run config and names each run from the keys that vary across the sweep:
 `size=d64_l2,optimizer=adamw,lr=0.003`, which is also its workdir.
@@ -38,7 +40,8 @@ from lm.train.config_checks import check_config
 # Shorthand -> the config field it sets; "size" and "precision" set several (see _apply).
 AXES = {"size": None, "dataset": "data.corpus", "batch_size": "train.batch_size",
         "precision": None, "optimizer": "optimizer.name", "lr": "optimizer.lr",
-        "seed": "train.seed", "steps": "train.steps"}
+        "seed": "train.seed", "steps": "train.steps", "warmup": "schedule.warmup_fraction",
+        "grad_clip": "optimizer.grad_clip"}
 _SHORTHAND_OF_FIELD = {field: name for name, field in AXES.items() if field}
 
 Rule = Callable[[ml_collections.ConfigDict], None]
@@ -228,6 +231,9 @@ def _apply(config, key: str, value, run: str) -> None:
             raise SweepError(f"run {run}: {err}") from err
     elif key == "precision":
         _set_precision(config, value, run)
+    elif key not in AXES and "." not in key and key in config.optimizer.get(
+            config.optimizer.name, {}):
+        _set_field(config, f"optimizer.{config.optimizer.name}.{key}", value, run)
     else:
         _set_field(config, AXES.get(key) or key, value, run)
 

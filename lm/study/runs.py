@@ -1,0 +1,177 @@
+"""The study's runs as lm.sweep points: how a point becomes a run config, each phase's sweep
+root, reading back a run's loss, and training a phase here or handing it to a TPU pod.
+
+A study point is a dict of lm.sweep keys: always size, steps, optimizer and seed, the
+optimizer's hyperparameters (lr, warmup, grad_clip and its own section's keys, e.g. b2), and
+`dataset` for runs on another corpus than the prose one.
+"""
+import math
+import os
+import shlex
+import sys
+
+import ml_collections
+
+from configs import base, ladder
+from lm.sweep.runner import run_sweep
+from lm.sweep.spec import Sweep, evaluations, expand, run_length, run_model_info
+from lm.sweep.state import progress, read_record
+from lm.sweep.tune import point_id
+
+# Keys that identify a run apart from the optimizer's hyperparameters.
+RUN_KEYS = ("size", "dataset", "optimizer", "seed", "steps")
+
+
+def base_config(preset) -> ml_collections.ConfigDict:
+    return preset.run.copy_and_resolve_references()
+
+
+def non_embedding_params(preset, size: str) -> int:
+    config = base_config(preset)
+    ladder.apply_size(config.model, size)
+    return run_model_info(config)["params/non_embedding"]
+
+
+def batch_tokens(preset) -> int:
+    return preset.run.train.batch_size * preset.run.data.seq_len
+
+
+def steps_at(preset, size: str) -> int:
+    """Train steps of a 1x-data run at `size`: preset.steps, or tokens_per_param x N
+    (non-embedding) tokens."""
+    if preset.steps:
+        return int(preset.steps)
+    return max(1, round(preset.tokens_per_param * non_embedding_params(preset, size)
+                        / batch_tokens(preset)))
+
+
+def point(preset, size: str, optimizer: str, settings: dict, *, seed: int = 0,
+          multiplier: float = 1.0, dataset: str | None = None) -> dict:
+    """The study point of `optimizer` with `settings` (its searched hyperparameters) at
+    `size`, trained for `multiplier` x the 1x steps on the prose corpus (or `dataset`)."""
+    found = {"size": size, "optimizer": optimizer, "seed": seed,
+             "steps": max(1, round(multiplier * steps_at(preset, size))), **settings}
+    if dataset and dataset != preset.prose:
+        found["dataset"] = dataset
+    return found
+
+
+def settings_of(found: dict) -> dict:
+    """The hyperparameters of a study point (its keys other than RUN_KEYS)."""
+    return {k: v for k, v in found.items() if k not in RUN_KEYS}
+
+
+def sweep(preset, points: list[dict]) -> Sweep:
+    """The sweep of `points`, each validated `preset.evals` times, with the run-length
+    schedules set to its steps; names always hold optimizer, lr and seed."""
+    return Sweep(base_config(preset), list(points),
+                 rules=(evaluations(preset.evals), run_length(*preset.run_length_fields)),
+                 always_named=("optimizer", "lr", "seed"))
+
+
+class Catalog:
+    """Points, workdirs and run configs of the study's runs, over its phases' roots."""
+
+    def __init__(self):
+        self.points = {}     # point_id -> point
+        self.workdirs = {}   # point_id -> workdir
+        self.configs = {}    # point_id -> run config
+
+    def add(self, root: str, phase_sweep: Sweep) -> None:
+        for run, found in zip(expand(phase_sweep), phase_sweep.points):
+            key = point_id(found)
+            self.points[key], self.configs[key] = found, run.config
+            self.workdirs[key] = os.path.join(root, run.name)
+
+    def __contains__(self, found: dict) -> bool:
+        return point_id(found) in self.workdirs
+
+    def workdir(self, found: dict) -> str:
+        return self.workdirs[point_id(found)]
+
+    def loss(self, found: dict) -> float | None:
+        """The run's final validation loss on its training corpus; inf if it failed or
+        diverged; None if it has not finished (or is not in the catalog)."""
+        key = point_id(found)
+        if key not in self.workdirs:
+            return None
+        config = self.configs[key]
+        state = progress(self.workdirs[key], config.train.steps)
+        if state.finished:
+            value = state.eval_row.get(f"eval/{config.data.corpus}/loss", math.inf)
+            return value if math.isfinite(value) else math.inf
+        return math.inf if state.status in ("failed", "diverged") else None
+
+    def summary(self) -> tuple[dict, float]:
+        """(status -> run count, the runs' summed wall seconds over their attempts)."""
+        counts, wall = {}, 0.0
+        for key, workdir in self.workdirs.items():
+            status = progress(workdir, self.configs[key].train.steps).status
+            counts[status] = counts.get(status, 0) + 1
+            wall += read_record(workdir).get("wall_s", 0.0)
+        return counts, wall
+
+
+def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
+              only: set | None = None) -> bool:
+    """Trains (or lists, or writes launch commands for) one phase's runs into DIR/<phase>;
+    True once they are all finished or ended (failed and diverged runs are reported, not
+    retried forever). `only`: the names to train (the others are left as they are)."""
+    root = os.path.join(out, phase)
+    command = f"python -m lm.study --preset={args.preset} --out={out}"
+    if args.launch == "tpu":
+        script = os.path.join(out, f"launch_{phase.replace('/', '_')}.sh")
+        left = launch_script(script, phase_sweep, root, only)
+        if left:
+            print(f"{phase}: {left} runs to train on TPU: {script}; rerun `{command}` once "
+                  "they are finished")
+            return False
+        return True
+    status = run_sweep(phase_sweep, root, name=f"study_{phase.replace('/', '_')}",
+                       config_path=command, executor=executor, dry_run=args.dry_run,
+                       only=only, select_lr=False)
+    if status:
+        print(f"{phase}: some runs failed (see {os.path.join(root, 'results.csv')}); the "
+              "study goes on without them", file=sys.stderr)
+    return True
+
+
+def launch_script(path: str, phase_sweep: Sweep, root: str, only: set | None = None) -> int:
+    """Writes one launch_tpu.sh command per unfinished run of `phase_sweep` (overrides relative
+    to configs/base.py); returns how many."""
+    defaults = _flat(base.get_config())
+    lines = ["#!/usr/bin/env bash",
+             "# One TPU pod run per line (launch_tpu.sh); set TPU_NAME, ZONE, PROJECT and",
+             "# ACCELERATOR. Workdirs must be the shared directory lm.study reads.",
+             "set -euo pipefail"]
+    count = 0
+    for run in expand(phase_sweep):
+        workdir = os.path.join(root, run.name)
+        if progress(workdir, run.config.train.steps).finished or (
+                only is not None and run.name not in only):
+            continue
+        overrides = [f"--config.{key}={_flag_value(value)}"
+                     for key, value in _flat(run.config).items() if defaults.get(key) != value]
+        lines.append(" ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
+                               '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
+                               "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
+                               "--", *map(shlex.quote, overrides)]))
+        count += 1
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o755)
+    return count
+
+
+def _flat(config, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _flag_value(value) -> str:
+    return repr(value) if isinstance(value, (tuple, list)) else str(value)
