@@ -56,12 +56,13 @@ def _dry_run(tmp_path, capsys, preset: str) -> str:
 def test_tiny_dry_run_lists_the_first_tuning_round_and_the_final_sweep(tmp_path, capsys):
     out = _dry_run(tmp_path, capsys, "tiny")
     p = presets.get_preset("tiny")
-    # AdamW's start and noise seeds, and one grid step each way per key (fewer at an edge)
+    # Each optimizer's start with its noise seeds, and one grid step each way per key (fewer
+    # at an edge; the whole grid of a line key)
     first = int(re.search(r"tune/d48_l2: (\d+) runs in the first round", out).group(1))
     steps = sum(1 + sum((g.index(sp.start[k]) > 0) + (g.index(sp.start[k]) < len(g) - 1)
                         if k not in sp.line else len(g) - 1 for k, g in sp.grids.items())
                 for sp in (p.search[o] for o in p.optimizers))
-    assert first == steps + p.noise_seeds
+    assert first == steps + p.noise_seeds * len(p.optimizers)
     final = 3 * 3 * 3 + 3 * p.seeds + 3 * len(p.data_multipliers) + 2 * 2 + 4
     assert f"sweep study_final: {final} runs" in out
     assert re.search(r"final: \d+ runs, ~\d+m\d+s in one process", out)
@@ -106,7 +107,8 @@ def test_paper_preset_writes_launch_commands_instead_of_training(tmp_path):
     p = presets.get_preset("paper")
     first = [k for k in p.search.adamw.grids if k != "lr"] + [
         k for k in p.search.soap.grids if k != "lr"]
-    assert p.noise_seeds + 1 + 1 <= len(runs) <= p.noise_seeds + 2 + 2 * len(first)
+    noise = 2 * (p.noise_seeds + 1)  # both optimizers' start points with their seeds
+    assert noise + 1 <= len(runs) <= noise + 2 * len(first)
     assert any("--config.model.d_model=256" in r and "--config.mesh.fsdp=-1" in r for r in runs)
     assert not (out / "final").exists() and not (out / "report.md").exists()
 
@@ -184,7 +186,8 @@ def test_miniature_study_end_to_end(tmp_path, monkeypatch, capsys):
     for size in ("d32_l2", "d48_l2"):
         tuned = json.loads((out / "tune" / size / "tuned.json").read_text())
         assert set(tuned["optimizers"]) == {"adamw", "soap"}
-        assert len(tuned["noise"]["losses"]) == 2 and tuned["noise"]["threshold"] >= 0
+        assert {o: len(v) for o, v in tuned["noise"]["losses"].items()} == {"adamw": 2, "soap": 2}
+        assert tuned["noise"]["threshold"] >= 0
         assert tuned["optimizers"]["adamw"]["best"]["lr"] in (3e-3, 1e-2)
         with open(out / "tune" / size / "sensitivity.csv") as f:
             rows = list(csv.DictReader(f))

@@ -188,9 +188,10 @@ def run_study(args) -> int:
         return cbs.run(preset, out, args, _executor(args, preset), claim_out,
                        _report_context(args, start))
     placeholder = {size: tuning.Tuned(size, {o: _start(preset, o) for o in preset.optimizers},
-                                      {}, [], math.nan, 0.0) for size in preset.tune_sizes}
+                                      {}, {}, math.nan, 0.0) for size in preset.tune_sizes}
     every = [p for role in final_points(preset, placeholder).values() for p in role]
-    every += tuning.noise_points(preset, preset.tune_sizes[0])
+    every += [p for ps in tuning.noise_points(preset, preset.tune_sizes[0]).values()
+              for p in ps]
     expand(runs.sweep(preset, list({point_id(p): p for p in every}.values())))  # checks first
     if not args.dry_run:
         claim_out(out, args.preset, preset)

@@ -202,10 +202,11 @@ def _regime_table(preset, best) -> str:
 def _tuning_section(preset, tuned) -> str:
     lines = ["## Tuning: coordinate descent (Wen et al. 2025)", ""]
     for size, t in tuned.items():
-        noise = ", ".join(f"{v:.4f}" for v in t.noise_losses if v is not None)
-        lines += [f"At {size}, seed noise of AdamW's start point over "
-                  f"{len(t.noise_losses)} seeds: {noise} (std {t.noise:.4f}); a move must "
-                  f"gain more than sqrt(2) x std = {t.threshold:.4f}.", "",
+        noise = "; ".join(f"{o} {', '.join(f'{v:.4f}' for v in _finite(values))} (std "
+                          f"{_noise(values):.4f})" for o, values in t.noise_losses.items())
+        lines += [f"At {size}, seed noise at each optimizer's start point over "
+                  f"{preset.noise_seeds + 1} seeds: {noise}. Pooled std {t.noise:.4f}: a move "
+                  f"must gain more than sqrt(2) x {t.noise:.4f} = {t.threshold:.4f}.", "",
                   "| optimizer | start | tuned (changed in bold) | loss | moves | runs | "
                   "converged |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for o, result in t.results.items():

@@ -2,12 +2,14 @@
 coordinate descent over its declared search space (lm/sweep/tune.py, configs/study.py), as one
 lm.sweep root per size, DIR/tune/<size>.
 
-The threshold a move must beat is the seed noise, measured first: AdamW's start point trained
-with `noise_seeds` more seeds. Each round trains, for every optimizer at once, the points its
-search needs next; the searches are replayed from the finished runs at every round, so an
-interrupted study resumes where it stopped. DIR/tune/<size>/tuned.json records each optimizer's
-best settings, its moves and the noise; sensitivity.csv the loss against each hyperparameter's
-value with the others at the best point.
+The threshold a move must beat is the seed noise, measured first: every optimizer's start point
+trained with `noise_seeds` more seeds, their variances pooled (one unstable setting's spread
+does not set the bar for all: the pooled standard deviation is the root of the mean variance).
+Each round trains, for every optimizer at once, the points its search needs next; the searches
+are replayed from the finished runs at every round, so an interrupted study resumes where it
+stopped. DIR/tune/<size>/tuned.json records each optimizer's best settings, its moves and the
+noise; sensitivity.csv the loss against each hyperparameter's value with the others at the
+best point.
 """
 import csv
 import dataclasses
@@ -33,8 +35,6 @@ from lm.sweep.tune import (  # noqa: E402
 )
 from lm.train import workdir as run_files  # noqa: E402
 
-NOISE_OPTIMIZER = "adamw"
-
 
 @dataclasses.dataclass(frozen=True)
 class Tuned:
@@ -42,8 +42,8 @@ class Tuned:
     size: str
     results: dict        # optimizer -> tune.Result
     spaces: dict         # optimizer -> SearchSpace
-    noise_losses: list   # AdamW's start point over seeds 0 .. noise_seeds
-    noise: float         # their standard deviation (NaN if fewer than 2 finished)
+    noise_losses: dict   # optimizer -> its start point's losses over seeds 0 .. noise_seeds
+    noise: float         # the pooled standard deviation (NaN if unmeasured)
     threshold: float     # the gain a move must exceed: sqrt(2) x noise (0 if unmeasured)
 
 
@@ -56,17 +56,25 @@ def line_keys(preset, optimizer: str) -> tuple:
     return tuple(preset.search[optimizer].line)
 
 
-def noise_points(preset, size: str) -> list[dict]:
-    start = dict(preset.search[NOISE_OPTIMIZER].start)
-    return [runs.point(preset, size, NOISE_OPTIMIZER, start, seed=s)
-            for s in range(preset.noise_seeds + 1)]
+def noise_points(preset, size: str) -> dict:
+    """optimizer -> its start point with seeds 0 .. noise_seeds."""
+    return {o: [runs.point(preset, size, o, dict(preset.search[o].start), seed=s)
+                for s in range(preset.noise_seeds + 1)] for o in preset.optimizers}
+
+
+def pooled_noise(noise: dict) -> float:
+    """The root mean variance over the optimizers whose seeds finished (NaN if none did)."""
+    variances = [seed_noise(v) ** 2 for v in noise.values()]
+    finite = [v for v in variances if math.isfinite(v)]
+    return math.sqrt(sum(finite) / len(finite)) if finite else math.nan
 
 
 def search_step(preset, size: str, catalog: runs.Catalog):
     """(outcomes, pending points, noise losses): each optimizer's Result where its search has
     ended, and the points the searches need next, from the runs finished so far."""
-    noise = [catalog.loss(p) for p in noise_points(preset, size)]
-    pending = [p for p, v in zip(noise_points(preset, size), noise) if v is None]
+    points = noise_points(preset, size)
+    noise = {o: [catalog.loss(p) for p in ps] for o, ps in points.items()}
+    pending = [p for o, ps in points.items() for p, v in zip(ps, noise[o]) if v is None]
     threshold = None if pending else _threshold(noise)
     outcomes = {}
     for optimizer in preset.optimizers:
@@ -117,7 +125,8 @@ def run_tuning(preset, out: str, args, executor) -> dict | None:
         if args.dry_run:
             continue
         spaces = {o: space(preset, o) for o in preset.optimizers}
-        tuned[size] = Tuned(size, outcomes, spaces, noise, seed_noise(noise), _threshold(noise))
+        tuned[size] = Tuned(size, outcomes, spaces, noise, pooled_noise(noise),
+                            _threshold(noise))
         write(root, tuned[size])
     return None if args.dry_run else tuned
 
@@ -145,33 +154,43 @@ def write(root: str, tuned: Tuned) -> None:
 
 def plot_sensitivity(rows: list[dict], threshold: float, path: str) -> None:
     """One panel per hyperparameter: each optimizer's loss against the value, the others at
-    its best point (the stability plots of Zhao et al. 2024)."""
-    keys = list(dict.fromkeys(r["key"] for r in rows))
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 3.2),
+    its best point, the bar at the best point one threshold long (the stability plots of Zhao
+    et al. 2024)."""
+    keys = list(dict.fromkeys(r["key"] for r in rows)) or ["none"]
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+    colors = {o: f"C{i}" for i, o in enumerate(optimizers)}
+    columns = min(4, len(keys))
+    fig, axes = plt.subplots(math.ceil(len(keys) / columns), columns,
+                             figsize=(3.6 * columns, 3.0 * math.ceil(len(keys) / columns)),
                              squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
+    for ax, key in zip(axes.flat, keys):
+        values = [float(r["value"]) for r in rows if r["key"] == key]
+        for optimizer in optimizers:
             line = [r for r in rows if r["key"] == key and r["optimizer"] == optimizer]
             if not line:
                 continue
-            values = [float(r["value"]) for r in line]
             loss = [r["loss"] if math.isfinite(r["loss"]) else math.nan for r in line]
-            ax.plot(values, loss, marker="o", label=optimizer)
-            best = [r for r in line if r["best"]]
-            if best:
-                ax.errorbar([float(best[0]["value"])], [best[0]["loss"]], yerr=threshold,
-                            fmt="none", ecolor="gray", capsize=3)
-        positive = all(float(r["value"]) > 0 for r in rows if r["key"] == key)
-        ax.set(xscale="log" if positive else "linear", xlabel=key, title=key)
+            ax.plot([float(r["value"]) for r in line], loss, marker="o", label=optimizer,
+                    color=colors[optimizer])
+            for r in line:
+                if r["best"]:
+                    ax.errorbar([float(r["value"])], [r["loss"]], yerr=threshold, fmt="none",
+                                ecolor=colors[optimizer], capsize=3)
+        wide = min(values) > 0 and max(values) / min(values) >= 10
+        ax.set(xscale="log" if wide else "linear", xlabel=key, ylabel="validation loss")
         ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("validation loss (bar: threshold)")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle("Loss against each hyperparameter, the others at the tuned point (bars: the "
+                 "noise threshold)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _threshold(noise: list) -> float:
-    sigma = seed_noise([math.inf if v is None else v for v in noise])
+def _threshold(noise: dict) -> float:
+    sigma = pooled_noise({o: [math.inf if v is None else v for v in values]
+                          for o, values in noise.items()})
     return difference_threshold(sigma) if math.isfinite(sigma) else 0.0
 
 
