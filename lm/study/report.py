@@ -27,6 +27,7 @@ from scipy import stats  # noqa: E402
 
 from lm.study import fits, runs  # noqa: E402
 from lm.study.step_times import step_time_ratios  # noqa: E402
+from lm.study.tuning import pooled_noise  # noqa: E402
 from lm.sweep.spec import format_value  # noqa: E402
 from lm.sweep.tune import point_id, sensitivity  # noqa: E402
 from scaling import speedup  # noqa: E402
@@ -141,10 +142,12 @@ def _speedups(preset, tuned, roles, catalog, best, seeds) -> dict:
         if len(budgets) < 3:
             continue
         tokens, losses = map(np.array, zip(*[budgets[m] for m in sorted(budgets)]))
-        # Seed noise: measured at this size, else at the nearest size that has seeds
+        # Seed noise: measured at this size, else at the nearest size that has seeds. AdamW's
+        # budget runs (other lrs and lengths) get the noise pooled over every optimizer's tuned
+        # point: 3 seeds of one setting estimate its spread poorly.
         noisy = min(preset.seed_sizes, key=lambda s: abs(math.log(
             runs.non_embedding_params(preset, s) / runs.non_embedding_params(preset, size))))
-        sigma = _noise(seeds.get((BASELINE, noisy), []))
+        sigma = pooled_noise({o: _finite(seeds.get((o, noisy), [])) for o in preset.optimizers})
         entry = {"budgets": sorted(budgets.items()), "sigma": sigma, "noise_size": noisy}
         for o in preset.optimizers:
             values = (_finite(seeds.get((o, size), [])) or
@@ -289,7 +292,9 @@ def _speedup_section(preset, speedups) -> str:
         budget_text = ", ".join(f"{m:g}x: {loss:.4f}" for m, (_, loss) in entry["budgets"])
         e, b, beta = entry["law"]
         lines += [f"{size}: AdamW {budget_text}; E {e:.3f}, B {b:.3g}, beta {beta:.3f}; seed "
-                  f"std {entry['sigma']:.4f} (measured at {entry['noise_size']}).", "",
+                  f"std of each budget's loss {entry['sigma']:.4f} (pooled over the optimizers' "
+                  f"seeds at {entry['noise_size']}); each optimizer's mean carries its own "
+                  "seeds' std / sqrt(seeds).", "",
                   "| optimizer | mean loss | speedup [95%] | AdamW data needed | status |",
                   "| --- | --- | --- | --- | --- |"]
         largest = max(m for m, _ in entry["budgets"])
