@@ -45,7 +45,10 @@ setuptools.setup(
         # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
         # machine (on a CPU-only one, keep JAX_PLATFORMS=cpu for everything else)
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "datasets>=2.14"],
+        # train.loggers=jsonl,tensorboard (event files without TensorFlow)
+        "tensorboard": ["tensorboardX>=2.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "datasets>=2.14",
+                 "tensorboardX>=2.6", "tensorboard>=2.15"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },
 )

@@ -32,9 +32,9 @@ def data_defaults() -> ml_collections.ConfigDict:
         tokenizer_corpora=("en_docs", "code_py"),  # bpe only: what the tokenizer is trained on
         val_fraction=0.02,     # fraction of documents held out for validation
         workers=0,             # processes that tokenize a source on first use; 0: all cores
-        seq_len=256,
+        seq_len=256,           # tokens per training sequence (a window holds seq_len + 1)
         eval_batches=8,        # fixed validation windows: eval_batches x eval_batch_size
-        eval_batch_size=32,
+        eval_batch_size=32,    # sequences per validation batch
     ))
 
 
@@ -46,9 +46,9 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         vocab_size=0,          # 0: the tokenizer's vocabulary size; larger pads the
                                # embedding (e.g. to a multiple of mesh.tensor)
-        d_model=128,
-        n_layers=4,
-        n_heads=4,
+        d_model=128,           # model width
+        n_layers=4,            # transformer blocks
+        n_heads=4,             # attention heads
         n_kv_heads=0,          # 0: = n_heads (multi-head); fewer: grouped-query attention
         head_dim=0,            # 0: d_model // n_heads
         d_ff=0,                # 0: 4 * d_model
@@ -56,7 +56,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         activation="gelu",     # gelu | swiglu
         qk_norm=False,         # normalise queries and keys per head (Dehghani et al. 2023)
         tie_embeddings=True,   # output logits use the input embedding table
-        rope_base=10000.0,
+        rope_base=10000.0,     # rotary embedding base (Su et al. 2021)
         max_seq_len=1024,      # size of the rotary table; data.seq_len must not exceed it
         init_std=0.02,         # N(0, 0.02^2); residual-output projections / sqrt(2 n_layers)
         z_loss=0.0,            # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
@@ -100,7 +100,7 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
 
     c.schedule = ml_collections.ConfigDict(dict(
         name="cosine",         # cosine | wsd | linear | constant
-        warmup_steps=100,
+        warmup_steps=100,      # linear warmup from 0 to optimizer.lr
         warmup_fraction=0.0,   # > 0: warm up over this fraction of train.steps instead of
                                # warmup_steps (a sweep over run lengths keeps the shape)
         final_lr_fraction=0.1,  # lr at the end, as a fraction of the peak
@@ -108,24 +108,30 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
     ))
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=1000,
+        steps=1000,            # optimizer steps
         batch_size=32,         # global batch, in sequences
         microbatches=1,        # gradient accumulation: batch_size / microbatches per pass
         seed=0,                # parameters and data order
-        eval_every=100,
-        checkpoint_every=500,
-        keep_checkpoints=3,
-        log_every=10,
+        eval_every=100,        # validate every this many steps (and at the end)
+        checkpoint_every=500,  # save a checkpoint every this many steps (and at the end)
+        keep_checkpoints=3,    # newest checkpoints kept
+        log_every=10,          # write a metrics row every this many steps
         layer_stats_every=100,  # RMS of each parameter, gradient and update; 0 disables
+        # Metric writers, comma-separated: jsonl (WORKDIR/metrics.jsonl, always written:
+        # resume, sweeps and fits read it), tensorboard (WORKDIR/tb/, via tensorboardX)
+        loggers="jsonl",
+        # "FIRST:LAST" (e.g. "20:25"): a jax.profiler trace of about those steps in
+        # WORKDIR/profile (TensorBoard's profile plugin or xprof reads it); "" disables
+        profile_steps="",
         # A loss spike starts at a step whose loss exceeds loss_spike_ratio x the median of
         # the previous loss_spike_window steps (train/loss_spikes counts them)
         loss_spike_window=50,
-        loss_spike_ratio=1.2,
+        loss_spike_ratio=1.2,  # (see loss_spike_window)
         # Branch a new run (in-situ intervention): a workdir without checkpoints starts from
         # this run's checkpoint at branch_step (-1: its newest) and copies its metrics up to
         # there; any config change (e.g. precision) applies from that step on
         branch_from="",
-        branch_step=-1,
+        branch_step=-1,        # (see branch_from)
     ))
 
     # Device mesh (lm/train/sharding.py): data x fsdp x tensor must equal the device count; one axis
@@ -141,12 +147,12 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         rules=ml_collections.ConfigDict(dict(
             batch="data,fsdp",  # activations' batch dim
             embed="fsdp",       # the model dim of parameters (activations: the batch took fsdp)
-            vocab="tensor",
-            heads="tensor",
-            kv_heads="tensor",
-            mlp="tensor",
-            seq="",
-            head_dim="",
+            vocab="tensor",     # the embedding table's vocabulary dim
+            heads="tensor",     # attention heads of the query and output projections
+            kv_heads="tensor",  # key/value heads
+            mlp="tensor",       # MLP hidden units
+            seq="",             # sequence positions of activations
+            head_dim="",        # the per-head dim
             norm="",           # norm scales and biases: small, replicated
             layers="",         # the leading axis of scanned (stacked) layer parameters
         )),
@@ -160,15 +166,15 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         # auto (bfloat16 on GPU and TPU, float32 on CPU) | float32 | bfloat16: the compute
         # dtype; parameters and optimizer state are always float32
         activation_dtype="auto",
-        mx_weights="",
-        mx_activations="",
+        mx_weights="",             # weights in the forward GEMMs
+        mx_activations="",         # activations in the forward GEMMs
         mx_weights_bp="",          # weights in the input-gradient GEMM dx = g W^T
         mx_activations_bp="",      # stashed activations in the weight-gradient GEMM dW = x^T g
         mx_grads_for_weights="",   # output gradient in dW
         mx_grads_for_inputs="",    # output gradient in dx
         mx_layers=("qkv", "attn_out", "mlp", "lm_head"),  # attention matmuls and embeddings:
                                                           # never quantized (Su et al.)
-        mx_block_size=32,
+        mx_block_size=32,          # elements sharing one E8M0 scale (32 in the OCP spec)
         mx_rounding="even",        # even (OCP) | half_away (microxcaling's default; Su et al.)
         mx_scale_rule="floor",     # floor (OCP) | bump_on_overflow (Su et al.'s intervention)
         mx_quantize_backprop=True,  # False: backward GEMMs unquantized ("forward only")

@@ -15,6 +15,7 @@ from lm.errors import ConfigError
 from lm.model import ACTIVATIONS, NORMS, attention, mx
 from lm.model.config import DTYPES, REMATS
 from lm.model.layers import NORM_AFFINE
+from lm.train import loggers
 
 # Attention kernels that run on one backend only.
 _ATTENTION_BACKEND = {"cudnn": "gpu", "splash": "tpu"}
@@ -129,9 +130,25 @@ def check_config(config, backend: str | None = None) -> None:
              f"train.loss_spike_ratio={t.loss_spike_ratio} above 1")
     _require(t.layer_stats_every >= 0,
              f"train.layer_stats_every={t.layer_stats_every} must be >= 0 (0 disables)")
+    loggers.check(t.get("loggers", "jsonl"))
+    if t.get("profile_steps"):
+        first, last = profile_window(t.profile_steps)
+        _require(2 <= first <= last <= t.steps,
+                 f"train.profile_steps={t.profile_steps!r}: give FIRST:LAST with 2 <= FIRST <= "
+                 f"LAST <= train.steps={t.steps} (step 1 compiles), e.g. '20:25'")
     _require(t.batch_size % t.microbatches == 0,
              f"train.batch_size={t.batch_size} is not divisible by train.microbatches="
              f"{t.microbatches}")
+
+
+def profile_window(spec: str) -> tuple[int, int]:
+    """train.profile_steps "FIRST:LAST" -> (FIRST, LAST); ConfigError names a bad spec."""
+    try:
+        first, last = (int(part) for part in spec.split(":"))
+    except ValueError:
+        raise ConfigError(f"train.profile_steps={spec!r} is not FIRST:LAST, e.g. '20:25' ("
+                          "'' disables profiling)") from None
+    return first, last
 
 
 def _require(ok: bool, message: str) -> None:

@@ -15,6 +15,8 @@ import dataclasses
 import math
 from typing import Callable, NamedTuple
 
+import jax
+
 from lm.train import batches
 from lm.train.checkpoint import Checkpointer
 from lm.train.loss_spikes import LossSpikes
@@ -64,6 +66,23 @@ def count_loss_spikes(spikes: LossSpikes) -> Hook:
     def run(result: StepResult) -> None:
         spikes.update(result.metrics["train/loss"])
     return Hook("loss_spikes", 1, run)
+
+
+def profile(window: tuple[int, int], directory: str) -> Hook:
+    """A jax.profiler trace from after step FIRST - 1 to after step LAST (`window`) into
+    `directory`. The loop reads a step's metrics while the next one runs, so the trace starts
+    while step FIRST runs and ends during step LAST + 1."""
+    first, last = window
+    tracing = [False]
+
+    def run(result: StepResult) -> None:
+        if not tracing[0] and first - 1 <= result.step < last:
+            jax.profiler.start_trace(directory)
+            tracing[0] = True
+        elif tracing[0] and result.step >= last:
+            jax.profiler.stop_trace()
+            tracing[0] = False
+    return Hook("profile", 1, run, at_end=True)
 
 
 def log_row(every: int) -> Hook:

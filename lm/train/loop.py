@@ -8,6 +8,7 @@ resumes from the newest good one, bit-identically on the same machine. SIGTERM /
 the current step, save a checkpoint and return.
 """
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -16,10 +17,11 @@ from typing import Iterator
 import jax
 from tqdm import tqdm
 
-from lm.train import batches, distributed, hooks
+from lm.train import batches, distributed, hooks, loggers, provenance
 from lm.train import workdir as run_files
 from lm.train.build import Run, build
 from lm.train.checkpoint import Checkpointer
+from lm.train.config_checks import profile_window
 from lm.train.hooks import Hook, StepResult
 from lm.train.loss_spikes import LossSpikes
 from lm.train.metrics_log import MetricsLog
@@ -97,8 +99,9 @@ class MetricsRows:
     rate, the spike count and the time per step since the previous row (the hooks' own time,
     evaluation and checkpoint writes, left out); the hooks' fields follow."""
 
-    def __init__(self, run: Run, metrics_log: MetricsLog | None, start: int, spikes: LossSpikes):
-        self.run, self.metrics_log, self.spikes = run, metrics_log, spikes
+    def __init__(self, run: Run, metrics_log: MetricsLog | None, start: int, spikes: LossSpikes,
+                 writers: loggers.Writers | None = None):
+        self.run, self.metrics_log, self.spikes, self.writers = run, metrics_log, spikes, writers
         self.since, self.hook_seconds = (time.perf_counter(), start), 0.0
         self.last = {}
 
@@ -127,6 +130,8 @@ class MetricsRows:
             row.update(extra or {})
         if self.metrics_log is not None:
             self.metrics_log.write(row)
+        if self.writers is not None:
+            self.writers.write(row)
         self.last = row
         return row
 
@@ -135,8 +140,12 @@ def default_hooks(run: Run, checkpointer: Checkpointer, spikes: LossSpikes) -> l
     t = run.config.train
     eval_params = jax.jit(run.optimizer.eval_params,
                           out_shardings=run.rt.state_shardings.params)
+    profiling = ([hooks.profile(profile_window(t.profile_steps),
+                                os.path.join(run.workdir, run_files.PROFILE))] if t.profile_steps
+                 else [])
     return [hooks.check_finite(checkpointer),
             hooks.count_loss_spikes(spikes),
+            *profiling,
             hooks.log_row(t.log_every),
             hooks.layer_stats(t.layer_stats_every),
             hooks.evaluate(t.eval_every, run.rt.eval_step, eval_params, run.data.eval_sets,
@@ -163,11 +172,13 @@ def _run(config, workdir: str) -> dict:
         return _complete(r, start)
     if metrics_log is not None:
         metrics_log.resume_at(start)
+        provenance.record(workdir, start)
     logged = metrics_log.last_row() if metrics_log is not None else {}
     spikes = LossSpikes(config.train.loss_spike_window, config.train.loss_spike_ratio,
                         int(logged.get("train/loss_spikes", 0)))
     all_hooks = default_hooks(r, checkpointer, spikes)
-    rows = MetricsRows(r, metrics_log, start, spikes)
+    writers = loggers.Writers(config.train.loggers, workdir, start) if r.primary else None
+    rows = MetricsRows(r, metrics_log, start, spikes, writers)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, file=sys.stderr, disable=not r.primary)
     step = start
@@ -182,6 +193,8 @@ def _run(config, workdir: str) -> dict:
                                 tok_s=f"{row['time/tokens_per_s']:.0f}")
             bar.update(1)
         bar.close()
+        if writers is not None:
+            writers.close()
         if stop.signal_name is not None and step not in checkpointer.steps():
             checkpointer.save(step, state, {"step": step, "tokens": step * r.tokens_per_step})
         checkpointer.close()

@@ -40,6 +40,8 @@ from lm.model import ModelConfig
 CONFIG = "config.json"
 MODEL = "model.json"
 DATA = "data.json"
+PROVENANCE = "provenance.json"
+PROFILE = "profile"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CORRUPT_CHECKPOINTS = "checkpoints_corrupt"
