@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import matplotlib.ticker  # noqa: E402
 
 from lm.study import runs  # noqa: E402
 from lm.sweep.runner import duration, estimate_seconds  # noqa: E402
@@ -178,6 +179,7 @@ def plot_sensitivity(rows: list[dict], threshold: float, path: str) -> None:
                                 ecolor=colors[optimizer], capsize=3)
         wide = min(values) > 0 and max(values) / min(values) >= 10
         ax.set(xscale="log" if wide else "linear", xlabel=key, ylabel="validation loss")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
