@@ -23,14 +23,11 @@ class FitSpec:
     curves: bool  # every validation point of the learning curves, not only final losses
     fit: Callable  # fit(table, options=laws.FitOptions) -> laws.Fitted; picklable (a partial
     flags: list    # of a scaling.laws function), as the fits run in worker processes
-    holdout_factor: float = 2.0
 
     def command(self, out: str, bootstrap: int) -> str:
         """The equivalent command line, run from `out`."""
         dirs = [os.path.relpath(d, out) for d in self.dirs]
         flags = [*self.flags, *(["--curves"] if self.curves else []),
-                 *([f"--holdout-factor={self.holdout_factor:g}"]
-                   if self.holdout_factor != 2.0 else []),
                  f"--bootstrap={bootstrap}", f"--out={os.path.join('fits', self.name)}"]
         return "python -m scaling.fit " + shlex.join(["--runs", *dirs, *flags])
 
@@ -75,8 +72,7 @@ def run_fits(out: str, specs: list[FitSpec], bootstrap: int, processes: int = 1)
 def _fit_one(out: str, spec: FitSpec, bootstrap: int) -> tuple[dict | None, str]:
     """(fit.json's record or None, the problem if the fit failed)."""
     fit_dir = os.path.join(out, "fits", spec.name)
-    options = laws.FitOptions(bootstrap=bootstrap, holdout_factor=spec.holdout_factor,
-                              plot_dir=fit_dir)
+    options = laws.FitOptions(bootstrap=bootstrap, plot_dir=fit_dir)
     try:
         table = load_runs(spec.dirs)
         table = curve_points(table) if spec.curves else table

@@ -29,7 +29,7 @@ from lm.study import fits, runs  # noqa: E402
 from lm.study.step_times import step_time_ratios  # noqa: E402
 from lm.study.tuning import pooled_noise  # noqa: E402
 from lm.sweep.spec import format_value  # noqa: E402
-from lm.sweep.tune import point_id, sensitivity  # noqa: E402
+from lm.sweep.tune import point_id, seed_noise, sensitivity  # noqa: E402
 from scaling import speedup  # noqa: E402
 from scaling.runs import curve_points, load_runs  # noqa: E402
 
@@ -165,8 +165,8 @@ def _speedups(preset, tuned, roles, catalog, best, seeds) -> dict:
 
 
 def _noise(values) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+    """The seed standard deviation of the finished runs among `values` (None: unfinished)."""
+    return seed_noise(_finite(values))
 
 
 def _header(preset, command, seconds, machine, catalog) -> str:
