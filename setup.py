@@ -47,8 +47,10 @@ setuptools.setup(
         "tpu": ["jax[tpu]"],
         # train.loggers=jsonl,tensorboard (event files without TensorFlow)
         "tensorboard": ["tensorboardX>=2.6"],
+        # train.loggers=jsonl,wandb (Weights & Biases; WANDB_MODE=offline needs no account)
+        "wandb": ["wandb>=0.17"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "datasets>=2.14",
-                 "tensorboardX>=2.6", "tensorboard>=2.15"],
+                 "tensorboardX>=2.6", "tensorboard>=2.15", "wandb>=0.17"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },
 )

@@ -118,8 +118,14 @@ def get_config(size: str = "") -> ml_collections.ConfigDict:
         log_every=10,          # write a metrics row every this many steps
         layer_stats_every=100,  # RMS of each parameter, gradient and update; 0 disables
         # Metric writers, comma-separated: jsonl (WORKDIR/metrics.jsonl, always written:
-        # resume, sweeps and fits read it), tensorboard (WORKDIR/tb/, via tensorboardX)
+        # resume, sweeps and fits read it), tensorboard (WORKDIR/tb/, via tensorboardX),
+        # wandb (a Weights & Biases run; WANDB_MODE=offline writes WORKDIR/wandb/)
         loggers="jsonl",
+        wandb_project="optiscale",  # loggers=wandb: the W&B project
+        wandb_entity="",       # loggers=wandb: the W&B team or user; "" is your default
+        # loggers=wandb: the W&B run group; "" groups by the workdir's parent directory (a
+        # sweep's root), so a sweep's runs group together
+        wandb_group="",
         # "FIRST:LAST" (e.g. "20:25"): a jax.profiler trace of about those steps in
         # WORKDIR/profile (TensorBoard's profile plugin or xprof reads it); "" disables
         profile_steps="",

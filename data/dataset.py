@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from data import store
+from data.tokenizer import Tokenizer, load_tokenizer
 
 IN_MEMORY_LIMIT = 1 << 30  # splits smaller than this (in bytes) are read into memory at once
 SPLITS = ("train", "val")
@@ -88,6 +89,17 @@ def read_meta(root, corpus: str, tokenizer_id: str) -> dict | None:
         raise ValueError(f"{path}/meta.json is damaged ({err}); delete {path} and prepare it "
                          f"again: `{prepare_command(root, corpus, tokenizer_id)}`") from err
     return meta
+
+
+def tokenizer_of(path: str) -> Tokenizer:
+    """The tokenizer of the preparation at `path` (ROOT/prepared/<tokenizer_id>/<corpus>, as a
+    run's data.json records it); FileNotFoundError if it is gone."""
+    meta = store.read_json(store.join(path, "meta.json"))
+    if meta is None:
+        raise FileNotFoundError(f"{path}/meta.json is missing: the run's prepared data was "
+                                "deleted or moved; prepare its sources again")
+    root = str(path).rstrip("/").rsplit("/", 3)[0]
+    return load_tokenizer(root, meta["tokenizer"])
 
 
 def open_prepared(root, corpus: str, tokenizer_id: str, read: bool = True) -> PreparedCorpus:

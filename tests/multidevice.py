@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from configs import base
-from lm import train
+from lm import sample, train
 from lm.model import ModelConfig
 from lm.train import runtime, sharding
 from lm.train.metrics_log import read_metrics
@@ -105,19 +105,30 @@ def losses(workdir: str) -> dict:
 def resume_across_meshes(data_root: str, out: str):
     """8 steps on fsdp=8, checkpointed at steps 4 and 8; then two copies of that run without
     the step-8 checkpoint: one resumed from step 4 onto data=2,fsdp=4 here, one left in
-    OUT/to_one_device for resume_on_one_device."""
+    OUT/to_one_device for resume_on_one_device. Also a greedy sample of the step-4 checkpoint,
+    which lm.sample restores onto one of the 8 devices."""
     train.run(run_config(data_root, 8, dict(data=1, fsdp=8, tensor=1)), f"{out}/straight")
+    sampled = greedy_sample(f"{out}/straight")
     for copy in ("resumed", "to_one_device"):
         shutil.copytree(f"{out}/straight", f"{out}/{copy}")
         shutil.rmtree(f"{out}/{copy}/checkpoints/8")
     train.run(run_config(data_root, 8, dict(data=2, fsdp=4, tensor=1)), f"{out}/resumed")
-    return {"straight": losses(f"{out}/straight"), "resumed": losses(f"{out}/resumed")}
+    return {"straight": losses(f"{out}/straight"), "resumed": losses(f"{out}/resumed"),
+            "sample": sampled}
 
 
 def resume_on_one_device(data_root: str, workdir: str):
-    """Continues a run saved on 8 devices to step 8 on this process's single device."""
+    """Samples from, then continues, a run saved on 8 devices to step 8 on this process's
+    single device."""
+    sampled = greedy_sample(workdir)
     train.run(run_config(data_root, 8, dict(data=-1, fsdp=1, tensor=1)), workdir)
-    return losses(workdir)
+    return {**losses(workdir), "sample": sampled}
+
+
+def greedy_sample(workdir: str) -> str:
+    """lm.sample's greedy continuation of a prompt from the checkpoint at step 4."""
+    [text] = sample.sample(sample.load(workdir, step=4), "The ", tokens=12)
+    return text
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ kv_heads, head_dim), with grouped-query heads native and no materialized mask.
 
 Scores take their inputs in the compute dtype and accumulate in float32
 (`preferred_element_type`), as tensor cores and MXUs do; the softmax is float32.
+
+Decoding with a KV cache (`attend_cached`, lm/sample.py) always runs the einsum form: its
+queries are a few new positions against the whole cache, which is memory-bound, not FLOP-bound.
 """
 import jax
 import jax.numpy as jnp
@@ -36,7 +39,8 @@ def attend(q, k, v, *, implementation: str, scale: float, dtype):
     implementation = resolve(implementation)
     q, k, v = (x.astype(dtype) for x in (q, k, v))
     if implementation == "einsum":
-        return _einsum(q, k, v, scale, dtype)
+        seq = q.shape[1]
+        return _einsum(q, k, v, scale, dtype, jnp.tril(jnp.ones((seq, seq), dtype=bool)))
     if implementation in ("xla", "cudnn"):
         return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
                                             implementation=implementation)
@@ -45,17 +49,25 @@ def attend(q, k, v, *, implementation: str, scale: float, dtype):
     raise ValueError(f"model.attention={implementation!r} is not one of {IMPLEMENTATIONS}")
 
 
-def _einsum(q, k, v, scale, dtype):
+def attend_cached(q, k_cache, v_cache, position, *, scale: float, dtype):
+    """Queries at positions position, position + 1, ... (batch, T, heads, head_dim) against a
+    KV cache (batch, S, kv_heads, head_dim) whose first position + T entries are filled: each
+    query sees the cache up to its own position. Returns (batch, T, heads, head_dim)."""
+    seen = (position + jnp.arange(q.shape[1]))[:, None] >= jnp.arange(k_cache.shape[1])[None, :]
+    q, k_cache, v_cache = (x.astype(dtype) for x in (q, k_cache, v_cache))
+    return _einsum(q, k_cache, v_cache, scale, dtype, seen)
+
+
+def _einsum(q, k, v, scale, dtype, mask):
     """The reference: each query head's group against its kv head as one 5-D einsum
-    (b, kv_heads, groups, T, S). Laying the scores out in 4-D when groups is 1 runs no faster
-    on CPU (within 1% at d256_l4) and changes the gradients' last bits, so the reference keeps
-    the one layout for every head count."""
+    (b, kv_heads, groups, T, S), keys where `mask` (T, S) is False left out. Laying the scores
+    out in 4-D when groups is 1 runs no faster on CPU (within 1% at d256_l4) and changes the
+    gradients' last bits, so the reference keeps the one layout for every head count."""
     batch, seq, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
     scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
-    causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
-    probs = jax.nn.softmax(jnp.where(causal, scores * scale, jnp.finfo(jnp.float32).min))
+    probs = jax.nn.softmax(jnp.where(mask, scores * scale, jnp.finfo(jnp.float32).min))
     out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dtype), v,
                      preferred_element_type=jnp.float32)
     return out.reshape(batch, seq, heads, head_dim).astype(dtype)

@@ -1,17 +1,23 @@
-"""Metric writers besides metrics.jsonl (train.loggers): TensorBoard event files.
+"""Metric writers besides metrics.jsonl (train.loggers): TensorBoard event files and
+Weights & Biases runs.
 
 metrics.jsonl stays the source of truth that resume, sweeps and fits read; the others receive
 the same rows. `tensorboard` writes WORKDIR/tb/ with tensorboardX (no TensorFlow needed), so
-`tensorboard --logdir ROOT` shows every run under ROOT (a sweep's). A writer that fails warns
-once and is dropped: it never stops training.
+`tensorboard --logdir ROOT` shows every run under ROOT (a sweep's). `wandb` logs to a W&B run
+whose id WORKDIR/wandb_id.txt keeps, so a resume continues it (WANDB_MODE=offline writes
+WORKDIR/wandb/ for `wandb sync`). A writer that fails warns once and is dropped: it never stops
+training.
 """
+import json
 import numbers
 import os
+import uuid
 import warnings
 
 from lm.errors import ConfigError
+from lm.train import workdir as run_files
 
-LOGGERS = ("jsonl", "tensorboard")
+LOGGERS = ("jsonl", "tensorboard", "wandb")
 TB_DIR = "tb"
 
 
@@ -33,6 +39,12 @@ def check(loggers: str) -> None:
         except ImportError as err:
             raise ConfigError("train.loggers has tensorboard but tensorboardX is not "
                               f"installed ({err}); pip install tensorboardX") from err
+    if "wandb" in wanted:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as err:
+            raise ConfigError("train.loggers has wandb but wandb is not installed "
+                              f"({err}); pip install -e \".[wandb]\"") from err
 
 
 class TensorBoard:
@@ -54,15 +66,56 @@ class TensorBoard:
         self.writer.close()
 
 
+class WandB:
+    """Each numeric field of a row logged to a W&B run at the row's step. The run is named after
+    the workdir and grouped by train.wandb_group (default: the workdir's parent, a sweep's
+    root); its id, kept in WORKDIR/wandb_id.txt, makes a resume continue it. W&B history is
+    append-only: on a resume from an earlier checkpoint, W&B drops the rewritten steps at or
+    before the run's last logged one (metrics.jsonl has them). A URL workdir keeps the id file
+    but not W&B's own files (wandb/ under the current directory or WANDB_DIR)."""
+
+    def __init__(self, workdir: str, config):
+        import wandb
+        workdir = run_files.absolute(workdir).rstrip("/")
+        t = config.train
+        self.run = wandb.init(
+            project=t.wandb_project, entity=t.wandb_entity or None,
+            group=t.wandb_group or os.path.basename(os.path.dirname(workdir)) or None,
+            name=os.path.basename(workdir), id=run_id(workdir), resume="allow",
+            config=json.loads(config.to_json()),
+            dir=workdir if run_files.is_local(workdir) else None,
+            reinit="create_new",  # never return or finish another run of this process
+            settings=wandb.Settings(console="off", save_code=False, quiet=True))
+
+    def write(self, row: dict) -> None:
+        self.run.log({k: v for k, v in row.items()
+                      if k != "step" and isinstance(v, numbers.Real)}, step=row["step"])
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def run_id(workdir: str) -> str:
+    """The W&B run id of the run in `workdir`: made once, then read from WORKDIR/wandb_id.txt."""
+    path = os.path.join(workdir, run_files.WANDB_ID)
+    if run_files.exists(path):
+        return run_files.read_text(path).strip()
+    new_id = uuid.uuid4().hex[:16]
+    run_files.write_text(path, new_id + "\n")
+    return new_id
+
+
 class Writers:
     """The run's extra writers; a failing one warns once and is dropped."""
 
-    def __init__(self, loggers: str, workdir: str, start_step: int):
+    def __init__(self, loggers: str, workdir: str, start_step: int, config):
         self.writers = {}
         for name in names(loggers):
             if name == "tensorboard":
                 self._guard(name, lambda: self.writers.__setitem__(
                     name, TensorBoard(workdir, start_step)))
+            elif name == "wandb":
+                self._guard(name, lambda: self.writers.__setitem__(name, WandB(workdir, config)))
 
     def write(self, row: dict) -> None:
         for name, writer in list(self.writers.items()):

@@ -177,7 +177,8 @@ def _run(config, workdir: str) -> dict:
     spikes = LossSpikes(config.train.loss_spike_window, config.train.loss_spike_ratio,
                         int(logged.get("train/loss_spikes", 0)))
     all_hooks = default_hooks(r, checkpointer, spikes)
-    writers = loggers.Writers(config.train.loggers, workdir, start) if r.primary else None
+    writers = (loggers.Writers(config.train.loggers, workdir, start, config) if r.primary
+               else None)
     rows = MetricsRows(r, metrics_log, start, spikes, writers)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, file=sys.stderr, disable=not r.primary)

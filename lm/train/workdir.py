@@ -10,6 +10,7 @@ JSON ones are written and checked, and the path layer every run-file access goes
     WORKDIR/checkpoints/       Orbax checkpoints, one folder per step (lm/train/checkpoint.py)
     WORKDIR/checkpoints_corrupt/  checkpoints that failed to restore, moved aside
     WORKDIR/train.log          the output of a run that executes away from the console
+    WORKDIR/wandb_id.txt       the W&B run id (train.loggers=wandb), so a resume continues it
     WORKDIR/sweep_run.json     lm.sweep's record of the run's latest attempt
     WORKDIR/.lock              held by the trainer that runs in it: pid, host and start time
 
@@ -42,6 +43,7 @@ MODEL = "model.json"
 DATA = "data.json"
 PROVENANCE = "provenance.json"
 PROFILE = "profile"
+WANDB_ID = "wandb_id.txt"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CORRUPT_CHECKPOINTS = "checkpoints_corrupt"

@@ -1,0 +1,141 @@
+"""Text from a trained run: what has the model learned?
+
+    python -m lm.sample --workdir=runs/quickstart --prompt="The kernel"
+    python -m lm.sample --workdir=runs/quickstart --prompt="def " --temperature=0.8 --top_k=40 \
+        --samples=3 --tokens=100
+
+Loads the run's config.json, its tokenizer (the one its prepared data was tokenized with, found
+through data.json) and its newest checkpoint (--step picks another), and evaluates the
+parameters the run evaluates with (an optimizer's weight average or schedule-free point, see
+optim.Optimizer.eval_params). Each sample starts a new document: EOS, then the prompt, as the
+training data separates documents. Decoding uses a KV cache (lm/model/decode.py); a sample ends
+at the first EOS or after --tokens new tokens. The prompt and the new tokens must fit in the
+model's context (model.max_seq_len tokens). Nothing in the workdir is written.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data.dataset import tokenizer_of
+from data.tokenizer import Tokenizer
+from lm.errors import ConfigError
+from lm.model import ModelConfig, Transformer, init_params
+from lm.model.decode import generate
+from lm.train import runtime
+from lm.train import workdir as run_files
+from lm.train.checkpoint import Checkpointer
+from lm.train.step import init_state
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    model: Transformer
+    params: dict
+    tokenizer: Tokenizer
+    step: int
+
+
+def load(workdir: str, step: int = -1) -> TrainedModel:
+    """The run in `workdir` at its checkpoint of `step` (-1: the newest), on this process's
+    first device whatever mesh it trained on (Orbax reshards on restore); ConfigError names a
+    workdir that is not a run or has no such checkpoint."""
+    config_path = os.path.join(workdir, run_files.CONFIG)
+    if not run_files.exists(config_path):
+        raise ConfigError(f"--workdir={workdir} has no {run_files.CONFIG}: give the directory "
+                          "of a run (python -m lm.train --workdir=...)")
+    config = ml_collections.ConfigDict(run_files.read_json(config_path))
+    checkpointer = Checkpointer(workdir, 1, read_only=True) if run_files.isdir(
+        os.path.join(workdir, run_files.CHECKPOINTS)) else None
+    steps = checkpointer.steps() if checkpointer else []
+    if not steps or (step != -1 and step not in steps):
+        raise ConfigError(f"--step={step}: {workdir} has checkpoints at steps {steps}; "
+                          "give one of those (or -1, the newest), or train the run first")
+    step = steps[-1] if step == -1 else step
+    sources = run_files.read_json(os.path.join(workdir, run_files.DATA))
+    try:
+        tokenizer = tokenizer_of(next(iter(sources.values()))["path"])
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from err
+    vocab_size = run_files.read_json(os.path.join(workdir, run_files.MODEL))["model"][
+        "vocab_size"]
+    model = Transformer(ModelConfig.for_run(config, vocab_size))
+    optimizer = runtime.build_optimizer(config)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(lambda: init_state(init_params(model, jax.random.PRNGKey(0), 1),
+                                          optimizer.tx)))
+    state, _ = checkpointer.restore(step, abstract)
+    checkpointer.close()
+    params = jax.jit(optimizer.eval_params)(state.opt_state, state.params)
+    return TrainedModel(model, params, tokenizer, step)
+
+
+def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,
+           temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> list[str]:
+    """`samples` continuations of `prompt`, each cut at its first EOS. Settings are checked
+    before anything compiles (ConfigError)."""
+    tokenizer, cfg = trained.tokenizer, trained.model.cfg
+    prompt_ids = [tokenizer.eos_id, *tokenizer.encode_batch([prompt])[0]]
+    if tokens < 1 or len(prompt_ids) + tokens > cfg.max_seq_len:
+        raise ConfigError(f"--tokens={tokens} after a prompt of {len(prompt_ids)} tokens (EOS "
+                          f"included): the model's context is model.max_seq_len="
+                          f"{cfg.max_seq_len} tokens; ask for 1 to "
+                          f"{cfg.max_seq_len - len(prompt_ids)} tokens or shorten the prompt")
+    if temperature < 0 or not 0 <= top_k <= cfg.vocab_size or samples < 1:
+        raise ConfigError(f"--temperature={temperature}, --top_k={top_k}, --samples={samples}: "
+                          f"use temperature >= 0 (0: greedy), 0 <= top_k <= {cfg.vocab_size} "
+                          "(0: every token) and samples >= 1")
+    prompt_batch = np.tile(np.asarray(prompt_ids, np.int32), (samples, 1))
+    new = np.asarray(generate(trained.model, trained.params, prompt_batch,
+                              jax.random.PRNGKey(seed), new_tokens=tokens,
+                              temperature=float(temperature), top_k=top_k))
+    texts = []
+    for row in new.tolist():
+        end = row.index(tokenizer.eos_id) if tokenizer.eos_id in row else len(row)
+        texts.append(tokenizer.decode(row[:end]))
+    return texts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lm.sample", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="the run's directory")
+    parser.add_argument("--prompt", default="", help="text the samples continue")
+    parser.add_argument("--tokens", type=int, default=100, help="new tokens per sample, at most")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--top_k", type=int, default=0, help="sample from the k most likely "
+                        "tokens (0: all)")
+    parser.add_argument("--samples", type=int, default=1, help="continuations to draw")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, default=-1, help="checkpoint step (-1: newest)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per sample")
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.ERROR)  # not Orbax's notes on opening checkpoints read-only
+    try:
+        trained = load(args.workdir, args.step)
+        texts = sample(trained, args.prompt, tokens=args.tokens, samples=args.samples,
+                       temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    settings = dict(step=trained.step, temperature=args.temperature, top_k=args.top_k,
+                    seed=args.seed)
+    for i, text in enumerate(texts):
+        if args.json:
+            print(json.dumps(dict(settings, sample=i, prompt=args.prompt, text=text)))
+        else:
+            print(f"--- sample {i} (step {trained.step}, temperature {args.temperature}, "
+                  f"top_k {args.top_k}) ---\n{args.prompt}{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
