@@ -10,13 +10,15 @@ parameters the run evaluates with (an optimizer's weight average or schedule-fre
 optim.Optimizer.eval_params). Each sample starts a new document: EOS, then the prompt, as the
 training data separates documents. Decoding uses a KV cache (lm/model/decode.py); a sample ends
 at the first EOS or after --tokens new tokens. The prompt and the new tokens must fit in the
-model's context (model.max_seq_len tokens). Nothing in the workdir is written.
+model's context (model.max_seq_len tokens); past the run's data.seq_len, a warning says the
+positions were never trained. Nothing in the workdir is written.
 """
 import argparse
 import dataclasses
 import json
 import os
 import sys
+import warnings
 
 import jax
 import ml_collections
@@ -40,6 +42,7 @@ class TrainedModel:
     params: dict
     tokenizer: Tokenizer
     step: int
+    trained_length: int  # data.seq_len: the positions the model saw in training
 
 
 def load(workdir: str, step: int = -1) -> TrainedModel:
@@ -75,7 +78,7 @@ def load(workdir: str, step: int = -1) -> TrainedModel:
     state, _ = checkpointer.restore(step, abstract)
     checkpointer.close()
     params = jax.jit(optimizer.eval_params)(state.opt_state, state.params)
-    return TrainedModel(model, params, tokenizer, step)
+    return TrainedModel(model, params, tokenizer, step, config.data.seq_len)
 
 
 def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,
@@ -89,6 +92,10 @@ def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,
                           f"included): the model's context is model.max_seq_len="
                           f"{cfg.max_seq_len} tokens; ask for 1 to "
                           f"{cfg.max_seq_len - len(prompt_ids)} tokens or shorten the prompt")
+    if len(prompt_ids) + tokens > trained.trained_length:
+        warnings.warn(f"the prompt and --tokens={tokens} take {len(prompt_ids) + tokens} "
+                      f"positions; the model was trained on {trained.trained_length} "
+                      "(data.seq_len): the positions after those were never trained")
     if temperature < 0 or not 0 <= top_k <= cfg.vocab_size or samples < 1:
         raise ConfigError(f"--temperature={temperature}, --top_k={top_k}, --samples={samples}: "
                           f"use temperature >= 0 (0: greedy), 0 <= top_k <= {cfg.vocab_size} "

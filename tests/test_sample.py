@@ -1,7 +1,8 @@
 """Decoding with a KV cache (lm/model/decode.py) and python -m lm.sample: cached greedy decoding
 chooses the same tokens as recomputing the full forward pass over the whole sequence for every
 new token, on the model variants the cache touches (grouped-query heads, QK-norm, scanned
-layers, untied heads), and on a trained run loaded from its checkpoint."""
+layers, untied heads, muP, MX-quantized matmuls), and on a trained run loaded from its
+checkpoint."""
 import json
 
 import jax
@@ -13,6 +14,7 @@ from configs import base
 from lm import sample, train
 from lm.errors import ConfigError
 from lm.model import ModelConfig, Transformer, init_cache, init_params
+from lm.model import mx as mx_lib
 from lm.model.decode import generate, next_token
 
 
@@ -29,13 +31,15 @@ def greedy_by_recomputation(model, params, prompt, new_tokens):
     return sequence[:, length:]
 
 
-def random_model(seed=0, **fields):
+def random_model(seed=0, precision=None, **fields):
     """A model whose random weights are large enough (init_std 0.3) that greedy decoding does
     not repeat one token: the cache is exercised at every position."""
     c = base.get_config()
     c.model.update(dict(d_model=32, n_layers=2, n_heads=4, max_seq_len=40, init_std=0.3,
                         **fields))
-    model = Transformer(ModelConfig.from_config(c.model, 101, "float32"))
+    c.precision.update(precision or {})
+    model = Transformer(ModelConfig.from_config(c.model, 101, "float32",
+                                                **mx_lib.formats_from_config(c.precision)))
     return model, init_params(model, jax.random.PRNGKey(seed), 8)
 
 
@@ -43,8 +47,9 @@ def random_model(seed=0, **fields):
     {},
     dict(n_kv_heads=2, qk_norm=True, activation="swiglu", norm="layernorm",
          tie_embeddings=False, scan_layers=True),
-    dict(n_kv_heads=1, mup_base_width=16, remat="full"),
-], ids=["mha", "gqa_qknorm_scanned_untied", "mqa_mup_remat"])
+    dict(n_kv_heads=1, mup_base_width=16, remat="full",
+         precision=dict(mx_weights="mxfp8_e4m3", mx_activations="mxfp8_e4m3")),
+], ids=["mha", "gqa_qknorm_scanned_untied", "mqa_mup_remat_mxfp8"])
 def test_cached_greedy_decoding_equals_recomputing_the_full_forward_pass(fields):
     model, params = random_model(**fields)
     prompt = jax.random.randint(jax.random.PRNGKey(1), (3, 7), 0, 101, jnp.int32)
@@ -101,6 +106,8 @@ def test_lm_sample_continues_a_prompt_from_a_trained_runs_checkpoint(tiny_config
                                   seed=1) and len(set(drawn)) > 1
     with pytest.raises(ConfigError, match="model.max_seq_len=64 tokens; ask for 1 to"):
         sample.sample(trained, prompt, tokens=64)
+    with pytest.warns(UserWarning, match="trained on 32 \\(data.seq_len\\)"):
+        sample.sample(trained, prompt, tokens=30)
     with pytest.raises(ConfigError, match="--step=7: .* checkpoints at steps \\[10, 20\\]"):
         sample.load(workdir, step=7)
     assert sample.main([f"--workdir={workdir}", f"--prompt={prompt}", "--tokens=20",
