@@ -132,8 +132,8 @@ def _speedups(preset, tuned, roles, catalog, best, seeds) -> dict:
         base_point = best[(BASELINE, size)][0]
         budgets = {1.0: (_tokens(catalog.configs[point_id(base_point)]), best[(BASELINE, size)][1])}
         for m in preset.data_multipliers:
-            line = [p for p in roles["budgets"] if p["size"] == size and p["steps"] == round(
-                m * runs.steps_at(preset, size))]
+            line = [p for p in roles["budgets"]
+                    if p["size"] == size and p["steps"] == runs.budget_steps(preset, size, m)]
             done = [(catalog.configs[point_id(p)], catalog.loss(p)) for p in line]
             done = [(c, v) for c, v in done if v is not None and math.isfinite(v)]
             if done:

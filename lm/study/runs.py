@@ -45,12 +45,17 @@ def steps_at(preset, size: str) -> int:
                         / batch_tokens(preset)))
 
 
+def budget_steps(preset, size: str, multiplier: float) -> int:
+    """Train steps of a run at `size` on `multiplier` x the 1x data."""
+    return max(1, round(multiplier * steps_at(preset, size)))
+
+
 def point(preset, size: str, optimizer: str, settings: dict, *, seed: int = 0,
           multiplier: float = 1.0, dataset: str | None = None) -> dict:
     """The study point of `optimizer` with `settings` (its searched hyperparameters) at
     `size`, trained for `multiplier` x the 1x steps on the prose corpus (or `dataset`)."""
     found = {"size": size, "optimizer": optimizer, "seed": seed,
-             "steps": max(1, round(multiplier * steps_at(preset, size))), **settings}
+             "steps": budget_steps(preset, size, multiplier), **settings}
     if dataset and dataset != preset.prose:
         found["dataset"] = dataset
     return found
