@@ -8,6 +8,7 @@ whose id WORKDIR/wandb_id.txt keeps, so a resume continues it (WANDB_MODE=offlin
 WORKDIR/wandb/ for `wandb sync`). A writer that fails warns once and is dropped: it never stops
 training.
 """
+import importlib
 import json
 import numbers
 import os
@@ -18,6 +19,9 @@ from lm.errors import ConfigError
 from lm.train import workdir as run_files
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
+# writer -> (the module it needs, how to install it)
+LIBRARIES = {"tensorboard": ("tensorboardX", 'pip install -e ".[tensorboard]"'),
+             "wandb": ("wandb", 'pip install -e ".[wandb]"')}
 TB_DIR = "tb"
 
 
@@ -33,18 +37,20 @@ def check(loggers: str) -> None:
     if unknown:
         raise ConfigError(f"train.loggers has {unknown}; use some of {', '.join(LOGGERS)} "
                           "(jsonl is always written)")
-    if "tensorboard" in wanted:
+    for name in wanted:
+        if name not in LIBRARIES:
+            continue
+        module, install = LIBRARIES[name]
         try:
-            import tensorboardX  # noqa: F401
+            importlib.import_module(module)
         except ImportError as err:
-            raise ConfigError("train.loggers has tensorboard but tensorboardX is not "
-                              f"installed ({err}); pip install tensorboardX") from err
-    if "wandb" in wanted:
-        try:
-            import wandb  # noqa: F401
-        except ImportError as err:
-            raise ConfigError("train.loggers has wandb but wandb is not installed "
-                              f"({err}); pip install -e \".[wandb]\"") from err
+            raise ConfigError(f"train.loggers has {name} but {module} is not installed "
+                              f"({err}); {install}") from err
+
+
+def scalars(row: dict) -> dict:
+    """The numeric fields of a metrics row, as floats, but its step."""
+    return {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, numbers.Real)}
 
 
 class TensorBoard:
@@ -57,9 +63,8 @@ class TensorBoard:
                                     purge_step=start_step + 1 if start_step else None)
 
     def write(self, row: dict) -> None:
-        for key, value in row.items():
-            if key != "step" and isinstance(value, numbers.Real):
-                self.writer.add_scalar(key, float(value), row["step"])
+        for key, value in scalars(row).items():
+            self.writer.add_scalar(key, value, row["step"])
         self.writer.flush()
 
     def close(self) -> None:
@@ -88,8 +93,7 @@ class WandB:
             settings=wandb.Settings(console="off", save_code=False, quiet=True))
 
     def write(self, row: dict) -> None:
-        self.run.log({k: v for k, v in row.items()
-                      if k != "step" and isinstance(v, numbers.Real)}, step=row["step"])
+        self.run.log(scalars(row), step=row["step"])
 
     def close(self) -> None:
         self.run.finish()
@@ -110,12 +114,11 @@ class Writers:
 
     def __init__(self, loggers: str, workdir: str, start_step: int, config):
         self.writers = {}
+        makers = {"tensorboard": lambda: TensorBoard(workdir, start_step),
+                  "wandb": lambda: WandB(workdir, config)}
         for name in names(loggers):
-            if name == "tensorboard":
-                self._guard(name, lambda: self.writers.__setitem__(
-                    name, TensorBoard(workdir, start_step)))
-            elif name == "wandb":
-                self._guard(name, lambda: self.writers.__setitem__(name, WandB(workdir, config)))
+            if name in makers:
+                self._guard(name, lambda: self.writers.__setitem__(name, makers[name]()))
 
     def write(self, row: dict) -> None:
         for name, writer in list(self.writers.items()):

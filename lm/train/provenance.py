@@ -46,20 +46,19 @@ def git_state(path: str) -> dict | None:
     return {"commit": commit, "dirty": dirty}
 
 
-def record(workdir: str, start_step: int) -> dict:
+def record(workdir: str, start_step: int) -> None:
     """Appends this environment to WORKDIR/provenance.json as a new leg unless the last leg
-    has the same one; returns the file's content."""
+    has the same one."""
     path = os.path.join(workdir, run_files.PROVENANCE)
     legs = run_files.read_json(path).get("legs", [])
     current = environment()
     if legs and {k: v for k, v in legs[-1].items() if k not in ("start_step", "started")} \
             == current:
-        return {"legs": legs}
+        return
     legs.append({"start_step": start_step,
                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                      timespec="seconds"), **current})
     run_files.write_json(path, {"legs": legs})
-    return {"legs": legs}
 
 
 def _version(name: str) -> str | None:

@@ -10,6 +10,8 @@ JSON ones are written and checked, and the path layer every run-file access goes
     WORKDIR/checkpoints/       Orbax checkpoints, one folder per step (lm/train/checkpoint.py)
     WORKDIR/checkpoints_corrupt/  checkpoints that failed to restore, moved aside
     WORKDIR/train.log          the output of a run that executes away from the console
+    WORKDIR/provenance.json    versions, git commit and devices of each leg (provenance.py)
+    WORKDIR/profile/           jax.profiler traces (train.profile_steps)
     WORKDIR/wandb_id.txt       the W&B run id (train.loggers=wandb), so a resume continues it
     WORKDIR/sweep_run.json     lm.sweep's record of the run's latest attempt
     WORKDIR/.lock              held by the trainer that runs in it: pid, host and start time
