@@ -15,6 +15,7 @@ positions were never trained. Nothing in the workdir is written.
 """
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -38,29 +39,51 @@ from lm.train.step import init_state
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
+    """A run's model, tokenizer and checkpoint step. `params` reads the checkpoint on first use,
+    so that a request is checked before that read (long for a large run)."""
+    workdir: str
+    config: ml_collections.ConfigDict
     model: Transformer
-    params: dict
     tokenizer: Tokenizer
     step: int
-    trained_length: int  # data.seq_len: the positions the model saw in training
+
+    @property
+    def trained_length(self) -> int:
+        """data.seq_len: the positions the model saw in training."""
+        return self.config.data.seq_len
+
+    @functools.cached_property
+    def params(self) -> dict:
+        """The parameters the run evaluates (optim.Optimizer.eval_params) at `step`, on this
+        process's first device whatever mesh it trained on (Orbax reshards on restore)."""
+        optimizer = runtime.build_optimizer(self.config)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            jax.eval_shape(lambda: init_state(init_params(self.model, jax.random.PRNGKey(0), 1),
+                                              optimizer.tx)))
+        checkpointer = Checkpointer(self.workdir, 1, read_only=True)
+        state, _ = checkpointer.restore(self.step, abstract)
+        checkpointer.close()
+        return jax.jit(optimizer.eval_params)(state.opt_state, state.params)
 
 
 def load(workdir: str, step: int = -1) -> TrainedModel:
-    """The run in `workdir` at its checkpoint of `step` (-1: the newest), on this process's
-    first device whatever mesh it trained on (Orbax reshards on restore); ConfigError names a
-    workdir that is not a run or has no such checkpoint."""
+    """The run in `workdir` at its checkpoint of `step` (-1: the newest); ConfigError names a
+    workdir that is not a run or has no such checkpoint. Nothing is restored yet."""
     config_path = os.path.join(workdir, run_files.CONFIG)
     if not run_files.exists(config_path):
         raise ConfigError(f"--workdir={workdir} has no {run_files.CONFIG}: give the directory "
                           "of a run (python -m lm.train --workdir=...)")
     config = ml_collections.ConfigDict(run_files.read_json(config_path))
-    checkpointer = Checkpointer(workdir, 1, read_only=True) if run_files.isdir(
-        os.path.join(workdir, run_files.CHECKPOINTS)) else None
-    steps = checkpointer.steps() if checkpointer else []
+    steps = []
+    if run_files.isdir(os.path.join(workdir, run_files.CHECKPOINTS)):
+        checkpointer = Checkpointer(workdir, 1, read_only=True)
+        steps = checkpointer.steps()
+        checkpointer.close()
     if not steps or (step != -1 and step not in steps):
         raise ConfigError(f"--step={step}: {workdir} has checkpoints at steps {steps}; "
                           "give one of those (or -1, the newest), or train the run first")
-    step = steps[-1] if step == -1 else step
     sources = run_files.read_json(os.path.join(workdir, run_files.DATA))
     try:
         tokenizer = tokenizer_of(next(iter(sources.values()))["path"])
@@ -69,22 +92,13 @@ def load(workdir: str, step: int = -1) -> TrainedModel:
     vocab_size = run_files.read_json(os.path.join(workdir, run_files.MODEL))["model"][
         "vocab_size"]
     model = Transformer(ModelConfig.for_run(config, vocab_size))
-    optimizer = runtime.build_optimizer(config)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: init_state(init_params(model, jax.random.PRNGKey(0), 1),
-                                          optimizer.tx)))
-    state, _ = checkpointer.restore(step, abstract)
-    checkpointer.close()
-    params = jax.jit(optimizer.eval_params)(state.opt_state, state.params)
-    return TrainedModel(model, params, tokenizer, step, config.data.seq_len)
+    return TrainedModel(workdir, config, model, tokenizer, steps[-1] if step == -1 else step)
 
 
 def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,
            temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> list[str]:
     """`samples` continuations of `prompt`, each cut at its first EOS. Settings are checked
-    before anything compiles (ConfigError)."""
+    before the checkpoint is read or anything compiles (ConfigError)."""
     tokenizer, cfg = trained.tokenizer, trained.model.cfg
     prompt_ids = [tokenizer.eos_id, *tokenizer.encode_batch([prompt])[0]]
     if tokens < 1 or len(prompt_ids) + tokens > cfg.max_seq_len:

@@ -108,6 +108,10 @@ def test_lm_sample_continues_a_prompt_from_a_trained_runs_checkpoint(tiny_config
         sample.sample(trained, prompt, tokens=64)
     with pytest.warns(UserWarning, match="trained on 32 \\(data.seq_len\\)"):
         sample.sample(trained, prompt, tokens=30)
+    fresh = sample.load(workdir)
+    with pytest.raises(ConfigError, match="use temperature >= 0"):
+        sample.sample(fresh, prompt, tokens=5, temperature=-1.0)
+    assert "params" not in vars(fresh)  # refused before the checkpoint was read
     with pytest.raises(ConfigError, match="--step=7: .* checkpoints at steps \\[10, 20\\]"):
         sample.load(workdir, step=7)
     assert sample.main([f"--workdir={workdir}", f"--prompt={prompt}", "--tokens=20",
