@@ -1,5 +1,5 @@
-"""scaling/loss_to_loss.py on Brandfonbrener et al.'s runs (tests/data/loss_to_loss_*.csv, see
-tests/data/README.md): their per-dataset offsets E and the 3.3B extrapolation, plus synthetic
+"""scaling/loss_to_loss.py on Brandfonbrener et al.'s runs (tests/fixtures/loss_to_loss_*.csv, see
+tests/fixtures/README.md): their per-dataset offsets E and the 3.3B extrapolation, plus synthetic
 recovery, interval coverage and errors."""
 import itertools
 from pathlib import Path
@@ -9,8 +9,9 @@ import pytest
 
 from scaling import loss_to_loss
 from scaling.table import read_csv
+from tests import FIXTURES
 
-DATA = Path(__file__).parent / "data"
+DATA = FIXTURES
 # E of L(N, D) = ((A/N)^(alpha/beta) + B/D)^beta + E per training set (Brandfonbrener et al.).
 PUBLISHED_E = {"fineweb-edu-100b": 1.967, "starcoder": 0.845}
 

@@ -1,5 +1,5 @@
 """Sharding: mesh and rule checks (in process), and on 8 fake CPU devices (subprocesses running
-tests/multidevice.py): sharded training equals one device, state is placed as the rules say,
+tests/train/multidevice.py): sharded training equals one device, state is placed as the rules say,
 checkpoints move between meshes, and a two-process run equals a one-process run."""
 import json
 import os
@@ -17,16 +17,16 @@ from lm.model import ModelConfig, Transformer, init_params, param_logical_axes
 from lm.train import sharding
 from lm.train.config_checks import ConfigError
 from lm.train.metrics_log import read_metrics
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
 
 
 def run_check(*args, devices: int = 8) -> dict:
-    """Runs `tests/multidevice.py ARGS` on `devices` fake CPU devices; its RESULT json."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
+    """Runs `tests/train/multidevice.py ARGS` on `devices` fake CPU devices; its RESULT json."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "multidevice.py"),
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "train", "multidevice.py"),
                            *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -217,7 +217,7 @@ def test_two_processes_train_like_one(tmp_path, data_root):
                  "--config.train.log_every=1", "--config.train.eval_every=3",
                  "--config.train.checkpoint_every=3", "--config.schedule.warmup_steps=2",
                  "--config.mesh.data=2", "--config.mesh.fsdp=-1"]
-    base_env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    base_env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
 
     def launch(workdir, devices, extra_env):
         env = {**base_env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",

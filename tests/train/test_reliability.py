@@ -22,11 +22,11 @@ from lm.errors import ConfigError
 from lm.sweep.executors import LocalProcesses, Task
 from lm.train.metrics_log import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
 
 HOLD_LOCK = """
 import sys, time
 from lm.train import workdir
+from tests import REPO
 with workdir.held(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

@@ -111,7 +111,7 @@ def test_config_help_lists_every_field_with_its_comment(capsys):
 
 def test_constraints_pin_every_requirement_of_setup_py():
     """constraints.txt (the versions the suite passed with) covers every dependency."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     setup = ast.parse(open(os.path.join(root, "setup.py")).read())
     call = next(n for n in ast.walk(setup) if isinstance(n, ast.Call)
                 and getattr(n.func, "attr", "") == "setup")

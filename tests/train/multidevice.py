@@ -1,5 +1,5 @@
-"""Checks that need several devices: `python tests/multidevice.py CHECK [ARGS]`, run by
-tests/test_sharding.py in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8.
+"""Checks that need several devices: `python tests/train/multidevice.py CHECK [ARGS]`, run by
+tests/train/test_sharding.py in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8.
 Each check prints one line "RESULT <json>" for the test to assert on.
 """
 import json

@@ -13,8 +13,8 @@ from configs import base
 pytest.importorskip("libtpu", reason="the tpu extra (libtpu) compiles TPU programs")
 
 from lm.compile.program import collectives, compile_train_step, report, topology_devices  # noqa
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def one_b(**model):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-from mx_reference import (
+from tests.model.mx_reference import (
     COMBOS,
     E2M1,
     E3M2,

@@ -17,7 +17,7 @@ import functools
 import ml_dtypes
 import numpy as np
 import pytest
-from mx_reference import (
+from tests.model.mx_reference import (
     COMBOS,
     E2M1,
     E2M3,

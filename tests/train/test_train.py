@@ -15,8 +15,8 @@ from lm.errors import ConfigError
 from lm.train import runtime
 from lm.train.config_checks import check_override_keys
 from lm.train.metrics_log import read_metrics
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_state(workdir, step):

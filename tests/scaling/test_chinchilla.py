@@ -1,5 +1,5 @@
 """scaling/chinchilla.py: Approach 3 on Besiroglu et al.'s reconstruction of the Chinchilla data
-(tests/data/chinchilla_approach3.csv, see tests/data/README.md), synthetic recovery and interval
+(tests/fixtures/chinchilla_approach3.csv, see tests/fixtures/README.md), synthetic recovery and interval
 coverage, Approach 2, the compute-optimal allocation, and errors on degenerate input."""
 from pathlib import Path
 
@@ -10,8 +10,9 @@ from scaling import chinchilla
 from scaling.bootstrap import resample_indices
 from scaling.objective import best_starts, huber_log_objective, minimize_multistart
 from scaling.table import read_csv
+from tests import FIXTURES
 
-DATA = Path(__file__).parent / "data"
+DATA = FIXTURES
 # The Huber(1e-3) optimum on the 240 points, and Besiroglu et al. 2024 (Table 1, 95% bootstrap
 # intervals in Sec. 3): their point is the least-absolute-deviation limit of the same objective.
 OPTIMUM = {"A": 477.8, "B": 2143.0, "E": 1.817, "alpha": 0.3473, "beta": 0.3672}

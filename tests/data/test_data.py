@@ -25,8 +25,8 @@ from data import (
     tokenizer,
 )
 from data.documents import Document
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = ("en_docs_sample", "code_py_sample", "en_lit_sample")
 
 

@@ -21,8 +21,8 @@ from lm.sweep.executors import LocalProcesses
 from lm.sweep.results import best_learning_rates, summary
 from lm.sweep.spec import Sweep, expand, format_value, lr_grid, product, zip_axes
 from lm.train import runtime
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "sweeps", "tiny.py")
 
 
@@ -291,7 +291,7 @@ def test_a_sweep_through_a_local_ray_instance(data_root, tmp_path, monkeypatch):
                           "def get_sweep():\n"
                           "    return Sweep(tiny_config(), product(lr=[3e-3]))\n")
     monkeypatch.setenv("OPTISCALE_DATA_DIR", data_root)  # inherited by the Ray workers
-    monkeypatch.setenv("PYTHONPATH", REPO)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     context = ray.init(num_cpus=2, include_dashboard=False)  # on this machine, no network
     try:
         address = context.address_info["gcs_address"]

@@ -29,7 +29,7 @@ def setup(name, scan: bool, mup: bool = False):
     config = short_run_config(name, 10)
     # Square matrices: random gradients give full-rank factors, whose eigenbases are unique (a
     # (32, 128) gradient's 128 x 128 factor has a 96-dimensional null space whose basis is
-    # round-off, batched or not: tests/test_soap.py says the same of the reference).
+    # round-off, batched or not: tests/optim/test_soap.py says the same of the reference).
     config.model.update(dict(d_model=32, d_ff=32, n_layers=N_LAYERS, n_heads=2,
                              scan_layers=scan, mup_base_width=16 if mup else 0))
     config.schedule.update(dict(name="constant", warmup_steps=0))

@@ -4,8 +4,8 @@ import shlex
 import subprocess
 
 import pytest
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHERE = ["--zone=us-central2-b", "--project=my-project"]
 
 

@@ -19,8 +19,8 @@ import pytest
 import tokenizers as hf_tokenizers
 
 from data import corpora, dataset, documents, prepare, sampling, sources, split, store, tokenizer
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sample_texts(name: str) -> list[str]:

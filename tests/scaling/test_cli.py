@@ -1,4 +1,4 @@
-"""python -m scaling.fit on CSV tables: the published data sets in tests/data and a synthetic
+"""python -m scaling.fit on CSV tables: the published data sets in tests/fixtures and a synthetic
 batch-size sweep; the report files; clear errors for bad flags and data."""
 import csv
 import json
@@ -11,9 +11,9 @@ import pytest
 
 from scaling import fit as cli
 from scaling.table import read_csv
+from tests import FIXTURES, REPO
 
-DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[1]
+DATA = FIXTURES
 CHINCHILLA = [f"--table={DATA / 'chinchilla_approach3.csv'}", "--law=chinchilla",
               "--n-col=Model Size", "--c-col=Training FLOP", "--loss-col=loss",
               "--drop-highest-loss=5"]

@@ -10,8 +10,9 @@ import pytest
 
 from scaling import fit as cli
 from scaling.runs import load_runs
+from tests import FIXTURES
 
-REAL_RUNS = Path(__file__).parent / "data" / "runs"  # two lm.train runs (tests/data/README.md)
+REAL_RUNS = FIXTURES / "runs"  # two lm.train runs (tests/fixtures/README.md)
 
 TRUE = dict(E=2.0, A=60.0, alpha=0.3, B=80.0, beta=0.3)  # L(N, D) of the synthetic ladder
 

@@ -21,8 +21,8 @@ from lm.sweep.state import progress
 from lm.train import build
 from lm.train import workdir as run_files
 from lm.train.metrics_log import MetricsLog, read_metrics
+from tests import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SWEEP = os.path.join(REPO, "configs", "sweeps", "tiny.py")
 
 
