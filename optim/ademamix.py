@@ -38,7 +38,7 @@ With alpha = 0 and both bias corrections on it is exactly AdamW(b1, b2, eps, wd)
 Adam's bias-corrected first moment. With alpha > 0, bias_correction1 off and bias_correction2 on
 it equals AdEMAMix with b1 = 0, b3 = b1, alpha' = 1 / (alpha (1 - b1)), lr' = alpha lr,
 wd' = wd / alpha (the AdEMAMix-with-b1=0 form it is derived from; an algebraic identity,
-checked in tests/test_ademamix.py).
+checked in tests/optim/test_ademamix.py).
 
 Weight decay is the references' "as in AdamW": decoupled and multiplied by the scheduled
 learning rate (the PyTorch / optax convention), applied to the parameters before the step; a

@@ -11,7 +11,7 @@ grid alpha, beta in {0, .5, .., 2}, e in {-1, -.5, .., 1}, a, b in {0, 5, .., 25
 
 Bootstrap resamples do not rerun the 4,500 starts: each starts from the full-sample optimum plus
 the `resample_starts` grid points with the lowest full-sample objective. On the Chinchilla data
-this finds the same optima as the full grid (tests/test_scaling_chinchilla.py checks it).
+this finds the same optima as the full grid (tests/scaling/test_chinchilla.py checks it).
 
 Compute-optimal allocation under C = 6 N D (Hoffmann eq. 4):
 

@@ -15,7 +15,7 @@ The bootstrap resamples the frontier runs, the ones the law is fitted to, and re
 full-data optimum and the `resample_starts` best starts. Resampling all runs and recomputing
 the frontier instead mixes in the selection of each budget's best run (a resample missing it
 falls back to a worse allocation), which made 90% intervals cover the truth 100% of the time
-in simulation (75 of 75 checks; tests/test_scaling_compute.py).
+in simulation (75 of 75 checks; tests/scaling/test_compute.py).
 """
 import dataclasses
 import itertools

@@ -2,12 +2,12 @@
 
     python -m scaling.fit --runs=runs/ladder --law=compute --out=reports/compute
     python -m scaling.fit --runs runs/a runs/b ... --law=chinchilla --out=reports/chinchilla
-    python -m scaling.fit --table=tests/data/chinchilla_approach3.csv --law=chinchilla \\
+    python -m scaling.fit --table=tests/fixtures/chinchilla_approach3.csv --law=chinchilla \\
         --n-col="Model Size" --c-col="Training FLOP" --loss-col=loss --drop-highest-loss=5 \\
         --out=reports/besiroglu
-    python -m scaling.fit --table=tests/data/loss_to_loss_sweep.csv --law=loss_to_loss \\
+    python -m scaling.fit --table=tests/fixtures/loss_to_loss_sweep.csv --law=loss_to_loss \\
         --x-data=fineweb-edu-100b --y-data=starcoder --n-col=params --c-col=iso_flop \\
-        --heldout-table=tests/data/loss_to_loss_extrapolation.csv --out=reports/l2l
+        --heldout-table=tests/fixtures/loss_to_loss_extrapolation.csv --out=reports/l2l
 
 Laws: compute (L(C) on the compute frontier), chinchilla (Approach 3, or --approach=2 for IsoFLOP
 parabolas), loss_to_loss (--kind train_to_train | train_to_test | test_to_test) and cbs

@@ -1,7 +1,7 @@
 """The study's scaling-law fits, through scaling.laws: a compute law per optimizer and
 loss-to-loss train-to-train and train-to-test, each over learning curves resampled and held out
 run by run. Each writes fit.json, report.md and its PNG into DIR/fits/<name>, and the report
-lists the equivalent `python -m scaling.fit` command (tests/test_study.py reruns one).
+lists the equivalent `python -m scaling.fit` command (tests/study/test_study.py reruns one).
 """
 import concurrent.futures
 import dataclasses
