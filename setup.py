@@ -8,9 +8,10 @@ setuptools.setup(
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10",
-    # lm and its subpackages, optim, data, configs (with configs/sweeps), scaling, benchmarks
-    packages=setuptools.find_packages(include=["lm", "lm.*", "optim", "data", "configs",
-                                               "configs.*", "scaling", "benchmarks"]),
+    # core, lm and its subpackages, optim (with optim/hparams), data, configs (with
+    # configs/sweeps), scaling, benchmarks
+    packages=setuptools.find_packages(include=["core", "lm", "lm.*", "optim", "optim.*", "data",
+                                               "configs", "configs.*", "scaling", "benchmarks"]),
     package_data={"data": ["samples/*.jsonl", "samples/*.md"]},
     install_requires=[
         # The oldest set the test suite was run with: jax 0.9.2, flax 0.11.0, optax 0.2.7,

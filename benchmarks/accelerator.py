@@ -1,6 +1,6 @@
 """The accelerator measurements in one run, for any GPU (or TPU) a session is lent:
 
-    python -m benchmarks.accelerator [--quick] [--out results.jsonl]
+    python -m benchmarks.accelerator [--quick] [--results_file results.jsonl]
 
 JSON lines, each with the device named:
   matmul      a bf16 8192^3 matmul's FLOP/s: the practical peak, beside the datasheet's
@@ -16,19 +16,20 @@ JSON lines, each with the device named:
               batches: the largest difference, against bf16's resolution
 Each timing is the median of --repeats timed steps after a compile and warm-up step.
 """
-import argparse
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.train_step import build, median_seconds, random_windows
 from configs import base, soap_scaled
 from configs import mx as mx_presets
+from core import cli
 from lm.compile.chips import chip_of
 from lm.model import ModelConfig
 from lm.model.info import flops_per_token
+from lm.train.timing import build, median_seconds, random_windows
 
 VOCAB = 32768
 
@@ -99,19 +100,23 @@ def loss_row(steps: int = 20) -> dict:
             "max_relative_difference": float((diffs / np.array(cpu)).max())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.accelerator", __doc__)
+PARSER.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
+PARSER.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
+PARSER.add_argument("--results_file", default="", old=("--out",),
+                    help="a JSON-lines file each row is appended to as well ('': none)")
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     device = jax.devices()[0]
     chip = chip_of(device.device_kind)
     machine = {"device": device.device_kind, "backend": jax.default_backend(),
                "jax": jax.__version__, "peak_bf16_flops_per_s": chip.bf16_flops_per_s
                if chip else None}
-    sink = open(args.out, "a") if args.out else None
+    sink = open(args.results_file, "a") if args.results_file else None
 
     def emit(row):
         line = json.dumps({**row, **machine})
@@ -143,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

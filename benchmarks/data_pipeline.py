@@ -1,6 +1,6 @@
 """Data at scale: preparation throughput and memory, and training reads against the train step.
 
-    python -m benchmarks.data_pipeline [--gb 1.0] [--dir /tmp/optiscale_data_bench]
+    python -m benchmarks.data_pipeline [--gb 1.0] [--scratch_dir /tmp/optiscale_data_bench]
         [--bpe_mb 128] [--config configs/base.py:d128_l4]
 
 1. Writes a corpus of --gb GB of real text: the documents of the embedded corpora en_docs and
@@ -20,11 +20,9 @@
 Prints one JSON line per measurement; `read_s / step_s` < 1 means the reads keep up (the loop
 reads the next batch on a background thread while the step runs).
 """
-import argparse
 import json
 import os
 import random
-import runpy
 import shutil
 import subprocess
 import sys
@@ -37,7 +35,10 @@ import pyarrow.parquet as pq
 import tensorstore as ts
 
 from benchmarks.host_loop import bare_step_seconds
+from core import cli
 from data import dataset, documents, fetch, prepare, sampling, store
+from lm.errors import ConfigError
+from lm.train import config_flag
 
 FILE_BYTES = 64 << 20
 ROW_GROUP_BYTES = 8 << 20
@@ -91,11 +92,11 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def timed_prepare(root: str, args: list[str]) -> dict:
-    """Runs `python -m data.prepare ARGS --root ROOT` (after deleting ROOT/prepared): seconds
+    """Runs `python -m data.prepare ARGS --data_root ROOT` (after deleting ROOT/prepared): seconds
     and peak resident memory of its process tree."""
     shutil.rmtree(os.path.join(root, "prepared"), ignore_errors=True)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "data.prepare", *args, "--root", root],
+    proc = subprocess.Popen([sys.executable, "-m", "data.prepare", *args, "--data_root", root],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, watched = 0, psutil.Process(proc.pid)
 
@@ -159,15 +160,21 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gb", type=float, default=1.0)
-    parser.add_argument("--dir", default="/tmp/optiscale_data_bench")
-    parser.add_argument("--bpe_mb", type=float, default=128)
-    parser.add_argument("--config", default="configs/base.py:d128_l4")
-    parser.add_argument("--read_batches", type=int, default=50)
-    args = parser.parse_args()
-    corpus_dir, root = os.path.join(args.dir, "corpus"), os.path.join(args.dir, "root")
+PARSER = cli.parser("python -m benchmarks.data_pipeline", __doc__)
+PARSER.add_argument("--gb", type=float, default=1.0, help="size of the generated corpus")
+PARSER.add_argument("--scratch_dir", default="/tmp/optiscale_data_bench", old=("--dir",),
+                    help="the generated corpus, its data root and copies (kept for a rerun)")
+PARSER.add_argument("--bpe_mb", type=float, default=128,
+                    help="MiB of the corpus the BPE preparations tokenize")
+config_flag.add_config(PARSER, "configs/base.py:d128_l4")  # its batches and train step
+PARSER.add_argument("--read_batches", type=int, default=50, help="batches read per layout")
+
+
+@cli.main(ConfigError)
+def main(argv) -> None:
+    args, config = config_flag.parse(PARSER, argv)
+    corpus_dir = os.path.join(args.scratch_dir, "corpus")
+    root = os.path.join(args.scratch_dir, "root")
     marker = os.path.join(corpus_dir, "counts.json")
     if not os.path.exists(marker) or json.load(open(marker))["gb"] != args.gb:
         shutil.rmtree(corpus_dir, ignore_errors=True)
@@ -186,7 +193,7 @@ def main() -> None:
     runs += [("jsonl", "bpe", bpe_files, 1), ("jsonl", "bpe", bpe_files, 2)]
     prepare.ensure_tokenizer(root, "bpe", vocab_size=4096)  # trained once, outside the timings
     for kind, tokenizer, num_files, workers in runs:
-        subset = os.path.join(args.dir, f"{kind}-{num_files}")
+        subset = os.path.join(args.scratch_dir, f"{kind}-{num_files}")
         if not os.path.isdir(subset):
             os.makedirs(subset)
             for path in first_files(kind, num_files):
@@ -199,12 +206,10 @@ def main() -> None:
                   input_mb=round(num_bytes / 1e6, 1), workers=workers, **timing,
                   input_mb_per_s=round(num_bytes / 1e6 / timing["seconds"], 2)))
 
-    config_path, _, size = args.config.partition(":")
-    config = runpy.run_path(config_path)["get_config"](*([size] if size else []))
     batch_size, seq_len = config.train.batch_size, config.data.seq_len
-    subset = os.path.join(args.dir, f"jsonl-{counts['num_files']}")
+    subset = os.path.join(args.scratch_dir, f"jsonl-{counts['num_files']}")
     split = prepared_split(root, f"jsonl:{subset}/*.jsonl", "byte")
-    old = old_layout_copy(split, os.path.join(args.dir, "old_layout.zarr"), 1 << 26)
+    old = old_layout_copy(split, os.path.join(args.scratch_dir, "old_layout.zarr"), 1 << 26)
     new = dataset.Split(split.corpus, "train", split.tokens[:1 << 26], 1, 1 << 26, 1 << 26)
     reads = {name: read_seconds(s, batch_size, seq_len, args.read_batches)
              for name, s in (("zarr3, 8M-token shards of 8K-token chunks", new),
@@ -220,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

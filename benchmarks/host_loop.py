@@ -8,17 +8,18 @@ The loop's time per step is the mean of metrics.jsonl's time/step_s over the row
 first (which holds the compilation); evaluation and checkpoint writes are the hooks' own time,
 which time/step_s leaves out. overhead = loop / bare - 1. Prints one JSON line.
 """
-import argparse
 import json
-import runpy
 import statistics
+import sys
 import tempfile
 import time
 
 import jax
 
+from core import cli
 from lm import train
-from lm.train import batches
+from lm.errors import ConfigError
+from lm.train import batches, config_flag
 from lm.train.build import build
 from lm.train.metrics_log import read_metrics
 
@@ -46,13 +47,15 @@ def loop_step_seconds(config) -> float:
     return statistics.mean(r["time/step_s"] for r in rows[1:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/quickstart.py")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    config = runpy.run_path(args.config)["get_config"]()
+PARSER = cli.parser("python -m benchmarks.host_loop", __doc__)
+config_flag.add_config(PARSER, "configs/quickstart.py")
+PARSER.add_argument("--steps", type=int, default=200)
+PARSER.add_argument("--rounds", type=int, default=2)
+
+
+@cli.main(ConfigError)
+def main(argv) -> None:
+    args, config = config_flag.parse(PARSER, argv)
     config.train.update(dict(steps=args.steps, log_every=10, eval_every=args.steps,
                              checkpoint_every=args.steps, layer_stats_every=0))
     bare, loop = [], []
@@ -67,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,14 +8,15 @@ diagnostics counted; scaled_dot: the same through jax.lax.scaled_dot),
 and one per format with quantize-dequantize throughput (elements/s, jitted, 4M float32 values).
 Timings are medians of --repeats runs of --steps steps after a warm-up.
 """
-import argparse
 import json
+import sys
 
 import jax
 
-from benchmarks.train_step import build, median_seconds, random_windows, time_steps
 from configs import base
+from core import cli
 from lm.model import mx
+from lm.train.timing import build, median_seconds, random_windows, time_steps
 
 PRECISIONS = {"float32": {}, "bfloat16": {"activation_dtype": "bfloat16"},
               "mxfp8_e4m3": {"mx_weights": "mxfp8_e4m3", "mx_activations": "mxfp8_e4m3"},
@@ -41,15 +42,18 @@ def quantize_elements_per_s(fmt: str, repeats: int) -> float:
     return x.size / median_seconds(lambda: fn(x).block_until_ready(), repeats)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="d128_l4")
-    parser.add_argument("--seq_len", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.mx", __doc__)
+PARSER.add_argument("--size", default="d128_l4")
+PARSER.add_argument("--seq_len", type=int, default=256)
+PARSER.add_argument("--batch_size", type=int, default=16)
+PARSER.add_argument("--vocab_size", type=int, default=8192)
+PARSER.add_argument("--steps", type=int, default=3)
+PARSER.add_argument("--repeats", type=int, default=3)
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     machine = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
     baseline = step_seconds(PRECISIONS["float32"], args)
     for name, precision in PRECISIONS.items():
@@ -65,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

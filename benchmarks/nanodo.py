@@ -13,7 +13,6 @@ do. The two steps alternate `--rounds` times so both see the same machine state;
 the median of `--repeats` steps. Prints JSON lines and, last, optiscale's tokens/s over
 nanodo's per size.
 """
-import argparse
 import functools
 import json
 import statistics
@@ -24,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.train_step import build, random_windows
 from configs import base
+from core import cli
+from lm.train.timing import build, random_windows
 
 VOCAB, BATCH, SEQ = 8192, 16, 256
 
@@ -84,13 +84,16 @@ def median_step_seconds(step, state, windows, repeats: int):
     return statistics.median(times), state
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nanodo", required=True, help="a checkout of google-deepmind/nanodo")
-    parser.add_argument("--sizes", default="d256_l4,d384_l6")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.nanodo", __doc__)
+PARSER.add_argument("--nanodo", required=True, help="a checkout of google-deepmind/nanodo")
+PARSER.add_argument("--sizes", default="d256_l4,d384_l6")
+PARSER.add_argument("--rounds", type=int, default=3)
+PARSER.add_argument("--repeats", type=int, default=5)
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     for size in args.sizes.split(","):
         ours, our_state, rt = optiscale_step(size)
         theirs, their_state = nanodo_step(size, args.nanodo)
@@ -112,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,20 +12,21 @@ changed, e.g. soap/block_size=256), one JSON line with:
                         committed en_docs_sample corpus (no network needed)
 Step times are medians of --repeats timed runs of --steps steps each, after a warm-up.
 """
-import argparse
 import ast
 import itertools
 import json
 import math
+import sys
 import tempfile
 
 import jax
 
 import optim
-from benchmarks.train_step import build, random_windows, time_steps
 from configs import base, quickstart
+from core import cli
 from data import prepare, sampling
 from lm.model.info import count_pytree_params
+from lm.train.timing import build, random_windows, time_steps
 from optim.adalayer import adalayer_star_mask
 from optim.masks import is_matrix
 
@@ -134,18 +135,21 @@ def short_run_losses(spec: str, batches) -> tuple[float, float]:
     return losses[0], losses[-1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="d512_l8")
-    parser.add_argument("--names", default=",".join(optim.registered_optimizers()
-                                                    + ("soap/block_size=256",)))
-    parser.add_argument("--seq_len", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--loss_steps", type=int, default=30)
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.optimizers", __doc__)
+PARSER.add_argument("--size", default="d512_l8")
+PARSER.add_argument("--names", default=",".join(optim.registered_optimizers()
+                                                + ("soap/block_size=256",)))
+PARSER.add_argument("--seq_len", type=int, default=256)
+PARSER.add_argument("--batch_size", type=int, default=8)
+PARSER.add_argument("--vocab_size", type=int, default=8192)
+PARSER.add_argument("--steps", type=int, default=3)
+PARSER.add_argument("--repeats", type=int, default=3)
+PARSER.add_argument("--loss_steps", type=int, default=30)
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as root:
         corpus = prepare.ensure_prepared(root, "en_docs_sample")
@@ -169,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,13 +7,14 @@ setting, as JSON lines. Needs the tpu extra (libtpu), no TPU.
 d2048_l20, 2048-token sequences, 4 per chip (32 on 8 chips, 256 on 64; 16 per chip in
 splash_bf16_batch4x), fsdp over all chips.
 """
-import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from configs import base  # noqa: E402
+from core import cli  # noqa: E402
 from lm.compile.program import compile_train_step, report, topology_devices  # noqa: E402
 
 SETTINGS = {  # name -> (model.attention, precision.activation_dtype, model.remat, scan_layers,
@@ -39,11 +40,14 @@ def one_b(topology_chips: int, attention: str, dtype: str, remat: str, scan: boo
     return c
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--topologies", default="v5p:2x2x2,v5p:4x4x4")
-    parser.add_argument("--only", default="", help="comma-separated names of SETTINGS")
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.tpu_compile", __doc__)
+PARSER.add_argument("--topologies", default="v5p:2x2x2,v5p:4x4x4")
+PARSER.add_argument("--only", default="", help="comma-separated names of SETTINGS")
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SETTINGS)
     for topology in args.topologies.split(","):
         devices = topology_devices(topology)
@@ -56,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,46 +1,35 @@
 """Train-step throughput for ladder sizes, against the machine's practical matmul peak.
 
     python -m benchmarks.train_step [--sizes d128_l4,d256_l4,d384_l6] [--seq_len 256]
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.train_step \
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.train_step \\
         --sizes d256_l4 --mesh data=8 --mesh fsdp=8
 
 Prints one JSON line per size (tokens/s, achieved training FLOP/s by the Kaplan count of
 lm/model/info.py) and one for a plain square matmul in the same dtype, measured in the same run;
 `fraction_of_matmul_peak` is the ratio of the two, the hardware-independent figure to compare,
 and on a known accelerator `mfu` divides by the chip's dense bf16 peak (lm/compile/chips.py).
-Each timing is the median of `--repeats` timed runs of `--steps` steps after a warm-up step.
+Each timing is the median of `--repeats` timed runs of `--steps` steps after a warm-up step
+(lm/train/timing.py).
 With `--mesh` (repeatable) each size runs on each mesh, and the row adds the per-device bytes of
 parameters and optimizer state (most loaded device, and the one-copy total). On fake CPU devices
 the point is that the sharded programs run and how memory divides, not speed: the 8 "devices"
 share the same cores.
 """
-import argparse
 import json
 import platform
-import statistics
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from configs import base
+from core import cli
 from lm.compile.chips import chip_of
 from lm.model import ModelConfig
 from lm.model.config import resolve_dtype
 from lm.model.info import flops_per_token, param_counts
-from lm.train import runtime, sharding
-
-
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of fn() (which must block until its result is ready)."""
-    fn()  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from lm.train import runtime
+from lm.train.timing import build, median_seconds, random_windows, time_steps
 
 
 def matmul_flops_per_s(n: int, dtype, repeats: int) -> float:
@@ -48,36 +37,6 @@ def matmul_flops_per_s(n: int, dtype, repeats: int) -> float:
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
     mm = jax.jit(lambda x, y: x @ y)
     return 2 * n ** 3 / median_seconds(lambda: mm(a, b).block_until_ready(), repeats)
-
-
-def build(config, seq_len: int, vocab_size: int, devices=None):
-    """(runtime, initial state, optimizer) of `config` on the mesh that config.mesh describes
-    over `devices` (default: all of the default backend's), in the precision config.precision
-    describes ("auto" settings resolved for those devices); config.train.batch_size must be
-    the batch the caller feeds."""
-    opt = runtime.build_optimizer(config)
-    model_cfg = ModelConfig.for_run(config, vocab_size,
-                                    backend=devices[0].platform if devices else None)
-    rt = runtime.build(model_cfg, opt.tx, sharding.from_config(config, devices), seed=0,
-                       seq_len=seq_len, loss_chunk=runtime.loss_chunk(config, model_cfg))
-    return rt, rt.init_state(), opt
-
-
-def random_windows(rt, batch_size: int, seq_len: int, vocab_size: int) -> jax.Array:
-    windows = np.random.default_rng(0).integers(0, vocab_size, (batch_size, seq_len + 1))
-    return jax.device_put(windows.astype(np.int32), rt.sharder.batch)
-
-
-def time_steps(rt, state, windows, steps: int, repeats: int) -> float:
-    """Median seconds per train step (the state is updated in place, donated)."""
-    holder = [state]
-
-    def run_steps():
-        for _ in range(steps):
-            holder[0], metrics, _ = rt.train_step(holder[0], windows)
-        jax.block_until_ready(metrics)
-
-    return median_seconds(run_steps, repeats) / steps
 
 
 def train_step_figures(size: str, seq_len: int, batch_size: int, vocab_size: int, dtype: str,
@@ -108,21 +67,24 @@ def parse_mesh(spec: str) -> dict:
             "tensor": sizes.pop("tensor", 1), **sizes}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="d128_l4,d256_l4,d384_l6")
-    parser.add_argument("--seq_len", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                        help="compute dtype (auto: bf16 on GPU/TPU, float32 on CPU)")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--matmul_n", type=int, default=2048)
-    parser.add_argument("--mesh", action="append", default=None, type=parse_mesh,
-                        help="mesh sizes, e.g. fsdp=8 or data=2,fsdp=2,tensor=2; repeat the "
-                        "flag to compare meshes (default: data parallel on all devices)")
-    args = parser.parse_args()
+PARSER = cli.parser("python -m benchmarks.train_step", __doc__)
+PARSER.add_argument("--sizes", default="d128_l4,d256_l4,d384_l6")
+PARSER.add_argument("--seq_len", type=int, default=256)
+PARSER.add_argument("--batch_size", type=int, default=16)
+PARSER.add_argument("--vocab_size", type=int, default=8192)
+PARSER.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="compute dtype (auto: bf16 on GPU/TPU, float32 on CPU)")
+PARSER.add_argument("--steps", type=int, default=3)
+PARSER.add_argument("--repeats", type=int, default=3)
+PARSER.add_argument("--matmul_n", type=int, default=2048)
+PARSER.add_argument("--mesh", action="append", default=None, type=parse_mesh,
+                    help="mesh sizes, e.g. fsdp=8 or data=2,fsdp=2,tensor=2; repeat the "
+                    "flag to compare meshes (default: data parallel on all devices)")
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
 
     device = jax.devices()[0]
     machine = {"backend": jax.default_backend(), "device": device.device_kind,
@@ -144,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,8 +3,10 @@
     python -m lm.train --config=configs/quickstart.py --workdir=runs/quickstart
 
 A 4096-token BPE (trained offline on en_docs + code_py) rather than the byte-level default: with
-the same model and 1.6M training tokens, BPE reaches 2.14 bits per byte on en_docs and bytes 2.76
-(README.md gives both commands), since a BPE token covers ~3.1 bytes of text.
+the same model and 1.6M training tokens, BPE ends well below the byte-level model in bits per
+byte on en_docs, since a BPE token covers ~3.1 bytes of text. docs/data.md ("Why the quickstart
+uses BPE") gives both runs' commands and results with their corpus version; README.md gives this
+run's output.
 """
 from configs import base
 

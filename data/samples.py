@@ -1,4 +1,4 @@
-"""Cuts the committed sample corpora: `python -m data.samples [NAME ...] [--root DIR]`.
+"""Cuts the committed sample corpora: `python -m data.samples [NAME ...] [--data_root DIR]`.
 
 A sample of corpus NAME (default: every corpus that has one) is whole documents of the fetched
 corpus, written in corpus order to `data/samples/NAME_sample.jsonl`. Documents of 4-32 KB are
@@ -6,10 +6,11 @@ taken in the order of sha256("sample:" + text), a fixed pseudo-random order, unt
 reaches 200 KB. The lower bound keeps every sample document (so every validation split of a
 sample) long enough for short evaluation windows.
 """
-import argparse
 import hashlib
+import sys
 
-from data import corpora, documents, fetch
+from core import cli
+from data import clients, corpora, documents, fetch
 from data.dataset import default_root
 from data.documents import Document
 
@@ -31,16 +32,20 @@ def cut(docs: list[Document]) -> list[Document]:
     return [docs[i] for i in sorted(chosen)]
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        default=[c.name for c in corpora.CORPORA.values()
-                                 if f"{c.name}_sample" in corpora.CORPORA])
-    parser.add_argument("--root", help="data root (default: $OPTISCALE_DATA_DIR, else "
-                        "~/.cache/optiscale)")
-    args = parser.parse_args(argv)
+PARSER = cli.parser("python -m data.samples", __doc__)
+PARSER.add_argument("names", nargs="*", metavar="NAME",
+                    default=[c.name for c in corpora.CORPORA.values()
+                             if f"{c.name}_sample" in corpora.CORPORA],
+                    help="corpora to cut a sample of (default: %(default)s)")
+cli.add_path(PARSER, "data_root", default=default_root(), old=("--root",),
+             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale")
+
+
+@cli.main(clients.FetchError, ValueError)
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
     for name in args.names:
-        docs_path, _ = fetch.ensure_fetched(args.root or default_root(), name)
+        docs_path, _ = fetch.ensure_fetched(args.data_root, name)
         sample = cut(list(documents.read(docs_path)))
         path = corpora.get(f"{name}_sample").sample_file
         documents.write(path, sample)
@@ -48,4 +53,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

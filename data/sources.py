@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from data import corpora, fetch
+from data.settings import DATA
+
+TEXT_FIELD = DATA["text_field"].default  # data.text_field's default
 
 KINDS = ("jsonl", "parquet", "text", "hf")
 # Keys of fsspec's file info that change when a file's content does, in order of preference.
@@ -47,7 +50,7 @@ class Source:
     spec: str  # as the user wrote it, after `data.sources` names are resolved
     kind: str  # "registered" or one of KINDS
     target: str  # the corpus name, the PATTERN or the NAME[:CONFIG[:SPLIT]]
-    text_field: str = "text"
+    text_field: str = TEXT_FIELD
 
     @property
     def registered(self) -> bool:
@@ -78,7 +81,7 @@ def display_name(spec: str, named: Optional[dict] = None) -> str:
     return _derived_name(kind, target) if sep and kind in KINDS and target else spec
 
 
-def resolve(spec: str, named: Optional[dict] = None, text_field: str = "text") -> Source:
+def resolve(spec: str, named: Optional[dict] = None, text_field: str = TEXT_FIELD) -> Source:
     """The source a string names (module docstring); a SourceError naming the fix if none."""
     named = dict(named or {})
     for name in named:
@@ -102,7 +105,7 @@ def resolve(spec: str, named: Optional[dict] = None, text_field: str = "text") -
         f"jsonl:PATTERN, parquet:PATTERN, text:PATTERN or hf:NAME[:CONFIG[:SPLIT]]")
 
 
-def resolve_all(specs, named: Optional[dict] = None, text_field: str = "text") -> dict:
+def resolve_all(specs, named: Optional[dict] = None, text_field: str = TEXT_FIELD) -> dict:
     """spec -> Source for each distinct spec; two different sources with one name are refused,
     since they would share prepared-data paths and metric names."""
     found, by_name = {}, {}

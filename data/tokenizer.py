@@ -19,6 +19,7 @@ ordinary text, never as EOS.
 import hashlib
 import json
 import os
+import sys
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
@@ -92,7 +93,8 @@ class HFTokenizer:
 
 
 def train_bpe(batches: Iterable[list[str]], vocab_size: int) -> str:
-    """Trains a byte-level BPE on batches of documents; returns its tokenizer.json text.
+    """Trains a byte-level BPE on batches of documents; returns its tokenizer.json text. On a
+    terminal the trainer shows its progress bars (counting pairs, computing merges).
 
     Deterministic: the same documents give the same file, whatever the number of threads.
     """
@@ -101,7 +103,8 @@ def train_bpe(batches: Iterable[list[str]], vocab_size: int) -> str:
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[EOS_TEXT], show_progress=False)
+                                  special_tokens=[EOS_TEXT],
+                                  show_progress=sys.stderr.isatty())
     hf.train_from_iterator(batches, trainer)
     return hf.to_str()
 

@@ -9,9 +9,9 @@ every preparation before it writes meta.json; opening prepared data checks only 
 counts (and a missing chunk is an error), so run this when a disk or a copy is suspect. Exit
 status 1 when anything is damaged.
 """
-import argparse
 import sys
 
+from core import cli
 from data import dataset, store
 
 
@@ -51,10 +51,14 @@ def _preparations(path: str) -> list[str]:
                    if k.count("/") == 2 and k.endswith("/meta.json")})
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("paths", nargs="+", metavar="PATH")
-    args = parser.parse_args(argv)
+PARSER = cli.parser("python -m data.verify", __doc__)
+PARSER.add_argument("paths", nargs="+", metavar="PATH",
+                    help="a data root or one preparation in it")
+
+
+@cli.main()
+def main(argv) -> int:
+    args = PARSER.parse_args(argv)
     damaged = False
     for root in args.paths:
         found = _preparations(root)
@@ -71,8 +75,8 @@ def main(argv=None) -> None:
                 print(f"  delete {path} and prepare it again (`python -m data.prepare --corpus "
                       f"{meta.get('source', meta['corpus'])} ...`)")
             damaged |= bool(problems)
-    sys.exit(1 if damaged else 0)
+    return 1 if damaged else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

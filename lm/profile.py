@@ -12,13 +12,13 @@ the per-line totals say how the window's time divides between compiling, executi
 and the rest.
 TensorBoard's profile plugin and xprof show the same trace interactively.
 """
-import argparse
 import collections
 import glob
 import json
 import os
 import sys
 
+from core import cli
 from lm.train import workdir as run_files
 
 BOOKKEEPING = ("ThreadpoolListener::",)
@@ -96,18 +96,16 @@ def summarize(trace: str, top: int) -> list[dict]:
     return planes
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm.profile", description=__doc__.split(
-        "\n")[0])
-    parser.add_argument("path", help="a run's workdir, its profile/ folder or a .xplane.pb")
-    parser.add_argument("--top", type=int, default=15, help="ops listed per plane")
-    parser.add_argument("--json", action="store_true", help="one JSON line per plane")
-    args = parser.parse_args(argv)
-    try:
-        trace = newest_trace(args.path)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+PARSER = cli.parser("python -m lm.profile", __doc__)
+PARSER.add_argument("path", help="a run's workdir, its profile/ folder or a .xplane.pb")
+PARSER.add_argument("--top", type=int, default=15, help="ops listed per plane")
+PARSER.add_argument("--json", action="store_true", help="one JSON line per plane")
+
+
+@cli.main(FileNotFoundError)
+def main(argv) -> int:
+    args = PARSER.parse_args(argv)
+    trace = newest_trace(args.path)
     print(f"trace: {trace}", file=sys.stderr)
     for plane in summarize(trace, args.top):
         if args.json:

@@ -1,7 +1,7 @@
 """Text from a trained run: what has the model learned?
 
     python -m lm.sample --workdir=runs/quickstart --prompt="The kernel"
-    python -m lm.sample --workdir=runs/quickstart --prompt="def " --temperature=0.8 --top_k=40 \
+    python -m lm.sample --workdir=runs/quickstart --prompt="def " --temperature=0.8 --top_k=40 \\
         --samples=3 --tokens=100
 
 Loads the run's config.json, its tokenizer (the one its prepared data was tokenized with, found
@@ -13,7 +13,6 @@ at the first EOS or after --tokens new tokens. The prompt and the new tokens mus
 model's context (model.max_seq_len tokens); past the run's data.seq_len, a warning says the
 positions were never trained. Nothing in the workdir is written.
 """
-import argparse
 import dataclasses
 import functools
 import json
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from core import cli
 from data.dataset import tokenizer_of
 from data.tokenizer import Tokenizer
 from lm.errors import ConfigError
@@ -125,28 +125,26 @@ def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,
     return texts
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm.sample", description=__doc__.split(
-        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="the run's directory")
-    parser.add_argument("--prompt", default="", help="text the samples continue")
-    parser.add_argument("--tokens", type=int, default=100, help="new tokens per sample, at most")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    parser.add_argument("--top_k", type=int, default=0, help="sample from the k most likely "
-                        "tokens (0: all)")
-    parser.add_argument("--samples", type=int, default=1, help="continuations to draw")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step", type=int, default=-1, help="checkpoint step (-1: newest)")
-    parser.add_argument("--json", action="store_true", help="one JSON line per sample")
-    args = parser.parse_args(argv)
+PARSER = cli.parser("python -m lm.sample", __doc__)
+cli.add_path(PARSER, "workdir", required=True, use="the run sampled from")
+PARSER.add_argument("--prompt", default="", help="text the samples continue")
+PARSER.add_argument("--tokens", type=int, default=100, help="new tokens per sample, at most")
+PARSER.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+PARSER.add_argument("--top_k", type=int, default=0,
+                    help="sample from the k most likely tokens (0: all)")
+PARSER.add_argument("--samples", type=int, default=1, help="continuations to draw")
+PARSER.add_argument("--seed", type=int, default=0, help="sampling seed")
+PARSER.add_argument("--step", type=int, default=-1, help="checkpoint step (-1: newest)")
+PARSER.add_argument("--json", action="store_true", help="one JSON line per sample")
+
+
+@cli.main(ConfigError)
+def main(argv) -> int:
+    args = PARSER.parse_args(argv)
     logging.set_verbosity(logging.ERROR)  # not Orbax's notes on opening checkpoints read-only
-    try:
-        trained = load(args.workdir, args.step)
-        texts = sample(trained, args.prompt, tokens=args.tokens, samples=args.samples,
-                       temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    trained = load(args.workdir, args.step)
+    texts = sample(trained, args.prompt, tokens=args.tokens, samples=args.samples,
+                   temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     settings = dict(step=trained.step, temperature=args.temperature, top_k=args.top_k,
                     seed=args.seed)
     for i, text in enumerate(texts):

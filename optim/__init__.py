@@ -6,28 +6,18 @@
     optimizer.schedule     # step -> learning rate
     optimizer.eval_params  # (opt_state, params) -> the parameters to evaluate
 
-The custom transforms are also usable alone, each an optax.GradientTransformation with the
-learning rate and weight decay included: optim.soap, optim.shampoo, optim.ademamix,
-optim.simplified_ademamix, optim.adalayer, optim.sophia (these names are the functions; their
-modules stay importable as `from optim.soap import SoapState`). Each optimizer module
-registers its optimizers on import (see optim/registry.py).
+Each optimizer's hyperparameters are defined once in optim/hparams/ (JAX-free); the shared
+optimizer and schedule settings in optim/settings.py. The custom transforms are also usable
+alone, each an optax.GradientTransformation with the learning rate and weight decay included:
+`from optim.soap import soap`, likewise optim.shampoo.shampoo, optim.ademamix.ademamix and
+simplified_ademamix, optim.adalayer.adalayer, optim.sophia.sophia. Each implementation module
+registers its optimizers on import (optim/registry.py imports it when `build` needs it).
+The names below load on first use, so `import optim.hparams` loads no JAX.
 """
-from optim import from_optax  # noqa: F401  (registers optax's optimizers)
-from optim.adalayer import adalayer
-from optim.ademamix import ademamix, simplified_ademamix
-from optim.masks import lr_multipliers, matrix_mask, weight_decay_mask
-from optim.registry import (
-                            Optimizer,
-                            build,
-                            build_from_config,
-                            optimizer_defaults,
-                            registered_optimizers,
-)
-from optim.schedules import make_schedule
-from optim.shampoo import shampoo
-from optim.soap import soap
-from optim.sophia import sophia
+from core import lazy
 
-__all__ = ["Optimizer", "adalayer", "ademamix", "build", "build_from_config", "lr_multipliers",
-           "make_schedule", "matrix_mask", "optimizer_defaults", "registered_optimizers",
-           "shampoo", "simplified_ademamix", "soap", "sophia", "weight_decay_mask"]
+__getattr__, __dir__ = lazy.exports(__name__, {
+    "Optimizer": ".registry", "build": ".registry", "build_from_config": ".registry",
+    "registered_optimizers": ".registry",
+    "make_schedule": ".schedules", "lr_multipliers": ".masks", "matrix_mask": ".masks",
+    "weight_decay_mask": ".masks"})

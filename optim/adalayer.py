@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.hparams.adalayer import ADALAYER
 from optim.masks import stacked_mask
-from optim.registry import register, signature_defaults
+from optim.registry import register
 
 
 class ScaleByAdalayerState(NamedTuple):
@@ -71,8 +72,9 @@ def _block_mean_square(g, v):
     return jnp.mean(g * g, axis=tuple(range(v.ndim, g.ndim)))
 
 
-def scale_by_adalayer(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
-                      per_coordinate=None, stacked=None) -> optax.GradientTransformation:
+@ADALAYER.defaults_of(exclude=("weight_decay", "star"))
+def scale_by_adalayer(*, b1, b2, eps, per_coordinate=None,
+                      stacked=None) -> optax.GradientTransformation:
     """Adalayer's direction m_hat / (sqrt(v_hat) + eps), without lr or weight decay. A leaf's
     second moment is per coordinate when its state `nu` has the leaf's shape, else per block:
     one scalar, or one per layer of a `stacked` leaf (a pytree of bools or a callable of the
@@ -107,10 +109,9 @@ def scale_by_adalayer(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def adalayer(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
-             eps: float = 1e-8, weight_decay: float = 0.0,
-             per_coordinate=None,
-             mask=None, stacked=None) -> optax.GradientTransformation:
+@ADALAYER.defaults_of(exclude=("star",))
+def adalayer(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_decay,
+             per_coordinate=None, mask=None, stacked=None) -> optax.GradientTransformation:
     """Adalayer with decoupled weight decay (module docstring).
 
     Args:
@@ -131,16 +132,15 @@ def adalayer(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
         checks.in_unit_interval(name, value)
     for name, value in dict(eps=eps, weight_decay=weight_decay).items():
         checks.nonnegative(name, value)
-    return optax.chain(scale_by_adalayer(b1, b2, eps, per_coordinate, stacked),
+    return optax.chain(scale_by_adalayer(b1=b1, b2=b2, eps=eps, per_coordinate=per_coordinate,
+                                         stacked=stacked),
                        optax.add_decayed_weights(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
 
 
-@register("adalayer", defaults=signature_defaults(adalayer, skip=("per_coordinate", "stacked"),
-                                                  star=True))
+@register("adalayer")
 def _adalayer_from_config(h, schedule, decay_mask):
     """config.optimizer.adalayer; star: Adalayer* (last layer and norms keep per-coordinate
     second moments, `adalayer_star_mask`), else one second moment per block everywhere."""
-    return adalayer(schedule, b1=h.b1, b2=h.b2, eps=h.eps, weight_decay=h.weight_decay,
-                    per_coordinate=adalayer_star_mask if h.star else None, mask=decay_mask,
-                    stacked=stacked_mask)
+    return adalayer(schedule, per_coordinate=adalayer_star_mask if h.star else None,
+                    mask=decay_mask, stacked=stacked_mask, **ADALAYER.values(h, exclude=("star",)))

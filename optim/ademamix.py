@@ -62,7 +62,8 @@ import optax
 from optax._src import numerics
 
 from optim import checks
-from optim.registry import register, signature_defaults
+from optim.hparams.ademamix import ADEMAMIX, SIMPLIFIED_ADEMAMIX
+from optim.registry import register
 
 _HL_EPS = 1e-8  # the eps inside the references' half-life function f
 
@@ -143,7 +144,8 @@ def _cast(x, like):
 # --------------------------------------------------------------------------- AdEMAMix
 
 
-def scale_by_ademamix(b1=0.9, b2=0.999, b3=0.9999, alpha=2.0, eps=1e-8, b3_warmup=None,
+@ADEMAMIX.defaults_of(exclude=("weight_decay", "b3_warmup", "alpha_warmup"))
+def scale_by_ademamix(*, b1, b2, b3, alpha, eps, b3_warmup=None,
                       alpha_warmup=None) -> optax.GradientTransformation:
     """The AdEMAMix direction u (module docstring), without learning rate or weight decay."""
     for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
@@ -190,10 +192,10 @@ def scale_by_ademamix(b1=0.9, b2=0.999, b3=0.9999, alpha=2.0, eps=1e-8, b3_warmu
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def ademamix(learning_rate: Union[float, Callable], b1: float = 0.9, b2: float = 0.999,
-             b3: float = 0.9999, alpha: float = 2.0, eps: float = 1e-8,
+@ADEMAMIX.defaults_of(exclude=("weight_decay", "b3_warmup", "alpha_warmup"))
+def ademamix(learning_rate: Union[float, Callable], *, b1, b2, b3, alpha, eps,
              weight_decay: float = 0.0, b3_warmup: Optional[int] = None,
-             alpha_warmup: Optional[int] = None, *, mask=None) -> optax.GradientTransformation:
+             alpha_warmup: Optional[int] = None, mask=None) -> optax.GradientTransformation:
     """AdEMAMix (Pagliardini et al. 2024, Algorithm 1), as apple/ml-ademamix's PyTorch step.
 
     b3 warms up from b1 over `b3_warmup` steps (half-life interpolation), alpha from 0 over
@@ -214,9 +216,10 @@ def ademamix(learning_rate: Union[float, Callable], b1: float = 0.9, b2: float =
 # --------------------------------------------------------------------------- Simplified
 
 
-def scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=0.0, eps=1e-8, b1_warmup=None,
-                                 min_b1=0.9, bias_correction1=False,
-                                 bias_correction2=True) -> optax.GradientTransformation:
+@SIMPLIFIED_ADEMAMIX.defaults_of(exclude=("weight_decay", "b1_warmup"))
+def scale_by_simplified_ademamix(*, b1, b2, alpha, eps, min_b1, bias_correction1,
+                                 bias_correction2, b1_warmup=None
+                                 ) -> optax.GradientTransformation:
     """The Simplified-AdEMAMix direction u (module docstring), without lr or weight decay."""
     checks.in_unit_interval("b1", b1)
     checks.in_unit_interval("b2", b2)
@@ -262,11 +265,10 @@ def scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=0.0, eps=1e-8, b1_warmu
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def simplified_ademamix(learning_rate: Union[float, Callable], b1: float = 0.99,
-                        b2: float = 0.95, alpha: float = 0.0, eps: float = 1e-8,
-                        weight_decay: float = 0.0, b1_warmup: Optional[int] = None,
-                        min_b1: float = 0.9, bias_correction1: bool = False,
-                        bias_correction2: bool = True, *,
+@SIMPLIFIED_ADEMAMIX.defaults_of(exclude=("b1_warmup",))
+def simplified_ademamix(learning_rate: Union[float, Callable], *, b1, b2, alpha, eps,
+                        weight_decay, min_b1, bias_correction1, bias_correction2,
+                        b1_warmup: Optional[int] = None,
                         mask=None) -> optax.GradientTransformation:
     """Simplified-AdEMAMix (Morwani et al. 2025), as DepenM/Simplified-AdEMAMix's PyTorch step.
 
@@ -285,20 +287,21 @@ def simplified_ademamix(learning_rate: Union[float, Callable], b1: float = 0.99,
     )
 
 
-# weight_decay 0.1: the paper's language-model setting (the function's default is the
-# reference's 0).
-@register("ademamix", defaults=signature_defaults(ademamix, weight_decay=0.1))
+def _warmups_off_at_zero(values: dict) -> dict:
+    """A config's warmup of 0 (a typed field) is the functions' None: no warmup."""
+    return {k: (v or None) if k.endswith("_warmup") else v for k, v in values.items()}
+
+
+# The config's weight_decay is 0.1, the paper's language-model setting (the function's default
+# is the reference's 0).
+@register("ademamix")
 def _ademamix_from_config(h, schedule, decay_mask):
     """config.optimizer.ademamix; a warmup of 0 means none."""
-    return ademamix(schedule, b1=h.b1, b2=h.b2, b3=h.b3, alpha=h.alpha, eps=h.eps,
-                    weight_decay=h.weight_decay, b3_warmup=h.b3_warmup or None,
-                    alpha_warmup=h.alpha_warmup or None, mask=decay_mask)
+    return ademamix(schedule, mask=decay_mask, **_warmups_off_at_zero(ADEMAMIX.values(h)))
 
 
-@register("simplified_ademamix", defaults=signature_defaults(simplified_ademamix))
+@register("simplified_ademamix")
 def _simplified_ademamix_from_config(h, schedule, decay_mask):
     """config.optimizer.simplified_ademamix; a warmup of 0 means none."""
-    return simplified_ademamix(schedule, b1=h.b1, b2=h.b2, alpha=h.alpha, eps=h.eps,
-                               weight_decay=h.weight_decay, b1_warmup=h.b1_warmup or None,
-                               min_b1=h.min_b1, bias_correction1=h.bias_correction1,
-                               bias_correction2=h.bias_correction2, mask=decay_mask)
+    return simplified_ademamix(schedule, mask=decay_mask,
+                               **_warmups_off_at_zero(SIMPLIFIED_ADEMAMIX.values(h)))

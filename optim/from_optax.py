@@ -1,4 +1,5 @@
-"""Optimizers optax already ships, registered with their papers' defaults.
+"""Optimizers optax already ships, registered with their papers' defaults
+(optim/hparams/from_optax.py).
 
 Each builder returns a transform that includes the learning-rate schedule and, where the
 optimizer has one, decoupled weight decay on the parameters `decay_mask` selects (by default
@@ -13,29 +14,28 @@ from optim.masks import is_matrix, is_stacked, layerwise
 from optim.registry import register
 
 
-@register("adamw", defaults=dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1))
+@register("adamw")
 def adamw(h, schedule, decay_mask):
     """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay."""
     return optax.adamw(learning_rate=schedule, b1=h.b1, b2=h.b2, eps=h.eps,
                        weight_decay=h.weight_decay, mask=decay_mask)
 
 
-@register("sgd", defaults=dict(momentum=0.9, nesterov=False, weight_decay=0.0),
-          supports_mup=False)
+@register("sgd", supports_mup=False)
 def sgd(h, schedule, decay_mask):
     """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013)."""
     return optax.chain(optax.add_decayed_weights(h.weight_decay, decay_mask),
                        optax.sgd(schedule, momentum=h.momentum or None, nesterov=h.nesterov))
 
 
-@register("lion", defaults=dict(b1=0.9, b2=0.99, weight_decay=0.1))
+@register("lion")
 def lion(h, schedule, decay_mask):
     """Lion (Chen et al. 2023, Algorithm 2): sign of an interpolated momentum. The paper uses
     a 3-10x smaller lr and 3-10x larger weight decay than AdamW."""
     return optax.lion(schedule, b1=h.b1, b2=h.b2, weight_decay=h.weight_decay, mask=decay_mask)
 
 
-@register("signum", defaults=dict(b1=0.9, weight_decay=0.0))
+@register("signum")
 def signum(h, schedule, decay_mask):
     """Signum (Bernstein et al. 2018): the sign of an EMA of gradients,
     m <- b1 m + (1 - b1) g, update = -lr sign(m); the "signum" of Zhao et al. 2024."""
@@ -44,9 +44,7 @@ def signum(h, schedule, decay_mask):
                        optax.scale_by_learning_rate(schedule))
 
 
-@register("adafactor", defaults=dict(decay_rate=0.8, clipping_threshold=1.0, momentum=0.0,
-                                     multiply_by_parameter_scale=False, weight_decay=0.0,
-                                     min_dim_size_to_factor=128))
+@register("adafactor")
 def adafactor(h, schedule, decay_mask):
     """Adafactor (Shazeer & Stern 2018): factored second moments, update clipping. With
     multiply_by_parameter_scale off, `lr` is an absolute step size as in AdamW; momentum 0 is
@@ -73,10 +71,7 @@ def _muon_dimension_numbers(params):
     return jax.tree_util.tree_map_with_path(dims, params)
 
 
-@register("muon", defaults=dict(beta=0.95, ns_steps=5, nesterov=True, weight_decay=0.0,
-                                adam_b1=0.9, adam_b2=0.95, adam_weight_decay=0.0,
-                                adam_lr_multiplier=1.0),
-          supports_mup=False)
+@register("muon", supports_mup=False)
 def muon(h, schedule, decay_mask):
     """Muon (Jordan et al. 2024): momentum orthogonalised by Newton-Schulz iterations on the
     weight matrices; embeddings, norms and biases go to AdamW (adam_* keys), as in the
@@ -94,9 +89,8 @@ def _schedule_free_eval_params(opt_state, params):
     return contrib.schedule_free_eval_params(opt_state, params)
 
 
-@register("schedule_free_adamw", defaults=dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-                                               weight_lr_power=2.0),
-          eval_params=_schedule_free_eval_params, linear_in_lr=False)
+@register("schedule_free_adamw", eval_params=_schedule_free_eval_params,
+          linear_in_lr=False)
 def schedule_free_adamw(h, schedule, decay_mask):
     """Schedule-free AdamW (Defazio et al. 2024, Algorithm 1), composed as
     optax.contrib.schedule_free_adamw is but with the weight-decay mask. Pair it with
@@ -109,7 +103,7 @@ def schedule_free_adamw(h, schedule, decay_mask):
                                  weight_lr_power=h.weight_lr_power)
 
 
-@register("adopt", defaults=dict(b1=0.9, b2=0.9999, eps=1e-6, weight_decay=0.0))
+@register("adopt")
 def adopt(h, schedule, decay_mask):
     """ADOPT (Taniguchi et al. 2024): Adam with the second moment of the previous step, so
     the normalisation is independent of the current gradient; with the paper's clipping."""

@@ -1,28 +1,34 @@
-"""The optimizer registry: one place where an optimizer name maps to its builder and defaults.
+"""The optimizer registry: one place where an optimizer name maps to its builder; its
+hyperparameters (defaults, docs, study grids) are defined once in optim/hparams/.
 
-    @register("adamw", defaults=dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1))
+    @register("adamw")
     def adamw(h, schedule, decay_mask): ...
 
     schedule = optim.make_schedule(config.schedule, config.optimizer.lr, config.train.steps)
     optimizer = optim.build(config.optimizer, schedule, params)
 
-`h` is the optimizer's own section of the config, `config.optimizer.<name>`, whose defaults are
-`defaults` (so `configs/base.py` holds a section for every registered optimizer and
-`--config.optimizer.soap.b1=0.9` works); `schedule` is the learning-rate schedule; `decay_mask`
-marks the parameters weight decay applies to. The keys shared by all optimizers sit directly in
-`config.optimizer`: name, lr, grad_clip, and `groups`, the parameter groups (optim/masks.py)
-with their own lr multipliers and weight decay.
+`h` is the optimizer's own section of the config, `config.optimizer.<name>`, built from
+`optim.hparams.HYPERPARAMETERS[name]` (so `--config.optimizer.soap.b1=0.9` works); `schedule` is
+the learning-rate schedule; `decay_mask` marks the parameters weight decay applies to. The keys
+shared by all optimizers sit directly in `config.optimizer` (optim/settings.py): name, lr,
+grad_clip, weight_average_decay, and `groups`, the parameter groups (optim/masks.py) with their
+own lr multipliers and weight decay.
 """
-import inspect
+import importlib
 from typing import Any, Callable, NamedTuple
 
 import optax
 
-from optim.masks import group_of, lr_multipliers, scale_by_multipliers, weight_decay_mask
+from core.fields import Section
+from optim.hparams import HYPERPARAMETERS, IMPLEMENTATIONS
+from optim.masks import (
+    group_of,
+    lr_multipliers,
+    scale_by_multipliers,
+    weight_decay_mask,
+)
 from optim.schedules import make_schedule
 from optim.weight_average import average_parameters, averaged_params
-
-UNIT_INTERVAL_KEYS = ("b1", "b2", "b3", "beta", "momentum")
 
 Builder = Callable[[Any, optax.Schedule, Callable], optax.GradientTransformation]
 
@@ -41,7 +47,6 @@ class Optimizer(NamedTuple):
 
 class _Entry(NamedTuple):
     build: Builder
-    defaults: dict
     eval_params: Callable
     supports_mup: bool
     linear_in_lr: bool
@@ -50,9 +55,12 @@ class _Entry(NamedTuple):
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, defaults: dict, eval_params: Callable = identity_eval_params,
-             supports_mup: bool = True, linear_in_lr: bool = True):
-    """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`.
+def register(name: str, hyperparameters: Section | None = None,
+             eval_params: Callable = identity_eval_params, supports_mup: bool = True,
+             linear_in_lr: bool = True):
+    """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`, whose
+    hyperparameters optim/hparams/ defines, or `hyperparameters` for an optimizer defined
+    outside optiscale (a Section named "optimizer.<name>").
 
     `linear_in_lr`: the update is proportional to the learning rate, so per-group lr
     multipliers can scale it after the fact (not so for schedule-free methods, whose iterates
@@ -61,35 +69,31 @@ def register(name: str, defaults: dict, eval_params: Callable = identity_eval_pa
     apply to it.
     """
     def decorator(builder: Builder) -> Builder:
+        if hyperparameters is not None:
+            if name in HYPERPARAMETERS:
+                raise ValueError(f"optimizer {name!r} already has hyperparameters")
+            HYPERPARAMETERS[name] = hyperparameters
+        if name not in HYPERPARAMETERS:
+            raise ValueError(f"optimizer {name!r} has no hyperparameters in optim/hparams/; "
+                             "define its Section there first")
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, dict(defaults), eval_params,
-                                 supports_mup and linear_in_lr, linear_in_lr)
+        _REGISTRY[name] = _Entry(builder, eval_params, supports_mup and linear_in_lr,
+                                 linear_in_lr)
         return builder
 
     return decorator
 
 
-def signature_defaults(transform: Callable, skip: tuple = (), **changes) -> dict:
-    """A transform's hyperparameter defaults, read from its signature, so that each default is
-    written once: every argument with a default except learning_rate, mask and `skip`, with
-    None (off) written as 0, since a config field needs a typed value (the builder maps 0 back
-    to None). `changes` adds the config section's own keys (e.g. the lr multiplier of a matrix
-    optimizer's AdamW part) or sets a default the project chooses over the function's."""
-    defaults = {name: 0 if p.default is None else p.default
-                for name, p in inspect.signature(transform).parameters.items()
-                if p.default is not inspect.Parameter.empty
-                and name not in ("learning_rate", "mask", *skip)}
-    return {**defaults, **changes}
-
-
 def registered_optimizers() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(HYPERPARAMETERS))
 
 
-def optimizer_defaults() -> dict[str, dict]:
-    """name -> that optimizer's hyperparameter defaults (its config section)."""
-    return {name: dict(entry.defaults) for name, entry in sorted(_REGISTRY.items())}
+def _entry(name: str) -> _Entry:
+    """The registered builder of `name`, importing its implementation module on first use."""
+    if name not in _REGISTRY:
+        importlib.import_module(IMPLEMENTATIONS[name])
+    return _REGISTRY[name]
 
 
 def build(optimizer_cfg, schedule: optax.Schedule, params,
@@ -105,17 +109,17 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
     surfaces here, before anything compiles.
     """
     name = optimizer_cfg.name
-    if name not in _REGISTRY:
+    if name not in HYPERPARAMETERS:
         raise ValueError(f"optimizer.name={name!r} is not a registered optimizer; use one of "
                          f"{', '.join(registered_optimizers())}")
-    entry = _REGISTRY[name]
+    entry = _entry(name)
     if name not in optimizer_cfg:
         raise ValueError(f"config.optimizer has no section {name!r} with the hyperparameters of "
                          f"optimizer {name!r}; build the config from configs/base.py")
     h = optimizer_cfg[name]
-    _check_hyperparameters(h, name, entry.defaults)
+    _check_hyperparameters(h, name)
     if mup_width_mult is not None and not entry.supports_mup:
-        adam_like = ", ".join(n for n, e in sorted(_REGISTRY.items()) if e.supports_mup)
+        adam_like = ", ".join(n for n in registered_optimizers() if _entry(n).supports_mup)
         raise ValueError(f"muP (model.mup_base_width > 0) is implemented for optimizers with "
                          f"Adam-like updates; {name!r} needs other per-layer learning rates. "
                          f"Use one of {adam_like}, or set model.mup_base_width=0")
@@ -161,11 +165,12 @@ def build_from_config(config, params, mup_width_mult: float | None = None) -> Op
     return build(config.optimizer, schedule, params, mup_width_mult)
 
 
-def _check_hyperparameters(h, name: str, defaults: dict) -> None:
-    """config.optimizer.<name> must hold exactly the keys optimizer `name` reads, and its
-    decay rates must lie in [0, 1)."""
-    unknown = [k for k in h.keys() if k not in defaults]
-    missing = [k for k in defaults if k not in h]
+def _check_hyperparameters(h, name: str) -> None:
+    """config.optimizer.<name> must hold exactly the keys optimizer `name` defines, each within
+    its definition's range."""
+    section = HYPERPARAMETERS[name]
+    unknown = [k for k in h.keys() if k not in section.fields]
+    missing = [k for k in section.fields if k not in h]
     problems = []
     if unknown:
         problems.append(f"has {', '.join(map(repr, unknown))}, unknown to optimizer {name!r}")
@@ -173,7 +178,5 @@ def _check_hyperparameters(h, name: str, defaults: dict) -> None:
         problems.append(f"lacks {', '.join(map(repr, missing))}")
     if problems:
         raise ValueError(f"config.optimizer.{name} {' and '.join(problems)}; optimizer "
-                         f"{name!r} accepts exactly: {', '.join(defaults)}")
-    for key in UNIT_INTERVAL_KEYS:
-        if key in h and h[key] is not None and not 0 <= h[key] < 1:
-            raise ValueError(f"optimizer.{name}.{key}={h[key]} must lie in [0, 1)")
+                         f"{name!r} accepts exactly: {', '.join(section.fields)}")
+    section.check(h)

@@ -14,7 +14,7 @@ applied, so update `s` uses `schedule(s)`; the decaying schedules reach their fi
 """
 import optax
 
-SCHEDULES = ("cosine", "wsd", "linear", "constant")
+from optim.settings import SCHEDULE
 
 
 def make_schedule(schedule_cfg, peak_lr: float, total_steps: int) -> optax.Schedule:
@@ -53,29 +53,19 @@ def _wsd_decay_steps(decay_fraction: float, total_steps: int) -> int:
 
 
 def _check(schedule_cfg, peak_lr: float, total_steps: int) -> None:
+    """The section's own fields against their definitions (optim/settings.py), then what the
+    schedule needs of the run: steps, a positive peak, a warmup that ends before the run."""
     c = schedule_cfg
-    if c.name not in SCHEDULES:
-        raise ValueError(f"schedule.name={c.name!r} is not a known schedule; use one of "
-                         f"{', '.join(SCHEDULES)}")
+    SCHEDULE.check(c)
     if not total_steps > 0:
         raise ValueError(f"train.steps={total_steps} must be positive")
     if not peak_lr > 0:
         raise ValueError(f"optimizer.lr={peak_lr} (the peak learning rate) must be positive")
-    fraction = c.get("warmup_fraction", 0.0)
-    if not 0 <= fraction < 1:
-        raise ValueError(f"schedule.warmup_fraction={fraction} must be in [0, 1) (0: use "
-                         "schedule.warmup_steps)")
     warmup = warmup_steps(c, total_steps)
     if not 0 <= warmup < total_steps:
         raise ValueError(f"schedule.warmup_steps={warmup} must be in [0, train.steps="
                          f"{total_steps}) so that the peak learning rate is reached; lower "
                          "schedule.warmup_steps or raise train.steps")
-    if not 0 <= c.final_lr_fraction <= 1:
-        raise ValueError(f"schedule.final_lr_fraction={c.final_lr_fraction} must be in [0, 1] "
-                         "(the final learning rate as a fraction of optimizer.lr)")
-    if not 0 <= c.decay_fraction <= 1:
-        raise ValueError(f"schedule.decay_fraction={c.decay_fraction} must be in [0, 1] (the "
-                         "share of train.steps spent in the wsd decay)")
     if c.name == "wsd":
         decay = _wsd_decay_steps(c.decay_fraction, total_steps)
         if warmup + decay > total_steps:

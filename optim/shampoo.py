@@ -41,10 +41,9 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.hparams.shampoo import GRAFTS, SHAMPOO
 from optim.masks import matrices_and_rest, stacked_mask
-from optim.registry import register, signature_defaults
-
-GRAFTS = ("adam", "sgd")
+from optim.registry import register
 
 
 class ScaleByShampooState(NamedTuple):
@@ -133,10 +132,10 @@ def _grafted(g, graft_dir, roots, axes, preconditioning):
     return jnp.where(preconditioning, jnp.linalg.norm(graft_dir) * unit, graft_dir)
 
 
-def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_frequency=10,
-                     start_preconditioning_step=1, max_precond_dim=10000, graft="adam",
-                     graft_eps=1e-8, matrix_eps=1e-6, statistics_frequency=1,
-                     stacked=None) -> optax.GradientTransformation:
+@SHAMPOO.defaults_of(exclude=("weight_decay", "exponent", "rest_lr_multiplier"))
+def scale_by_shampoo(*, b1, b2, eps, precondition_frequency, start_preconditioning_step,
+                     max_precond_dim, graft, graft_eps, matrix_eps, statistics_frequency,
+                     exponent=None, stacked=None) -> optax.GradientTransformation:
     """The Shampoo direction with grafting and momentum, without lr or weight decay; see the
     module docstring for the algorithm and `shampoo` for the arguments."""
     stat_weight = 1.0 if b2 == 1 else 1.0 - b2  # b2 = 1: the paper's sum (AdaGrad)
@@ -196,11 +195,10 @@ def scale_by_shampoo(b1=0.9, b2=0.95, eps=1e-12, exponent=None, precondition_fre
         lambda params: _init_state(params, graft, max_precond_dim, stacks(params)), update_fn)
 
 
-def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.95,
-            eps: float = 1e-12, exponent: float | None = None, weight_decay: float = 0.0,
-            precondition_frequency: int = 10, start_preconditioning_step: int = 1,
-            max_precond_dim: int = 10000, graft: str = "adam", graft_eps: float = 1e-8,
-            matrix_eps: float = 1e-6, statistics_frequency: int = 1,
+@SHAMPOO.defaults_of(exclude=("exponent", "rest_lr_multiplier"))
+def shampoo(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_decay,
+            precondition_frequency, start_preconditioning_step, max_precond_dim, graft,
+            graft_eps, matrix_eps, statistics_frequency, exponent: float | None = None,
             mask=None, stacked=None) -> optax.GradientTransformation:
     """Shampoo with layerwise grafting, momentum and decoupled weight decay (module docstring).
 
@@ -251,22 +249,15 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 
         optax.scale_by_learning_rate(learning_rate))
 
 
-# exponent 0.0 (a float field): 2 x the number of preconditioned axes, the function's None.
-@register("shampoo", defaults=signature_defaults(shampoo, skip=("stacked",), exponent=0.0,
-                                                rest_lr_multiplier=1.0))
+@register("shampoo")
 def _shampoo_from_config(h, schedule, decay_mask):
-    """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes): Shampoo on
-    the hidden matrices; AdamW with b1, b2, graft_eps and weight decay, at lr x
-    rest_lr_multiplier, on embeddings, norms and biases. The AdamW part shares b2, so b2 < 1
-    here; `shampoo()` itself also takes b2 = 1 (summed statistics)."""
-    matrices = shampoo(schedule, b1=h.b1, b2=h.b2, eps=h.eps, exponent=h.exponent or None,
-                       weight_decay=h.weight_decay,
-                       precondition_frequency=h.precondition_frequency,
-                       start_preconditioning_step=h.start_preconditioning_step,
-                       max_precond_dim=h.max_precond_dim, graft=h.graft,
-                       graft_eps=h.graft_eps, matrix_eps=h.matrix_eps,
-                       statistics_frequency=h.statistics_frequency, mask=decay_mask,
-                       stacked=stacked_mask)
+    """config.optimizer.shampoo (exponent 0: 2 x the number of preconditioned axes, the
+    function's None): Shampoo on the hidden matrices; AdamW with b1, b2, graft_eps and weight
+    decay, at lr x rest_lr_multiplier, on embeddings, norms and biases. The AdamW part shares
+    b2, so b2 < 1 here; `shampoo()` itself also takes b2 = 1 (summed statistics)."""
+    matrices = shampoo(schedule, exponent=h.exponent or None, mask=decay_mask,
+                       stacked=stacked_mask,
+                       **SHAMPOO.values(h, exclude=("exponent", "rest_lr_multiplier")))
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1,
                        b2=h.b2, eps=h.graft_eps, weight_decay=h.weight_decay,
                        mask=decay_mask)

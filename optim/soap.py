@@ -44,18 +44,19 @@ import optax
 
 from optim import blocks, checks
 from optim.decay import add_decayed_weights_after_step
+from optim.hparams.soap import BLOCK_UPDATES, PRECISIONS, SOAP
 from optim.masks import matrices_and_rest, stacked_mask
-from optim.registry import register, signature_defaults
+from optim.registry import register
 
-# The precision of the rotations and statistics: the reference runs true float32 matmuls
-# (PyTorch's TF32 default is off), "highest" here, which costs six bf16 passes on a TPU MXU;
-# "high" is three (bf16_3x, ~float32 accuracy), "default" one (bf16 on TPU, TF32 on GPU).
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-              "default": jax.lax.Precision.DEFAULT}
-# How the eigenbases of a region's equal blocks are updated: one after another (lax.map) or
-# together (vmap, batched eigh / QR). "auto" maps on CPU, where batched LAPACK calls inside
-# lax.switch hung XLA's runtime (jax 0.10), and vmaps on GPU and TPU.
-BLOCK_UPDATES = ("auto", "map", "vmap")
+# The precision of the rotations and statistics (hparams PRECISIONS, in that order): the
+# reference runs true float32 matmuls (PyTorch's TF32 default is off), "highest" here, which
+# costs six bf16 passes on a TPU MXU; "high" is three (bf16_3x, ~float32 accuracy), "default"
+# one (bf16 on TPU, TF32 on GPU). `block_update` (BLOCK_UPDATES) says how the eigenbases of a
+# region's equal blocks are updated: one after another (lax.map) or together (vmap, batched
+# eigh / QR); "auto" maps on CPU, where batched LAPACK calls inside lax.switch hung XLA's
+# runtime (jax 0.10), and vmaps on GPU and TPU.
+_PRECISION = dict(zip(PRECISIONS, (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGH,
+                                   jax.lax.Precision.DEFAULT)))
 
 
 class SoapState(NamedTuple):
@@ -250,13 +251,10 @@ def _tensor_update(h: _Settings, branch, g, m, v, stats, bases, stacked: bool):
             tuple(o[3] for o in outputs))
 
 
-def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0,
-                  eps: float = 1e-8, precondition_frequency: int = 10,
-                  max_precond_dim: int = 10000, merge_dims: bool = False,
-                  precondition_1d: bool = False, normalize_grads: bool = False,
-                  correct_bias: bool = True, block_size: int = 0,
-                  precision: str = "highest", block_update: str = "auto", stacked=None
-                  ) -> optax.GradientTransformation:
+@SOAP.defaults_of(exclude=("weight_decay", "rest_lr_multiplier"))
+def scale_by_soap(*, b1, b2, shampoo_beta, eps, precondition_frequency, max_precond_dim,
+                  merge_dims, precondition_1d, normalize_grads, correct_bias, block_size,
+                  precision, block_update, stacked=None) -> optax.GradientTransformation:
     """SOAP's direction (the module docstring, without learning rate and weight decay): N,
     times sqrt(1 - b2^t) / (1 - b1^t) if correct_bias, divided by its RMS if normalize_grads.
     The first call initialises the factors and bases and returns zeros.
@@ -281,7 +279,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
     if block_update == "auto":
         block_update = "map" if jax.default_backend() == "cpu" else "vmap"
     h = _Settings(b1, b2, shampoo_beta if shampoo_beta >= 0 else b2, eps, max_precond_dim,
-                  merge_dims, precondition_1d, block_size or 0, PRECISIONS[precision],
+                  merge_dims, precondition_1d, block_size or 0, _PRECISION[precision],
                   block_update)
 
     def stacks(tree):
@@ -324,42 +322,29 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, shampoo_beta: float = -1.0
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def soap(learning_rate: optax.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.95,
-         shampoo_beta: float = -1.0, eps: float = 1e-8, weight_decay: float = 0.01,
-         precondition_frequency: int = 10, max_precond_dim: int = 10000,
-         merge_dims: bool = False, precondition_1d: bool = False,
-         normalize_grads: bool = False, correct_bias: bool = True, block_size: int = 0,
-         precision: str = "highest", block_update: str = "auto", mask=None,
-         stacked=None) -> optax.GradientTransformation:
-    """SOAP with the reference's defaults: `scale_by_soap`, the learning rate (a float or a
-    schedule of the 0-based call count) and decoupled weight decay of the stepped parameters
-    that `mask` selects (None: all; optax's `mask`); `stacked` as in scale_by_soap. `update`
-    needs `params` when weight_decay > 0. Apply the output with optax.apply_updates."""
+@SOAP.defaults_of(exclude=("rest_lr_multiplier",))
+def soap(learning_rate: optax.ScalarOrSchedule, *, weight_decay, mask=None, stacked=None,
+         **direction) -> optax.GradientTransformation:
+    """SOAP with the reference's defaults (optim/hparams/soap.py): `scale_by_soap` with the
+    `direction` hyperparameters, the learning rate (a float or a schedule of the 0-based call
+    count) and decoupled weight decay of the stepped parameters that `mask` selects (None: all;
+    optax's `mask`); `stacked` as in scale_by_soap. `update` needs `params` when
+    weight_decay > 0. Apply the output with optax.apply_updates."""
     checks.learning_rate(learning_rate)
     return optax.chain(
-        scale_by_soap(b1=b1, b2=b2, shampoo_beta=shampoo_beta, eps=eps,
-                      precondition_frequency=precondition_frequency,
-                      max_precond_dim=max_precond_dim, merge_dims=merge_dims,
-                      precondition_1d=precondition_1d, normalize_grads=normalize_grads,
-                      correct_bias=correct_bias, block_size=block_size, precision=precision,
-                      block_update=block_update, stacked=stacked),
+        scale_by_soap(stacked=stacked, **direction),
         optax.scale_by_learning_rate(learning_rate),
         add_decayed_weights_after_step(weight_decay, learning_rate, mask, first_step=1))
 
 
-@register("soap", defaults=signature_defaults(soap, skip=("stacked",), rest_lr_multiplier=1.0))
+@register("soap")
 def _soap_from_config(h, schedule, decay_mask):
     """config.optimizer.soap: SOAP on the hidden matrices; AdamW with SOAP's b1, b2, eps and
     weight decay, at lr x rest_lr_multiplier, on embeddings, norms and biases; both decay the
     parameters `decay_mask` selects. block_size 0 (the default) is the reference's one
     preconditioner per matrix; levanter uses 256."""
-    matrices = soap(schedule, b1=h.b1, b2=h.b2, shampoo_beta=h.shampoo_beta, eps=h.eps,
-                    weight_decay=h.weight_decay, precondition_frequency=h.precondition_frequency,
-                    max_precond_dim=h.max_precond_dim, merge_dims=h.merge_dims,
-                    precondition_1d=h.precondition_1d, normalize_grads=h.normalize_grads,
-                    correct_bias=h.correct_bias, block_size=h.block_size,
-                    precision=h.precision, block_update=h.block_update, mask=decay_mask,
-                    stacked=stacked_mask)
+    matrices = soap(schedule, mask=decay_mask, stacked=stacked_mask,
+                    **SOAP.values(h, exclude=("rest_lr_multiplier",)))
     rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
                        eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
     return matrices_and_rest(matrices, rest)

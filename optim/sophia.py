@@ -30,9 +30,8 @@ from optax import contrib
 from optax.contrib._sophia import scale_by_sophia  # not re-exported by optax.contrib
 
 from optim import checks
-from optim.registry import register, signature_defaults
-
-ESTIMATORS = ("gnb", "hutchinson")
+from optim.hparams.sophia import ESTIMATORS, SOPHIA
+from optim.registry import register
 
 
 class GNBState(NamedTuple):
@@ -59,10 +58,10 @@ def gnb_estimator_diag_hessian(seed: int = 0) -> optax.GradientTransformationExt
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def sophia(learning_rate: optax.ScalarOrSchedule, b1: float = 0.965, b2: float = 0.99,
-           rho: float = 0.04, eps: float = 1e-15, weight_decay: float = 0.1,
-           update_interval: int = 10, estimator: str = "gnb", mask=None,
-           seed: int = 0) -> optax.GradientTransformationExtraArgs:
+@SOPHIA.defaults_of()
+def sophia(learning_rate: optax.ScalarOrSchedule, *, b1, b2, rho, eps, weight_decay,
+           update_interval, estimator, mask=None, seed: int = 0
+           ) -> optax.GradientTransformationExtraArgs:
     """Sophia with the defaults of the authors' SophiaG (betas (0.965, 0.99), rho 0.04,
     weight decay 0.1, k = 10, eps 1e-15); see the module docstring for the algorithm and what
     `update` must be given."""
@@ -81,9 +80,7 @@ def sophia(learning_rate: optax.ScalarOrSchedule, b1: float = 0.965, b2: float =
         optax.scale_by_learning_rate(learning_rate))
 
 
-@register("sophia", defaults=signature_defaults(sophia, skip=("seed",)))
+@register("sophia")
 def _sophia_from_config(h, schedule, decay_mask):
     """config.optimizer.sophia: Sophia-G (estimator="gnb") or Sophia-H ("hutchinson")."""
-    return sophia(schedule, b1=h.b1, b2=h.b2, rho=h.rho, eps=h.eps,
-                  weight_decay=h.weight_decay, update_interval=h.update_interval,
-                  estimator=h.estimator, mask=decay_mask)
+    return sophia(schedule, mask=decay_mask, **SOPHIA.values(h))

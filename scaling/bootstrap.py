@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core import cli
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -58,7 +60,7 @@ def bootstrap(fit: Callable[[np.ndarray], np.ndarray], n_items: int, *, n_resamp
     the intervals use the others and a warning says how many were lost."""
     rng = np.random.default_rng(seed)
     rows = []
-    for _ in range(n_resamples):
+    for _ in cli.progress(range(n_resamples), desc="bootstrap", unit="fit", leave=False):
         try:
             rows.append(np.atleast_1d(np.asarray(
                 fit(resample_indices(n_items, rng, strata, groups)), dtype=float)))

@@ -1,32 +1,34 @@
 """Fit a scaling law to run directories or a CSV table; write fit.json, report.md and a PNG.
 
-    python -m scaling.fit --runs=runs/ladder --law=compute --out=reports/compute
-    python -m scaling.fit --runs runs/a runs/b ... --law=chinchilla --out=reports/chinchilla
+    python -m scaling.fit --runs=runs/ladder --law=compute --report_dir=reports/compute
+    python -m scaling.fit --runs runs/a runs/b ... --law=chinchilla --report_dir=reports/chinchilla
     python -m scaling.fit --table=tests/fixtures/chinchilla_approach3.csv --law=chinchilla \\
-        --n-col="Model Size" --c-col="Training FLOP" --loss-col=loss --drop-highest-loss=5 \\
-        --out=reports/besiroglu
+        --n_col="Model Size" --c_col="Training FLOP" --loss_col=loss --drop_highest_loss=5 \\
+        --report_dir=reports/besiroglu
     python -m scaling.fit --table=tests/fixtures/loss_to_loss_sweep.csv --law=loss_to_loss \\
-        --x-data=fineweb-edu-100b --y-data=starcoder --n-col=params --c-col=iso_flop \\
-        --heldout-table=tests/fixtures/loss_to_loss_extrapolation.csv --out=reports/l2l
+        --x_data=fineweb-edu-100b --y_data=starcoder --n_col=params --c_col=iso_flop \\
+        --heldout_table=tests/fixtures/loss_to_loss_extrapolation.csv --report_dir=reports/l2l
+
+(--report_dir was --out; it and the hyphenated spellings, --n-col, still work.)
 
 Laws: compute (L(C) on the compute frontier), chinchilla (Approach 3, or --approach=2 for IsoFLOP
 parabolas), loss_to_loss (--kind train_to_train | train_to_test | test_to_test) and cbs
 (critical batch size). Column defaults fit run directories (scaling/runs.py) and the
-loss-to-loss CSVs; --*-col flags name other columns. Without --d-col or --c-col columns in the
+loss-to-loss CSVs; --*_col flags name other columns. Without --d_col or --c_col columns in the
 table, D = C / 6N or C = 6ND.
 
-Held-out validation is on by default: runs within --holdout-factor (2x) of the largest compute
-(for cbs: of the largest model size) are left out of the fit and predicted; --heldout-table
-supplies held-out runs instead; --holdout-factor=0 turns it off. Run directories whose run did
+Held-out validation is on by default: runs within --holdout_factor (2x) of the largest compute
+(for cbs: of the largest model size) are left out of the fit and predicted; --heldout_table
+supplies held-out runs instead; --holdout_factor=0 turns it off. Run directories whose run did
 not finish (no final eval) are skipped with a warning, except for cbs, which reads their
 loss curves up to where they stopped.
 """
-import argparse
 import re
 import sys
 
 import numpy as np
 
+from core import cli
 from scaling import chinchilla, compute_law, laws, loss_to_loss
 from scaling.inputs import bootstrap_settings
 from scaling.runs import curve_points, load_runs
@@ -37,64 +39,63 @@ MIN_POINTS = {"compute": len(compute_law.PARAMS), "chinchilla": len(chinchilla.P
               "loss_to_loss": len(loss_to_loss.OFFSET_PARAMS), "cbs": 2}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scaling.fit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--runs", nargs="+", help="run directories, or directories of them")
-    source.add_argument("--table", help="CSV file, one row per run")
-    p.add_argument("more_runs", nargs="*", metavar="DIR",
-                   help="more run directories (--runs=DIR takes one; list the rest after it)")
-    p.add_argument("--law", required=True, choices=LAWS)
-    p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--approach", type=int, choices=(2, 3), default=3, help="chinchilla approach")
-    p.add_argument("--n-col", help="model size N (default: params_non_embedding for --runs, "
-                                   "params for --table)")
-    p.add_argument("--d-col", default="tokens", help="training tokens D")
-    p.add_argument("--curves", action="store_true",
-                   help="--runs: fit every validation point of each learning curve, not only "
-                        "final losses (the frontier of a few sizes, Kaplan et al. 2020)")
-    p.add_argument("--c-col", default="flops", help="training FLOPs C")
-    p.add_argument("--loss-col", default="val_loss", help="final loss to fit")
-    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
-                   help="keep only rows with COL equal to VALUE (repeatable)")
-    p.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
-                   help="drop the K highest-loss rows (Besiroglu et al. drop 5 of Chinchilla's)")
-    p.add_argument("--holdout-factor", type=float, default=2.0,
-                   help="hold out runs within this factor of the largest (0: none)")
-    p.add_argument("--heldout-table", help="CSV of held-out runs to predict (same columns)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--level", type=float, default=0.95, help="interval level")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid-starts", type=int, help="chinchilla approach 3: run L-BFGS from the "
-                   "best K of the 4,500 grid starts only (default: all)")
-    p.add_argument("--budget-col", help="approach 2: FLOP budget label (default: group C)")
-    p.add_argument("--dataset-col", default="data", help="loss_to_loss: training-set column")
-    p.add_argument("--x-data", help="loss_to_loss: training set of the x runs")
-    p.add_argument("--y-data", help="loss_to_loss: training set of the y runs "
-                                    "(train_to_test: the same as --x-data)")
-    p.add_argument("--x-loss", default="val_loss", help="loss_to_loss: x loss column")
-    p.add_argument("--y-loss", default="val_loss", help="loss_to_loss: y loss column")
-    p.add_argument("--kind", choices=laws.KINDS, default="train_to_train")
-    p.add_argument("--batch-col", help="cbs: batch size column (default: batch_tokens for "
-                                       "--runs, batch_size for --table)")
-    p.add_argument("--steps-col", default="steps_to_target",
-                   help="cbs --table: steps each run needed to reach the target loss")
-    p.add_argument("--curve", default="train/loss", help="cbs --runs: logged loss to follow")
-    p.add_argument("--smooth", type=int, default=5,
-                   help="cbs --runs: trailing mean over this many logged points")
-    p.add_argument("--target-loss", type=float,
-                   help="cbs --runs: target loss for every model size (default: per size, the "
-                        "lowest loss all its runs reach)")
-    return p
+PARSER = cli.parser("python -m scaling.fit", __doc__)
+_SOURCE = PARSER.add_mutually_exclusive_group(required=True)
+_SOURCE.add_argument("--runs", nargs="+", help="run directories, or directories of them")
+_SOURCE.add_argument("--table", help="CSV file, one row per run")
+PARSER.add_argument("more_runs", nargs="*", metavar="DIR",
+                    help="more run directories (--runs=DIR takes one; list the rest after it)")
+PARSER.add_argument("--law", required=True, choices=LAWS)
+cli.add_path(PARSER, "report_dir", required=True, old=("--out",),
+             use="fit.json, report.md and the plots")
+PARSER.add_argument("--approach", type=int, choices=(2, 3), default=3,
+                    help="chinchilla approach")
+PARSER.add_argument("--n_col", help="model size N (default: params_non_embedding for --runs, "
+                                    "params for --table)")
+PARSER.add_argument("--d_col", default="tokens", help="training tokens D")
+PARSER.add_argument("--curves", action="store_true",
+                    help="--runs: fit every validation point of each learning curve, not only "
+                         "final losses (the frontier of a few sizes, Kaplan et al. 2020)")
+PARSER.add_argument("--c_col", default="flops", help="training FLOPs C")
+PARSER.add_argument("--loss_col", default="val_loss", help="final loss to fit")
+PARSER.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                    help="keep only rows with COL equal to VALUE (repeatable)")
+PARSER.add_argument("--drop_highest_loss", type=int, default=0, metavar="K",
+                    help="drop the K highest-loss rows (Besiroglu et al. drop 5 of Chinchilla's)")
+PARSER.add_argument("--holdout_factor", type=float, default=2.0,
+                    help="hold out runs within this factor of the largest (0: none)")
+PARSER.add_argument("--heldout_table", help="CSV of held-out runs to predict (same columns)")
+PARSER.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+PARSER.add_argument("--level", type=float, default=0.95, help="interval level")
+PARSER.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+PARSER.add_argument("--grid_starts", type=int, help="chinchilla approach 3: run L-BFGS from the "
+                    "best K of the 4,500 grid starts only (default: all)")
+PARSER.add_argument("--budget_col", help="approach 2: FLOP budget label (default: group C)")
+PARSER.add_argument("--dataset_col", default="data", help="loss_to_loss: training-set column")
+PARSER.add_argument("--x_data", help="loss_to_loss: training set of the x runs")
+PARSER.add_argument("--y_data", help="loss_to_loss: training set of the y runs "
+                                     "(train_to_test: the same as --x_data)")
+PARSER.add_argument("--x_loss", default="val_loss", help="loss_to_loss: x loss column")
+PARSER.add_argument("--y_loss", default="val_loss", help="loss_to_loss: y loss column")
+PARSER.add_argument("--kind", choices=laws.KINDS, default="train_to_train",
+                    help="loss_to_loss: which losses are paired")
+PARSER.add_argument("--batch_col", help="cbs: batch size column (default: batch_tokens for "
+                                        "--runs, batch_size for --table)")
+PARSER.add_argument("--steps_col", default="steps_to_target",
+                    help="cbs --table: steps each run needed to reach the target loss")
+PARSER.add_argument("--curve", default="train/loss", help="cbs --runs: logged loss to follow")
+PARSER.add_argument("--smooth", type=int, default=5,
+                    help="cbs --runs: trailing mean over this many logged points")
+PARSER.add_argument("--target_loss", type=float,
+                    help="cbs --runs: target loss for every model size (default: per size, the "
+                         "lowest loss all its runs reach)")
 
 
 def parse_args(argv):
-    p = _parser()
-    args = p.parse_args(argv)
+    args = PARSER.parse_args(argv)
     if args.more_runs:
         if not args.runs:
-            p.error(f"unexpected arguments {args.more_runs}: run directories follow --runs")
+            PARSER.error(f"unexpected arguments {args.more_runs}: run directories follow --runs")
         args.runs += args.more_runs
     return args
 
@@ -151,7 +152,7 @@ def fit(args, table: Table, held: Table | None, notes: list[str]) -> laws.Fitted
                            d=args.d_col, c=args.c_col, loss=args.loss_col)
     options = laws.FitOptions(bootstrap=args.bootstrap, level=args.level, seed=args.seed,
                               holdout_factor=args.holdout_factor, heldout=held,
-                              plot_dir=args.out)
+                              plot_dir=args.report_dir)
     if args.law == "compute":
         fitted = laws.compute(table, columns, options)
     elif args.law == "chinchilla":
@@ -182,25 +183,22 @@ def run(argv) -> list[str]:
     inputs = {"source": source, "law": args.law, "rows": len(table),
               "bootstrap resamples": args.bootstrap, "interval level": args.level,
               "seed": args.seed}
-    return laws.write(fitted, args.out, inputs)
+    return laws.write(fitted, args.report_dir, inputs)
 
 
 def in_flag_names(message: str) -> str:
     """A scaling.laws error in the command line's words: its argument names (x_data, y_loss,
-    ...) spelled as their flags (--x-data, --y-loss)."""
-    for action in _parser()._actions:
+    ...) spelled as their flags (--x_data, --y_loss)."""
+    for action in PARSER._actions:
         if "_" in action.dest and action.option_strings:
             message = re.sub(rf"\b{action.dest}\b", action.option_strings[0], message)
     return message
 
 
-def main(argv=None) -> None:
-    try:
-        paths = run(sys.argv[1:] if argv is None else argv)
-    except ValueError as error:
-        sys.exit(f"error: {in_flag_names(str(error))}")
-    print("\n".join(paths))
+@cli.main(ValueError, describe=lambda error: in_flag_names(str(error)))
+def main(argv) -> None:
+    print("\n".join(run(argv)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,7 +25,12 @@ import numpy as np
 
 from scaling.bootstrap import Estimate, bootstrap, estimates, predictive
 from scaling.inputs import bootstrap_settings, positive_arrays, require_distinct
-from scaling.objective import best_starts, huber_log_objective, log_sum_exp, minimize_multistart
+from scaling.objective import (
+    best_starts,
+    huber_log_objective,
+    log_sum_exp,
+    minimize_multistart,
+)
 from scaling.validation import HeldOut
 
 OFFSET_PARAMS = ["A", "B", "E", "alpha", "beta"]

@@ -1,6 +1,7 @@
 """Run directories (lm.train workdirs) -> one Table row per run.
 
-A run directory holds config.json, model.json and metrics.jsonl (schema in lm/train/metrics_log.py).
+A run directory holds config.json, model.json and metrics.jsonl (core/run_format.py; the rows'
+schema is in lm/train/metrics_log.py).
 Columns of the table `load_runs` returns:
 
     name, path              directory name and path
@@ -29,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.run_format import CONFIG, METRICS, MODEL, RUN_FILES, parse_metrics
 from data import sources
 from scaling.table import Table
-
-RUN_FILES = ("config.json", "model.json", "metrics.jsonl")
 
 
 @dataclass(frozen=True)
@@ -50,32 +50,15 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
     """Each path is a run directory or a directory whose subdirectories are runs."""
     found = []
     for path in map(Path, paths):
-        if (path / "metrics.jsonl").exists():
+        if (path / METRICS).exists():
             found.append(path)
             continue
-        children = sorted(p for p in path.glob("*") if (p / "metrics.jsonl").exists())
+        children = sorted(p for p in path.glob("*") if (p / METRICS).exists())
         if not children:
             raise ValueError(f"{path}: neither a run directory (config.json, model.json, "
                              "metrics.jsonl) nor a directory of them")
         found.extend(children)
     return found
-
-
-def parse_metrics(text: str, path) -> tuple[list[dict], str]:
-    """(rows, torn) of a metrics.jsonl text: `torn` is its last line if that line is not whole
-    JSON (a run killed, or a disk full, mid-write), else "". Any other bad line is an error.
-    lm.train reads its own metrics.jsonl with this too."""
-    lines = [line for line in text.splitlines(keepends=True) if line.strip()]
-    rows, torn = [], ""
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON; the file was edited or "
-                                 "damaged: remove that line") from None
-            torn = line
-    return rows, torn
 
 
 def read_metrics_rows(path: Path) -> list[dict]:
@@ -93,9 +76,9 @@ def load_run(path: Path) -> dict:
         if not (path / name).exists():
             raise ValueError(f"{path}: missing {name}; a run directory from lm.train has "
                              f"{', '.join(RUN_FILES)}")
-    config = json.loads((path / "config.json").read_text())
-    model = json.loads((path / "model.json").read_text())
-    rows = read_metrics_rows(path / "metrics.jsonl")
+    config = json.loads((path / CONFIG).read_text())
+    model = json.loads((path / MODEL).read_text())
+    rows = read_metrics_rows(path / METRICS)
     if not rows:
         raise ValueError(f"{path}: metrics.jsonl has no rows (the run never logged a step)")
     last = rows[-1]

@@ -28,7 +28,7 @@ class Table:
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.columns:
             raise ValueError(f"no column {name!r}; the table has: {', '.join(self.columns)}. "
-                             "Name the right one with the matching --*-col flag")
+                             "Name the right one with the matching --*_col flag")
         return self.columns[name]
 
     @property

@@ -27,3 +27,12 @@ def tiny_config(data_root):
                         log_every=5, keep_checkpoints=3))
     c.schedule.warmup_steps = 5
     return c
+
+
+@pytest.fixture
+def short_config(tiny_config):
+    """tiny_config cut to 10 steps: metrics rows and checkpoints at steps 5 and 10, one
+    evaluation at the end (the runs of the tests that damage or interrupt a run)."""
+    tiny_config.train.update(dict(steps=10, eval_every=10, checkpoint_every=5, log_every=5))
+    tiny_config.schedule.warmup_steps = 2
+    return tiny_config

@@ -3,9 +3,9 @@
 a 10% warmup. The seed papers tune each optimizer's lr before comparing them; lm.sweep selects
 the best lr of each (size, optimizer) into ROOT/best_lr.csv.
 
-    python -m lm.sweep --config=configs/sweeps/optimizers.py --root=runs/sweeps/optimizers
+    python -m lm.sweep --sweep=configs/sweeps/optimizers.py --runs_dir=runs/sweeps/optimizers
 
-Sized for ~10 minutes on 2 CPU cores (`--dry-run` gives the estimate), which holds one rung of
+Sized for ~10 minutes on 2 CPU cores (`--dry_run` gives the estimate), which holds one rung of
 the ladder: each d128_l4 run alone costs 30x a d64_l2 run here (8x the parameters, so 8x the
 tokens, at 3.7x the FLOPs per token). Add rungs to SIZES for the study; run names always carry
 the size, so the runs already done keep their workdirs.

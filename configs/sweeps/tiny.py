@@ -1,7 +1,7 @@
 """Three tiny runs (seconds each) on the embedded sample corpora: an lr grid of AdamW, the sweep
 CI runs end to end.
 
-    python -m lm.sweep --config=configs/sweeps/tiny.py --root=runs/sweeps/tiny
+    python -m lm.sweep --sweep=configs/sweeps/tiny.py --runs_dir=runs/sweeps/tiny
 """
 from configs import base
 from lm.sweep.spec import Sweep, lr_grid

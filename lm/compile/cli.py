@@ -1,7 +1,7 @@
 """Compile a run's train step ahead of time for a TPU topology and report what the pod would run.
 
-    python -m lm.compile --config=configs/base.py:d2048_l20 --topology=v5p:2x2x2 \
-        --config.mesh.data=1 --config.mesh.fsdp=-1 --config.data.seq_len=2048 \
+    python -m lm.compile --config=configs/base.py:d2048_l20 --topology=v5p:2x2x2 \\
+        --config.mesh.data=1 --config.mesh.fsdp=-1 --config.data.seq_len=2048 \\
         --config.model.max_seq_len=2048 --config.train.batch_size=32
 
 Needs the `tpu` extra (libtpu), no TPU. Prints one JSON object: the mesh, parameters and
@@ -12,34 +12,27 @@ bytes; XLA's estimated step time and the MFU it implies. "auto" settings resolve
 compute, splash attention. Exit status 2 for bad input, 1 when the program does not fit.
 """
 import json
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
+from core import cli
 from lm.compile import DEFAULT_CONFIG
 from lm.compile.program import compile_train_step, report, topology_devices
 from lm.errors import ConfigError
+from lm.train import config_flag
 
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
-                                          "Config file (a get_config() python file).")
-_TOPOLOGY = flags.DEFINE_string("topology", "v5p:2x2x2",
-                                "TPU topology: v5p:2x2x2, v4:2x2x1, v5e:4x4, v6e:2x2, ...")
+PARSER = cli.parser("python -m lm.compile", __doc__)
+config_flag.add_config(PARSER, DEFAULT_CONFIG)
+PARSER.add_argument("--topology", default="v5p:2x2x2",
+                    help="TPU topology: v5p:2x2x2, v4:2x2x1, v5e:4x4, v6e:2x2, ...")
 
 
-def main(argv) -> None:
-    del argv
+@cli.main(ConfigError)
+def main(argv) -> int:
+    args, config = config_flag.parse(PARSER, argv)
     logging.set_verbosity(logging.ERROR)
-    try:
-        devices = topology_devices(_TOPOLOGY.value)
-        compiled, facts = compile_train_step(_CONFIG.value, devices)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    record = {"topology": _TOPOLOGY.value, **report(compiled, facts, _CONFIG.value, devices)}
+    devices = topology_devices(args.topology)
+    compiled, facts = compile_train_step(config, devices)
+    record = {"topology": args.topology, **report(compiled, facts, config, devices)}
     print(json.dumps(record, indent=1), flush=True)
-    sys.exit(0 if record["fits"] else 1)
-
-
-def entry_point() -> None:
-    app.run(main)
+    return 0 if record["fits"] else 1

@@ -1,5 +1,7 @@
 """The decoder-only transformer: pure functions of (parameters, tokens).
 
+    settings.py     config.model's fields: defaults, docs, allowed values (JAX-free)
+    ladder.py       the model sizes, d32_l2 .. d2048_l20 (python -m lm.model.ladder)
     config.py       ModelConfig: resolved hyperparameters and what derives from them
     transformer.py  Attention, MLP, blocks, the Transformer; init, logical axes, KV cache
     layers.py       dense projections, norms, rotary embedding
@@ -7,17 +9,12 @@
     mx.py           OCP Microscaling formats, quantized matmuls emulated bit-exactly
     loss.py         next-token cross-entropy and z-loss
     info.py         exact parameter counts and training FLOPs per token
-    coord_check.py  muP's coordinate check (python -m lm.model.coord_check)
 """
-from lm.model.config import ACTIVATIONS, NORMS, ModelConfig, mup_width_mult
-from lm.model.transformer import (
-    Transformer,
-    for_decoding,
-    init_cache,
-    init_params,
-    mx_probes,
-    param_logical_axes,
-)
+from core import lazy
 
-__all__ = ["ACTIVATIONS", "NORMS", "ModelConfig", "Transformer", "for_decoding", "init_cache",
-           "init_params", "mup_width_mult", "mx_probes", "param_logical_axes"]
+# Loaded on first use, so that `lm.model.settings` is importable without JAX.
+__getattr__, __dir__ = lazy.exports(__name__, {
+    "ACTIVATIONS": ".settings", "NORMS": ".settings", "ModelConfig": ".config",
+    "mup_width_mult": ".config", "Transformer": ".transformer", "for_decoding": ".transformer",
+    "init_cache": ".transformer", "init_params": ".transformer", "mx_probes": ".transformer",
+    "param_logical_axes": ".transformer"})

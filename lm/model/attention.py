@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn", "splash")
+from lm.model.settings import ATTENTIONS as IMPLEMENTATIONS
+
 _BY_BACKEND = {"gpu": "cudnn", "tpu": "splash"}
 
 

@@ -1,6 +1,7 @@
 """The model's resolved hyperparameters (`ModelConfig`) and the quantities derived from them:
 head and MLP sizes, muP's width multiplier and init scales, the attention scale, each layer's
-MX formats. The defaults of the config fields live in `configs/base.py`.
+MX formats. The fields, their defaults and docs are those of `config.model`, defined once in
+lm/model/settings.py; a ModelConfig adds what a run resolves (dtype, MX formats, norm affine).
 """
 import dataclasses
 import math
@@ -11,11 +12,7 @@ import jax.numpy as jnp
 from lm.model import attention as attention_lib
 from lm.model import mx as mx_lib
 from lm.model.layers import Norm
-
-NORMS = ("rmsnorm", "layernorm")
-ACTIVATIONS = ("gelu", "swiglu")
-REMATS = ("none", "full", "dots", "dots_except_mlp")  # lm.model.transformer.REMAT_POLICIES
-DTYPES = ("auto", "float32", "bfloat16")
+from lm.model.settings import LOSS_FIELDS, MODEL
 
 
 def resolve_dtype(name: str, backend: str | None = None) -> str:
@@ -31,47 +28,16 @@ def mup_width_mult(model_cfg) -> float | None:
     return model_cfg.d_model / model_cfg.mup_base_width if model_cfg.mup_base_width else None
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Resolved model hyperparameters (the defaults live in `configs/base.py`)."""
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_ff: int
-    norm: str
-    activation: str
-    qk_norm: bool
-    tie_embeddings: bool
-    rope_base: float
-    max_seq_len: int
-    init_std: float
-    mup_base_width: int
-    dtype: str
-    # Precision of the matmuls (not of the parameters, so it may change on resume): MX formats
-    # (lm/model/mx.py) and the layer kinds they apply to, a subset of MX_LAYERS.
-    mx: mx_lib.MatmulFormats | None = None
-    mx_layers: tuple = ()
-    # Norm scale/bias handling (lm.model.layers.NORM_AFFINE); "none" removes those parameters.
-    norm_affine: str = "float32"
-    # How it is computed (may change on resume): attention kernel (lm/model/attention.py,
-    # resolved for the backend) and activation checkpointing (REMATS).
-    attention: str = "einsum"
-    remat: str = "none"
-    # Blocks as one scanned block over parameters with a leading "layers" axis (a different
-    # parameter layout: fixed for the run).
-    scan_layers: bool = False
+class _Derived:
+    """What derives from a ModelConfig's fields (the dataclass below adds the fields)."""
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int, dtype: str, mx=None,
                     mx_layers=(), norm_affine: str = "float32") -> "ModelConfig":
         """Fills the derived fields (0 means "derive"): vocab from the tokenizer, kv heads = heads,
         head_dim = d_model / heads, d_ff = 4 d_model."""
-        fields = dict(model_cfg)
-        for loss_setting in ("z_loss", "loss_chunk"):  # read by the train step
-            fields.pop(loss_setting)
+        fields = {key: value for key, value in dict(model_cfg).items()
+                  if key not in LOSS_FIELDS}  # the train step reads those
         if not fields["vocab_size"]:
             fields["vocab_size"] = vocab_size
         if not fields["n_kv_heads"]:
@@ -131,3 +97,18 @@ class ModelConfig:
     def attention_scale(self) -> float:
         """1 / sqrt(head_dim) (Vaswani et al. 2017); 1 / head_dim under muP."""
         return 1 / self.head_dim if self.mup_base_width else 1 / math.sqrt(self.head_dim)
+
+
+# The fields: config.model's (lm/model/settings.py) less the loss settings, then what a run
+# resolves: the compute dtype, the precision of the matmuls (not of the parameters, so it may
+# change on resume: MX formats, lm/model/mx.py, and the layer kinds they apply to) and the
+# norms' affine handling. `attention` holds the kernel resolved for the run's backend.
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [(key, type(field.default)) for key, field in MODEL.fields.items() if key not in LOSS_FIELDS]
+    + [("dtype", str), ("mx", mx_lib.MatmulFormats | None, None), ("mx_layers", tuple, ()),
+       ("norm_affine", str, "float32")],
+    bases=(_Derived,), frozen=True)
+ModelConfig.__module__ = __name__  # where pickle finds it
+ModelConfig.__doc__ = ("Resolved model hyperparameters: config.model's fields "
+                       "(lm/model/settings.py) and the run's precision.")

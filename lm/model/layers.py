@@ -13,7 +13,6 @@ from lm.model import matmul
 from lm.model import mx as mx_lib
 
 MX_STATS = "mx_stats"  # the collection of MX diagnostics probes (see mx_probe)
-NORM_AFFINE = ("float32", "bfloat16", "none")
 
 
 def normal_init(stddev: float, axes: Sequence[str]):

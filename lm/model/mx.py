@@ -18,6 +18,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lm.model.settings import MX_BACKENDS as BACKENDS
+from lm.model.settings import MX_LAYERS
+from lm.model.settings import MX_ROUNDINGS as ROUNDINGS
+from lm.model.settings import MX_SCALE_RULES as SCALE_RULES
+
 
 class ElementFormat(NamedTuple):
     """An MX element format: mantissa bits, exponents of the largest and smallest normal, and
@@ -38,9 +43,6 @@ FORMATS = {
     "mxfp4_e2m1": ElementFormat(1, 2, 0, 6.0),
     "mxint8": ElementFormat(6, 0, 0, 127 / 64, is_int=True),
 }
-ROUNDINGS = ("even", "half_away")
-SCALE_RULES = ("floor", "bump_on_overflow")
-BACKENDS = ("emulated", "scaled_dot")
 # Element formats with an XLA dtype that jax.lax.scaled_dot takes (float6 does not run on XLA
 # CPU and MXINT8 has none; mx-spec.md §6).
 NATIVE_DTYPES = {"mxfp8_e4m3": jnp.float8_e4m3fn, "mxfp8_e5m2": jnp.float8_e5m2,
@@ -348,7 +350,6 @@ def mx_matmul(x, w, fmt: "str | MatmulFormats", block_size: int = 32,
                       formats)
 
 
-MX_LAYERS = ("qkv", "attn_out", "mlp", "lm_head")
 _OPERAND_FIELDS = {"w": "mx_weights", "a": "mx_activations", "w_bp": "mx_weights_bp",
                    "a_bp": "mx_activations_bp", "g_ex": "mx_grads_for_weights",
                    "g_os": "mx_grads_for_inputs"}

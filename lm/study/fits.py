@@ -28,7 +28,7 @@ class FitSpec:
         """The equivalent command line, run from `out`."""
         dirs = [os.path.relpath(d, out) for d in self.dirs]
         flags = [*self.flags, *(["--curves"] if self.curves else []),
-                 f"--bootstrap={bootstrap}", f"--out={os.path.join('fits', self.name)}"]
+                 f"--bootstrap={bootstrap}", f"--report_dir={os.path.join('fits', self.name)}"]
         return "python -m scaling.fit " + shlex.join(["--runs", *dirs, *flags])
 
 
@@ -42,15 +42,15 @@ def fit_specs(preset, best: dict, pairs: dict) -> list[FitSpec]:
         "loss_to_loss_train_to_train", pairs["prose"] + pairs["code"], True,
         functools.partial(laws.loss_to_loss, x_data=preset.prose, y_data=preset.code,
                           kind="train_to_train"),
-        ["--law=loss_to_loss", "--kind=train_to_train", f"--x-data={preset.prose}",
-         f"--y-data={preset.code}"]))
+        ["--law=loss_to_loss", "--kind=train_to_train", f"--x_data={preset.prose}",
+         f"--y_data={preset.code}"]))
     code_loss = f"eval/{preset.code}/loss"
     specs.append(FitSpec(
         "loss_to_loss_train_to_test", pairs["prose"], True,
         functools.partial(laws.loss_to_loss, x_data=preset.prose, kind="train_to_test",
                           y_loss=code_loss),
-        ["--law=loss_to_loss", "--kind=train_to_test", f"--x-data={preset.prose}",
-         f"--y-loss={code_loss}"]))
+        ["--law=loss_to_loss", "--kind=train_to_test", f"--x_data={preset.prose}",
+         f"--y_loss={code_loss}"]))
     return specs
 
 

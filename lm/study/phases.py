@@ -21,14 +21,13 @@ import sys
 import time
 
 import optim
-from configs import study as presets
 from lm.errors import SweepError
-from lm.study import cbs, runs, tuning
+from lm.study import cbs, presets, runs, tuning
 from lm.study import report as study_report
+from lm.study.tune import Result, point_id
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import OPTIMIZER_STEP_COST, duration, estimate_seconds
 from lm.sweep.spec import expand
-from lm.sweep.tune import Result, point_id
 from lm.train import workdir as run_files
 
 MANIFEST = "study.json"
@@ -54,7 +53,7 @@ def load_preset(args):
             raise SweepError(f"--optimizers: {name!r} is not a registered optimizer; use some "
                              f"of {', '.join(registered)}")
         if preset.kind == "compare" and name not in preset.search:
-            raise SweepError(f"no search space for {name!r} in configs/study.py SEARCH; add "
+            raise SweepError(f"no search space for {name!r} in lm/study/presets.py SEARCH; add "
                              "one (its hyperparameters' grids and start point)")
     if preset.kind == "compare":
         extra = set(preset.seed_sizes) - set(preset.tune_sizes)
@@ -75,7 +74,7 @@ def _set_grid(preset, spec: str) -> None:
                          "for a preset that tunes (not cbs)")
     name, key, values = parts
     if name not in preset.search:
-        raise SweepError(f"--grid={spec}: no search space for {name!r}; configs/study.py "
+        raise SweepError(f"--grid={spec}: no search space for {name!r}; lm/study/presets.py "
                          f"SEARCH has {', '.join(preset.search)}")
     grids = preset.search[name].grids
     if key not in grids:
@@ -102,10 +101,10 @@ def claim_out(out: str, preset_name: str, preset) -> None:
             owner = json.load(f)
         if owner["preset"] != preset_name:
             raise SweepError(f"{out} holds a study of preset {owner['preset']!r}, not "
-                             f"{preset_name!r}; give this one its own --out")
+                             f"{preset_name!r}; give this one its own --runs_dir")
     elif os.path.isdir(out) and os.listdir(out):
         raise SweepError(f"{out} is not empty and holds no {MANIFEST}: it is not a study "
-                         "directory; use a new or empty --out")
+                         "directory; use a new or empty --runs_dir")
     os.makedirs(out, exist_ok=True)
     run_files.write_text(path, json.dumps({"preset": preset_name, "settings": preset.to_dict()},
                                           indent=2, default=str))
@@ -182,8 +181,8 @@ def tune_catalog(preset, out: str) -> runs.Catalog:
 def run_study(args) -> int:
     start = time.perf_counter()
     preset = load_preset(args)
-    out = os.path.abspath(args.out)
-    args.out = out
+    out = os.path.abspath(args.runs_dir)
+    args.runs_dir = out
     if preset.kind == "cbs":
         return cbs.run(preset, out, args, _executor(args, preset), claim_out,
                        _report_context(args, start))

@@ -27,9 +27,9 @@ from scipy import stats  # noqa: E402
 
 from lm.study import fits, runs  # noqa: E402
 from lm.study.step_times import step_time_ratios  # noqa: E402
+from lm.study.tune import point_id, seed_noise, sensitivity  # noqa: E402
 from lm.study.tuning import pooled_noise  # noqa: E402
 from lm.sweep.spec import format_value  # noqa: E402
-from lm.sweep.tune import point_id, seed_noise, sensitivity  # noqa: E402
 from scaling import speedup  # noqa: E402
 from scaling.runs import curve_points, load_runs  # noqa: E402
 

@@ -12,11 +12,12 @@ import sys
 
 import ml_collections
 
-from configs import base, ladder
+from lm.model import ladder
+from lm.study.tune import point_id
 from lm.sweep.runner import run_sweep
 from lm.sweep.spec import Sweep, evaluations, expand, run_length, run_model_info
 from lm.sweep.state import progress, read_record
-from lm.sweep.tune import point_id
+from lm.train.settings import run_config
 
 # Keys that identify a run apart from the optimizer's hyperparameters.
 RUN_KEYS = ("size", "dataset", "optimizer", "seed", "steps")
@@ -123,15 +124,22 @@ def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
     True once they are all finished or ended (failed and diverged runs are reported, not
     retried forever). `only`: the names to train (the others are left as they are)."""
     root = os.path.join(out, phase)
-    command = f"python -m lm.study --preset={args.preset} --out={out}"
+    command = f"python -m lm.study --preset={args.preset} --runs_dir={out}"
     if args.launch == "tpu":
         script = os.path.join(out, f"launch_{phase.replace('/', '_')}.sh")
-        left = launch_script(script, phase_sweep, root, only)
-        if left:
-            print(f"{phase}: {left} runs to train on TPU: {script}; rerun `{command}` once "
-                  "they are finished")
+        commands = launch_commands(phase_sweep, root, only)
+        if args.dry_run:
+            print(f"{phase}: {len(commands)} runs to train on TPU; without --dry_run they go to "
+                  f"{script}")
+            return not commands
+        if commands:
+            write_launch_script(script, commands)
+            print(f"{phase}: {len(commands)} runs to train on TPU: {script}; rerun `{command}` "
+                  "once they are finished")
             return False
         return True
+    if not args.dry_run:  # the sweep's progress bar follows, named after the phase
+        print(f"study phase {phase}: {root}", flush=True)
     status = run_sweep(phase_sweep, root, name=f"study_{phase.replace('/', '_')}",
                        config_path=command, executor=executor, dry_run=args.dry_run,
                        only=only, select_lr=False)
@@ -141,15 +149,11 @@ def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
     return True
 
 
-def launch_script(path: str, phase_sweep: Sweep, root: str, only: set | None = None) -> int:
-    """Writes one launch_tpu.sh command per unfinished run of `phase_sweep` (overrides relative
-    to configs/base.py); returns how many."""
-    defaults = _flat(base.get_config())
-    lines = ["#!/usr/bin/env bash",
-             "# One TPU pod run per line (launch_tpu.sh); set TPU_NAME, ZONE, PROJECT and",
-             "# ACCELERATOR. Workdirs must be the shared directory lm.study reads.",
-             "set -euo pipefail"]
-    count = 0
+def launch_commands(phase_sweep: Sweep, root: str, only: set | None = None) -> list[str]:
+    """One launch_tpu.sh command per unfinished run of `phase_sweep` (overrides relative to
+    configs/base.py)."""
+    defaults = _flat(run_config())
+    commands = []
     for run in expand(phase_sweep):
         workdir = os.path.join(root, run.name)
         if progress(workdir, run.config.train.steps).finished or (
@@ -157,15 +161,23 @@ def launch_script(path: str, phase_sweep: Sweep, root: str, only: set | None = N
             continue
         overrides = [f"--config.{key}={_flag_value(value)}"
                      for key, value in _flat(run.config).items() if defaults.get(key) != value]
-        lines.append(" ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
-                               '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
-                               "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
-                               "--", *map(shlex.quote, overrides)]))
-        count += 1
+        commands.append(" ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
+                                  '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
+                                  "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
+                                  "--", *map(shlex.quote, overrides)]))
+    return commands
+
+
+def write_launch_script(path: str, commands: list[str]) -> None:
+    """An executable script of `commands`, in a directory made if need be."""
+    lines = ["#!/usr/bin/env bash",
+             "# One TPU pod run per line (launch_tpu.sh); set TPU_NAME, ZONE, PROJECT and",
+             "# ACCELERATOR. Workdirs must be the shared directory lm.study reads.",
+             "set -euo pipefail", *commands]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     os.chmod(path, 0o755)
-    return count
 
 
 def _flat(config, prefix: str = "") -> dict:

@@ -1,8 +1,8 @@
 """Step-time ratios measured in isolation: each optimizer's train step at the study's tuned
 settings timed one after another in this process, after all training has ended, as
 benchmarks/optimizers.py times them (two runs sharing the cores would time each other)."""
-from benchmarks.train_step import build, random_windows, time_steps
 from lm.train.build import planned_vocab_size
+from lm.train.timing import build, random_windows, time_steps
 
 STEPS, REPEATS = 10, 3
 

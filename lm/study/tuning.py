@@ -1,5 +1,5 @@
 """The study's tuning phase: every optimizer tuned the same way at each tuning size, by
-coordinate descent over its declared search space (lm/sweep/tune.py, configs/study.py), as one
+coordinate descent over its declared search space (lm/study/tune.py, lm/study/presets.py), as one
 lm.sweep root per size, DIR/tune/<size>.
 
 The threshold a move must beat is the seed noise, measured first: every optimizer's start point
@@ -23,9 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import matplotlib.ticker  # noqa: E402
 
 from lm.study import runs  # noqa: E402
-from lm.sweep.runner import duration, estimate_seconds  # noqa: E402
-from lm.sweep.spec import expand  # noqa: E402
-from lm.sweep.tune import (  # noqa: E402
+from lm.study.tune import (  # noqa: E402
     Result,
     SearchSpace,
     coordinate_descent,
@@ -34,6 +32,8 @@ from lm.sweep.tune import (  # noqa: E402
     seed_noise,
     sensitivity,
 )
+from lm.sweep.runner import duration, estimate_seconds  # noqa: E402
+from lm.sweep.spec import expand  # noqa: E402
 from lm.train import workdir as run_files  # noqa: E402
 
 

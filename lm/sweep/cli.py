@@ -1,31 +1,32 @@
 """Run a sweep: every run of a sweep file in its own workdir under one root.
 
-    python -m lm.sweep --config=configs/sweeps/tiny.py --root=runs/sweeps/tiny
-    python -m lm.sweep --config=configs/sweeps/optimizers.py --root=runs/sweeps/optimizers --dry-run
-    python -m lm.sweep --config=... --root=... --processes=2        # 2 local runs at once
-    python -m lm.sweep --config=... --root=... --executor=ray --address=auto --gpus-per-run=1
+    python -m lm.sweep --sweep=configs/sweeps/tiny.py --runs_dir=runs/sweeps/tiny
+    python -m lm.sweep --sweep=configs/sweeps/optimizers.py --runs_dir=runs/sweeps/opt --dry_run
+    python -m lm.sweep --sweep=... --runs_dir=... --processes=2     # 2 local runs at once
+    python -m lm.sweep --sweep=... --runs_dir=... --executor=ray --address=auto --gpus_per_run=1
+
+--sweep was --config and --runs_dir was --root: both spellings still work.
 
 A sweep file defines `get_sweep()` returning an `lm.sweep.spec.Sweep` (configs/sweeps/ has
-examples). Each run trains with lm.train in ROOT/<name>, its name made of the values that vary
-across the sweep (`size=d64_l2,optimizer=adamw,lr=0.003`). Running the sweep again skips
+examples). Each run trains with lm.train in RUNS_DIR/<name>, its name made of the values that
+vary across the sweep (`size=d64_l2,optimizer=adamw,lr=0.003`). Running the sweep again skips
 finished runs and resumes interrupted ones from their checkpoints. A run that crashes (failed)
 or whose loss turns non-finite (diverged) is recorded and the sweep goes on; the next invocation
-retries failed runs, and diverged ones only with --retry-diverged (they would diverge again).
+retries failed runs, and diverged ones only with --retry_diverged (they would diverge again).
 SIGINT / SIGTERM stop the sweep: running runs save a checkpoint, no new run starts.
 
-ROOT/results.csv (one row per run, see lm/sweep/results.py) is rewritten as each run ends, and
-ROOT/best_lr.csv holds the best learning rate of each (size, optimizer, ...) grid. The root is
-also a directory of runs for `scaling` (scaling.runs.find_run_dirs). Bad input (two runs with
-one name, an unknown optimizer, an empty axis, a root holding another sweep's runs) stops the
-sweep before any training. Exit status: 0 when no run failed (diverged runs are results of an
-lr grid), 1 when some run failed, 2 for bad input.
+RUNS_DIR/results.csv (one row per run, see lm/sweep/results.py) is rewritten as each run ends,
+and RUNS_DIR/best_lr.csv holds the best learning rate of each (size, optimizer, ...) grid.
+RUNS_DIR is also a directory of runs for `scaling` (scaling.runs.find_run_dirs). Bad input (two
+runs with one name, an unknown optimizer, an empty axis, a RUNS_DIR holding another sweep's runs)
+stops the sweep before any training. Exit status: 0 when no run failed (diverged runs are results
+of an lr grid), 1 when some run failed, 2 for bad input.
 """
-import argparse
 import os
-import sys
 
 from absl import logging
 
+from core import cli
 from lm.errors import SweepError
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import (
@@ -35,48 +36,41 @@ from lm.sweep.runner import (
     run_sweep,
 )
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lm.sweep",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="sweep file, configs/sweeps/NAME.py")
-    parser.add_argument("--root", required=True, help="directory of the sweep's runs")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the runs, their FLOPs and estimated time; train nothing")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="local: runs at once (1: one after another, in this process)")
-    parser.add_argument("--address", default="",
-                        help="ray: the cluster (auto, host:port, ray://host:port; local: a new "
-                        "local instance; empty: RAY_ADDRESS, else a new local instance)")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs per run")
-    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs per run")
-    parser.add_argument("--retry-diverged", action="store_true",
-                        help="train runs that diverged before again (e.g. after a fix)")
-    parser.add_argument("--flops-per-second", type=float, default=DEFAULT_FLOPS_PER_SECOND,
-                        help="--dry-run's time estimate: training FLOP/s of one process")
-    parser.add_argument("--seconds-per-run", type=float, default=DEFAULT_SECONDS_PER_RUN,
-                        help="--dry-run's time estimate: start-up and compilation per run")
-    return parser
+PARSER = cli.parser("python -m lm.sweep", __doc__)
+PARSER.add_argument("--sweep", required=True, old=("--config",), metavar="FILE",
+                    help="sweep file, configs/sweeps/NAME.py")
+cli.add_path(PARSER, "runs_dir", required=True, old=("--root",), use="the sweep's runs")
+PARSER.add_argument("--dry_run", action="store_true",
+                    help="list the runs, their FLOPs and estimated time; train nothing")
+PARSER.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="where runs train: local processes or a Ray cluster")
+PARSER.add_argument("--processes", type=int, default=1,
+                    help="local: runs at once (1: one after another, in this process)")
+PARSER.add_argument("--address", default="",
+                    help="ray: the cluster (auto, host:port, ray://host:port; local: a new local "
+                         "instance; empty: RAY_ADDRESS, else a new local instance)")
+PARSER.add_argument("--cpus_per_run", type=float, default=1.0, help="ray: CPUs per run")
+PARSER.add_argument("--gpus_per_run", type=float, default=0.0, help="ray: GPUs per run")
+PARSER.add_argument("--retry_diverged", action="store_true",
+                    help="train runs that diverged before again (e.g. after a fix)")
+PARSER.add_argument("--flops_per_second", type=float, default=DEFAULT_FLOPS_PER_SECOND,
+                    help="--dry_run's time estimate: training FLOP/s of one process")
+PARSER.add_argument("--seconds_per_run", type=float, default=DEFAULT_SECONDS_PER_RUN,
+                    help="--dry_run's time estimate: start-up and compilation per run")
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+@cli.main(SweepError)
+def main(argv) -> int:
+    args = PARSER.parse_args(argv)
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
     if args.processes < 1:
-        print(f"error: --processes={args.processes} must be at least 1", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"--processes={args.processes} must be at least 1")
     if args.executor == "ray":
         executor = RayCluster(args.address, args.cpus_per_run, args.gpus_per_run)
     else:
         executor = LocalProcesses(args.processes) if args.processes > 1 else InProcess()
-    try:
-        sweep = load_sweep(args.config)
-        return run_sweep(sweep, args.root, name=os.path.splitext(os.path.basename(args.config))[0],
-                         config_path=args.config, executor=executor, dry_run=args.dry_run,
-                         retry_diverged=args.retry_diverged,
-                         flops_per_second=args.flops_per_second,
-                         seconds_per_run=args.seconds_per_run)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+    sweep = load_sweep(args.sweep)
+    return run_sweep(sweep, args.runs_dir, name=os.path.splitext(os.path.basename(args.sweep))[0],
+                     config_path=args.sweep, executor=executor, dry_run=args.dry_run,
+                     retry_diverged=args.retry_diverged, flops_per_second=args.flops_per_second,
+                     seconds_per_run=args.seconds_per_run)

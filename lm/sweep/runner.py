@@ -3,7 +3,7 @@
 `run_sweep` checks the whole sweep first (names, optimizers, axes, the root's owner), skips
 finished runs, resumes interrupted ones from their checkpoints, hands the rest to an executor
 (lm/sweep/executors.py) and keeps ROOT/results.csv and ROOT/best_lr.csv current
-(lm/sweep/results.py). `plan_report` is --dry-run's listing with FLOPs and a time estimate.
+(lm/sweep/results.py). `plan_report` is --dry_run's listing with FLOPs and a time estimate.
 """
 import contextlib
 import math
@@ -15,6 +15,7 @@ import threading
 
 from tqdm import tqdm
 
+from core import cli
 from lm.errors import ConfigError, SweepError
 from lm.sweep.executors import InProcess, Task
 from lm.sweep.results import (
@@ -29,7 +30,7 @@ from lm.sweep.spec import Run, Sweep, expand, ordered_keys, run_model_info
 from lm.sweep.state import Progress, claim_root, progress, write_record
 from lm.train import workdir as run_files
 
-# --dry-run's time estimate. A 2-core x86-64 CPU runs AdamW train steps of the quickstart
+# --dry_run's time estimate. A 2-core x86-64 CPU runs AdamW train steps of the quickstart
 # ladder at 3e10 (d64_l2) to 7e10 (d128_l4) FLOP/s, and a run spends ~6 s on start-up and
 # compilation. Step time relative to AdamW's, from benchmarks/optimizers.py (README.md); the
 # others are within 10% of AdamW.
@@ -67,7 +68,7 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     try:
         run_files.check_filesystems(root)
     except ConfigError as err:
-        raise SweepError(f"--root: {err}") from err
+        raise SweepError(f"--runs_dir: {err}") from err
     root = run_files.absolute(root)
     for stale in claim_root(root, name, config_path, runs, write=not dry_run):
         print(f"warning: {os.path.join(root, stale)} is not a run of this sweep (left by an "
@@ -89,9 +90,8 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     by_name = {run.name: run for run in runs}
     tasks = [Task(run.name, run.config, workdirs[run.name]) for run in todo]
     stop = threading.Event()
-    with _stop_on_signals(stop), tqdm(total=len(runs), initial=len(skipped),
-                                      desc="sweep", unit="run", file=sys.stderr,
-                                      dynamic_ncols=True) as bar:
+    with _stop_on_signals(stop), cli.progress(total=len(runs), initial=len(skipped), desc=name,
+                                              unit="run") as bar:
         for task, outcome in (executor or InProcess()).run(tasks, stop):
             write_record(task.workdir, outcome)
             run = by_name[task.name]
@@ -117,7 +117,7 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
 
 def plan_report(runs: list[Run], before: dict, skipped: set[str], name: str, root: str,
                 flops_per_second: float, seconds_per_run: float) -> str:
-    """The --dry-run listing: each run's size, tokens, training FLOPs and what is left to do,
+    """The --dry_run listing: each run's size, tokens, training FLOPs and what is left to do,
     with a wall-time estimate: training FLOPs (times the optimizer's OPTIMIZER_STEP_COST) and
     evaluation FLOPs at `flops_per_second`, plus `seconds_per_run` (start-up, compilation)."""
     lines, total_flops, total_s = [], 0, 0.0
@@ -142,7 +142,7 @@ def plan_report(runs: list[Run], before: dict, skipped: set[str], name: str, roo
                           "train FLOPs", "est. time"], lines)
     total = (f"total: {total_flops:.2e} training FLOPs to go, about {duration(total_s)} in one "
              f"process at {flops_per_second:.1e} FLOP/s + {seconds_per_run:g} s per run "
-             "(--flops-per-second and --seconds-per-run calibrate this for other machines)")
+             "(--flops_per_second and --seconds_per_run calibrate this for other machines)")
     return "\n".join([header, table, total])
 
 

@@ -27,15 +27,16 @@ from typing import Callable
 import ml_collections
 
 import optim
-from configs import ladder, mx
 from data import corpora, sources
 from lm.errors import ConfigError, SweepError
-from lm.model import ModelConfig
-from lm.model.config import DTYPES
+from lm.model import ModelConfig, ladder
 from lm.model.info import model_info
+from lm.model.mx_presets import precision_fields
+from lm.model.settings import DTYPES
 from lm.train import batches
 from lm.train.build import planned_vocab_size
 from lm.train.config_checks import check_config
+from lm.train.settings import run_config
 
 # Shorthand -> the config field it sets; "size" and "precision" set several (see _apply).
 AXES = {"size": None, "dataset": "data.corpus", "batch_size": "train.batch_size",
@@ -239,16 +240,19 @@ def _apply(config, key: str, value, run: str) -> None:
 
 
 def _set_precision(config, value: str, run: str) -> None:
-    """float32 / bfloat16 set the activation dtype; anything else is a configs/mx.py preset
-    (e4m3/e4m3, e4m3/bf16/fwd_only, ...) whose precision fields replace the run's."""
+    """float32 / bfloat16 set the activation dtype; anything else is an MX preset of
+    lm/model/mx_presets.py (e4m3/e4m3, e4m3/bf16/fwd_only, ...): the run's precision fields
+    become the defaults with the preset's fields set."""
     if value in DTYPES:
         config.precision.activation_dtype = value
         return
     try:
-        config.precision = copy.deepcopy(mx.get_config(value).precision)
+        fields = precision_fields(value)
     except ValueError as err:
         raise SweepError(f"run {run}: precision={value!r} is neither one of {DTYPES} "
-                         f"nor an MX preset of configs/mx.py ({err})") from err
+                         f"nor an MX preset of lm/model/mx_presets.py ({err})") from err
+    config.precision = run_config().precision
+    config.precision.update(fields)
 
 
 def _set_field(config, field: str, value, run: str) -> None:

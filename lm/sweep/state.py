@@ -52,11 +52,11 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
     if owner and owner["sweep"] != sweep_name:
         raise SweepError(f"{root} holds the runs of sweep {owner['sweep']!r} "
                          f"({owner['config']}), not of {sweep_name!r} ({config_path}); give "
-                         f"this sweep its own root, e.g. --root={root.rstrip('/')}_{sweep_name}")
+                         f"this sweep its own, e.g. --runs_dir={root.rstrip('/')}_{sweep_name}")
     if not owner and existing:
         raise SweepError(f"{root} already holds runs that no sweep started "
                          f"({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}); "
-                         "use an empty or new --root")
+                         "use an empty or new --runs_dir")
     if write:
         manifest = {"sweep": sweep_name, "config": config_path,
                     "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}

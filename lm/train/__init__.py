@@ -11,11 +11,18 @@ workdir)` from Python.
     checkpoint.py     Orbax checkpoints with fallback past a corrupt one
     batches.py        prepared data -> device batches and validation sets
     distributed.py    multi-process set-up;  cli.py  python -m lm.train
+    config_flag.py    --config=FILE[:ARG] and its --config.KEY=VALUE overrides (lm.train,
+                      lm.compile, benchmarks)
     metrics_log.py    metrics.jsonl;  loss_spikes.py  the spike counter
+    settings.py       config.train, .mesh, .precision: defaults, docs, allowed values (JAX-free),
+                      and `run_config`, the whole run config assembled from every subsystem's
     config_checks.py  config checks before anything compiles
     workdir.py        every file name of a run directory (a path or a gs:// URL), written all
                       or nothing, through one path layer
+    timing.py         seconds per train step, on random tokens (the study, the benchmarks)
+    coord_check.py    muP's coordinate check (python -m lm.train.coord_check)
 """
-from lm.train.loop import run
+from core import lazy
 
-__all__ = ["run"]
+# Loaded on first use, so that `lm.train.settings` is importable without JAX.
+__getattr__, __dir__ = lazy.exports(__name__, {"run": ".loop"})

@@ -1,4 +1,6 @@
 """python -m lm.train: see lm/train/cli.py."""
-from lm.train.cli import entry_point
+import sys
 
-entry_point()
+from lm.train.cli import main
+
+sys.exit(main())

@@ -1,6 +1,6 @@
 """Train a decoder-only LM from a config file.
 
-    python -m lm.train --config=configs/quickstart.py --workdir=runs/quickstart \
+    python -m lm.train --config=configs/quickstart.py --workdir=runs/quickstart \\
         --config.optimizer.lr=3e-3
 
 The workdir receives config.json (the resolved config), model.json (shape, parameter counts,
@@ -16,20 +16,21 @@ import signal
 import sys
 import traceback
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from core import cli
 from data.clients import FetchError
 from lm.errors import ConfigError
-from lm.train import distributed
+from lm.train import config_flag, distributed
 from lm.train.checkpoint import CheckpointWriteError
-from lm.train.config_checks import exit_on_unknown_keys
 from lm.train.loop import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                          "Config file (a get_config() python file).")
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                                "Run directory (checkpoints, metrics): a path or a gs:// URL.")
+PARSER = cli.parser("python -m lm.train", __doc__)
+config_flag.add_config(PARSER, "configs/quickstart.py")
+cli.add_path(PARSER, "workdir", required=True, use="a run found there resumes")
+PARSER.add_argument("--verbosity", type=int, default=logging.WARNING,
+                    help="absl logging: -1 warnings, 0 info, 1 debug and the traceback of an "
+                         "error")
 
 
 def _stop_now(signum, frame):
@@ -48,28 +49,30 @@ def _without_traceback(record) -> bool:
     return True
 
 
-def main(argv) -> None:
-    del argv
+def _log_at(verbosity: int) -> None:
+    """absl's log lines on stderr at `verbosity` (Orbax is chatty at INFO)."""
+    flags.FLAGS([PARSER.prog])  # absl's own flags: their defaults (none is on this command line)
+    logging.use_absl_handler()
+    logging.set_verbosity(verbosity)
+    if verbosity < logging.DEBUG:
+        logging.get_absl_handler().addFilter(_without_traceback)
+
+
+@cli.main(ConfigError)
+def main(argv) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # the loop takes over while it runs
         signal.signal(sig, _stop_now)
-    if not flags.FLAGS["verbosity"].present:  # absl would log INFO (orbax is chatty there)
-        logging.set_verbosity(logging.WARNING)
-        logging.get_absl_handler().addFilter(_without_traceback)
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required, e.g. --workdir=runs/quickstart")
+    args, config = config_flag.parse(PARSER, argv)
+    _log_at(args.verbosity)
     try:
         distributed.initialize()
-        run(_CONFIG.value, _WORKDIR.value)
+        run(config, args.workdir)
     except (ConfigError, FileNotFoundError, FetchError, FloatingPointError, OSError) as err:
-        if flags.FLAGS["verbosity"].value >= logging.DEBUG:
+        if args.verbosity >= logging.DEBUG:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        status = cli.fail(str(err), 3 if isinstance(err, FloatingPointError) else 2)
         if isinstance(err, CheckpointWriteError):  # Orbax's writer threads still hold failed
             sys.stdout.flush()                     # writes, each printed again at shutdown
-            os._exit(2)
-        sys.exit(3 if isinstance(err, FloatingPointError) else 2)
-
-
-def entry_point() -> None:
-    exit_on_unknown_keys()
-    app.run(main)
+            os._exit(status)
+        return status
+    return 0

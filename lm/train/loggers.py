@@ -17,8 +17,8 @@ import warnings
 
 from lm.errors import ConfigError
 from lm.train import workdir as run_files
+from lm.train.settings import LOGGERS
 
-LOGGERS = ("jsonl", "tensorboard", "wandb")
 # writer -> (the module it needs, how to install it)
 LIBRARIES = {"tensorboard": ("tensorboardX", 'pip install -e ".[tensorboard]"'),
              "wandb": ("wandb", 'pip install -e ".[wandb]"')}

@@ -10,13 +10,12 @@ the current step, save a checkpoint and return.
 import contextlib
 import os
 import signal
-import sys
 import time
 from typing import Iterator
 
 import jax
-from tqdm import tqdm
 
+from core import cli
 from lm.train import batches, distributed, hooks, loggers, provenance
 from lm.train import workdir as run_files
 from lm.train.build import Run, build
@@ -180,8 +179,8 @@ def _run(config, workdir: str) -> dict:
     writers = (loggers.Writers(config.train.loggers, workdir, start, config) if r.primary
                else None)
     rows = MetricsRows(r, metrics_log, start, spikes, writers)
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
-               mininterval=1.0, file=sys.stderr, disable=not r.primary)
+    bar = cli.progress(total=total, initial=start, desc="train", unit="step", mininterval=1.0,
+                       disable=not r.primary)
     step = start
     with StopRequested() as stop:
         for result in steps(r, state, start, stop, all_hooks):

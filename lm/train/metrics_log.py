@@ -26,8 +26,8 @@ Schema (keys are slash-separated, as TensorBoard and wandb group them):
 import json
 import os
 
+from core.run_format import parse_metrics
 from lm.train import workdir as run_files
-from scaling.runs import parse_metrics
 
 
 class MetricsLog:

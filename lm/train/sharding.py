@@ -34,13 +34,12 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from lm.errors import ConfigError
+from lm.train.settings import MESH_AXES, RULES
 from lm.train.step import TrainState
 from optim.masks import is_stacked
 
-MESH_AXES = ("data", "fsdp", "tensor")
-# Logical axis names in rule priority order (see the module docstring).
-LOGICAL_AXES = ("batch", "vocab", "heads", "kv_heads", "mlp", "embed", "seq", "head_dim", "norm",
-                "layers")
+# Logical axis names in rule priority order (see the module docstring): mesh.rules' fields.
+LOGICAL_AXES = tuple(RULES.fields)
 
 
 def mesh_shape(mesh_cfg, device_count: int) -> dict:

@@ -36,17 +36,15 @@ import jax.numpy as jnp
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 
+from core.run_format import CONFIG, METRICS, MODEL  # the files scaling reads too
 from data import atomic
 from lm.errors import ConfigError
 from lm.model import ModelConfig
 
-CONFIG = "config.json"
-MODEL = "model.json"
 DATA = "data.json"
 PROVENANCE = "provenance.json"
 PROFILE = "profile"
 WANDB_ID = "wandb_id.txt"
-METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CORRUPT_CHECKPOINTS = "checkpoints_corrupt"
 TRAIN_LOG = "train.log"

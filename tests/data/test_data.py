@@ -226,7 +226,7 @@ def test_missing_prepared_data_names_path_and_command(tmp_path):
     message = str(err.value)
     assert str(tmp_path / "prepared" / "bpe8192-0123456789" / "en_docs") in message
     assert (f"python -m data.prepare --corpus en_docs --tokenizer bpe --vocab_size 8192 "
-            f"--root {tmp_path}") in message
+            f"--data_root {tmp_path}") in message
 
 
 def test_empty_corpus_is_refused(tmp_path, monkeypatch):

@@ -18,9 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 import tokenizers as hf_tokenizers
 
-from data import corpora, dataset, documents, prepare, sampling, sources, split, store, tokenizer
+from data import (
+    corpora,
+    dataset,
+    documents,
+    prepare,
+    sampling,
+    sources,
+    split,
+    store,
+    tokenizer,
+)
 from tests import REPO
-
 
 
 def sample_texts(name: str) -> list[str]:

@@ -13,6 +13,7 @@ from lm.model import ModelConfig, Transformer, attention, init_params
 from lm.model.loss import chunked_next_token_loss, next_token_loss
 from lm.model.transformer import REMAT_POLICIES
 from lm.train.step import make_loss_fn
+from tests.model.scanned import stack_blocks
 
 RTOL, ATOL = 2e-5, 2e-6
 
@@ -46,7 +47,7 @@ def test_every_cpu_implementation_is_causal_softmax_attention(implementation, he
     np.testing.assert_allclose(got, naive_attention(q, k, v, 0.25), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2)])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), pytest.param(4, 2, marks=pytest.mark.slow)])
 def test_xla_equals_einsum_in_forward_and_gradient(heads, kv_heads):
     q, k, v = qkv(heads, kv_heads, seed=1)
     cotangent = jax.random.normal(jax.random.PRNGKey(2), q.shape)
@@ -85,7 +86,8 @@ def model_loss_and_grad(cfg, params, tokens):
 TOKENS = jax.random.randint(jax.random.PRNGKey(3), (4, 33), 0, 97)
 
 
-@pytest.mark.parametrize("remat", sorted(set(REMAT_POLICIES) - {"none"}))
+@pytest.mark.parametrize("remat", [r if r == "full" else pytest.param(r, marks=pytest.mark.slow)
+                                   for r in sorted(set(REMAT_POLICIES) - {"none"})])
 def test_remat_changes_memory_not_values(remat):
     cfg = model_config()
     params = init_params(Transformer(cfg), jax.random.PRNGKey(0), 32)
@@ -96,29 +98,23 @@ def test_remat_changes_memory_not_values(remat):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
-def stack_blocks(params, n_layers):
-    """Unrolled parameters (block_0, block_1, ...) as the scanned model's stacked `layers`."""
-    blocks = [params[f"block_{i}"] for i in range(n_layers)]
-    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
-    return {**rest, "layers": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}
-
-
-@pytest.mark.parametrize("remat", ["none", "full"])
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.slow)])
 def test_scanned_layers_compute_the_unrolled_model(remat):
     cfg = model_config()
     params = init_params(Transformer(cfg), jax.random.PRNGKey(0), 32)
     want_loss, want_grad = model_loss_and_grad(cfg, params, TOKENS)
     scanned = dataclasses.replace(cfg, scan_layers=True, remat=remat)
     shapes = jax.eval_shape(lambda: init_params(Transformer(scanned), jax.random.PRNGKey(0), 32))
-    stacked = stack_blocks(params, cfg.n_layers)
+    stacked = stack_blocks(params)
     assert jax.tree.map(lambda x: x.shape, stacked) == jax.tree.map(lambda x: x.shape, shapes)
     got_loss, got_grad = model_loss_and_grad(scanned, stacked, TOKENS)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(got_grad), jax.tree.leaves(stack_blocks(want_grad, 3))):
+    for a, b in zip(jax.tree.leaves(got_grad), jax.tree.leaves(stack_blocks(want_grad))):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 16, 40])
+@pytest.mark.parametrize("chunk", [1, 7, pytest.param(16, marks=pytest.mark.slow),
+                                   pytest.param(40, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("z_loss", [0.0, 1e-3])
 def test_chunked_cross_entropy_equals_the_whole_logits(chunk, z_loss):
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
@@ -139,6 +135,7 @@ def test_chunked_cross_entropy_equals_the_whole_logits(chunk, z_loss):
         np.testing.assert_allclose(*fn_grads, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_the_train_loss_with_chunks_is_the_whole_loss():
     cfg = model_config(tie_embeddings=False)
     model = Transformer(cfg)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base, ladder
-from lm.model import ModelConfig, Transformer, init_params
+from configs import base
+from lm.model import ModelConfig, Transformer, init_params, ladder
 from lm.model.info import count_pytree_params, flops_per_token, param_counts
 from lm.model.layers import apply_rotary, rotary_table
 from lm.model.loss import next_token_loss

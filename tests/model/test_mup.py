@@ -7,7 +7,7 @@ import pytest
 import optim
 from configs import base
 from lm.model import ModelConfig, Transformer, init_params
-from lm.model.coord_check import coordinate_check, width_exponent
+from lm.train.coord_check import coordinate_check, width_exponent
 
 
 @pytest.mark.slow
@@ -29,6 +29,7 @@ def mup_config(width, base_width=64, **overrides):
     return ModelConfig.from_config(model, 257, "float32")
 
 
+@pytest.mark.slow
 def test_mup_initialisation_and_multipliers():
     cfg = mup_config(256)  # m = 4
     assert cfg.width_mult == 4 and cfg.attention_scale == 1 / 32

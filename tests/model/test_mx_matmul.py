@@ -33,6 +33,7 @@ def vjp(x, w, g, formats):
     return (y, *pullback(g))
 
 
+@pytest.mark.slow
 def test_forward_quantizes_both_operands_along_the_reduction_axis():
     x, w, _ = operands()
     y = mx.mx_matmul(x, w, "mxfp8_e4m3")
@@ -42,6 +43,7 @@ def test_forward_quantizes_both_operands_along_the_reduction_axis():
     assert 0 < float(jnp.max(jnp.abs(y - x @ w))) < 0.1 * float(jnp.max(jnp.abs(x @ w)))
 
 
+@pytest.mark.slow
 def test_backward_requantizes_each_gemm_along_its_own_reduction_axis():
     x, w, g = operands()
     f = DISTINCT.resolved()
@@ -52,6 +54,7 @@ def test_backward_requantizes_each_gemm_along_its_own_reduction_axis():
         dw, hi(mx.quantize(x, f.a_bp, -2), mx.quantize(g, f.g_ex, -2), "btk,btn->kn"))
 
 
+@pytest.mark.slow
 def test_backward_gemms_see_quantized_operands(monkeypatch):
     """Intercepts the quantizer: the backward pass quantizes g twice (for dx along the outputs,
     for dW along the tokens), w along its output axis and x along the tokens."""
@@ -161,6 +164,7 @@ def test_quantize_with_stats_counts_saturation_clipped_blocks_and_underflow():
     assert float(q[5]) == 0.0 and float(q[0]) == 14.0  # saturated to 448 * 2^-5
 
 
+@pytest.mark.slow
 def test_probe_gradient_carries_every_operands_counts():
     x, w, g = operands(shape=(2, 64, 32), n=64)
     f = DISTINCT.resolved()

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+
+from lm.model import mx
 from tests.model.mx_reference import (
     COMBOS,
     E2M1,
@@ -16,17 +18,17 @@ from tests.model.mx_reference import (
     FORMATS,
     INT8,
     MIN_NORMAL32,
+    MIN_SUB,
     MODES,
     ROUNDINGS,
     RULES,
+    SPEC,
     assert_same,
     first_difference,
     flush,
     quantize_all,
     ref_quantize,
 )
-
-from lm.model import mx
 
 # --------------------------------------------------------------------------------------------
 # Multi-block rows of 200 along the last axis: 6 blocks of 32 and a ragged block of 8.
@@ -125,8 +127,22 @@ def test_default_arguments_and_input_dtypes():
     assert_same(np.asarray(out), ref_quantize(np.asarray(xb.astype(jnp.float32)), E5M2, -1))
 
 
-def test_formats_listed():
-    assert set(mx.FORMATS) == set(FORMATS)
+def test_every_format_offered_quantizes_as_the_spec_says_and_others_are_refused():
+    """Each format lm.model.mx offers (its own list: one added there without a spec entry in
+    mx_reference.py fails here) quantizes a block holding the spec's largest normal, a value
+    that must clamp to it, its smallest subnormal and values between exactly as the reference
+    does; an unknown name is refused with the list."""
+    for fmt in mx.FORMATS:
+        assert fmt in SPEC, f"lm.model.mx offers {fmt!r}, which mx-spec.md §2 does not define"
+        _, _, _, max_normal, _ = SPEC[fmt]
+        x = np.array([1.1 * max_normal, max_normal, -max_normal, 0.3 * max_normal,  # X = 1
+                      MIN_SUB[fmt], 3 * MIN_SUB[fmt], 0.7 * MIN_SUB[fmt], 0.0], np.float32)
+        want = ref_quantize(x, fmt, -1)
+        assert_same(np.asarray(mx.quantize(jnp.asarray(x), fmt, -1)), want, fmt)
+    assert set(FORMATS) <= set(mx.FORMATS)  # the parametrized tests above ran on all of them
+    with pytest.raises(ValueError, match=r"unknown MX format 'mxfp7_e3m3'; the formats are "
+                                         r"mxfp8_e4m3, "):
+        mx.quantize(jnp.asarray(x), "mxfp7_e3m3", -1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def random_model(seed=0, precision=None, **fields):
     return model, init_params(model, jax.random.PRNGKey(seed), 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", [
     {},
     dict(n_kv_heads=2, qk_norm=True, activation="swiglu", norm="layernorm",
@@ -84,6 +85,7 @@ def test_sampling_follows_temperature_and_top_k():
     assert set(np.asarray(next_token(logits, None, temperature=0.0, top_k=0)).tolist()) == {3}
 
 
+@pytest.mark.slow
 def test_lm_sample_continues_a_prompt_from_a_trained_runs_checkpoint(tiny_config, tmp_path,
                                                                     capsys):
     workdir = str(tmp_path / "run")

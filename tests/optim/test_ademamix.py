@@ -364,6 +364,16 @@ def test_simplified_ademamix_bad_hyperparameters(kwargs, name):
         simplified_ademamix(**kwargs)
 
 
-def test_schedule_learning_rate_accepted():
-    ademamix(optax.constant_schedule(1e-3))
-    simplified_ademamix(optax.constant_schedule(1e-3))
+@pytest.mark.parametrize("make", [ademamix, simplified_ademamix])
+def test_a_float_learning_rate_is_its_constant_schedule(make):
+    """learning_rate as a float and as optax.constant_schedule of it (a callable, which the
+    hyperparameter checks must let through) give the same trajectory; the reference tests
+    above pass schedules, so this ties the float path to them."""
+    params, grads = make_problem(3)
+    as_float, _ = run_jax(make(1e-2, weight_decay=0.1), params, grads[:6])
+    as_schedule, _ = run_jax(make(optax.constant_schedule(1e-2), weight_decay=0.1), params,
+                             grads[:6])
+    assert_trees_close(as_schedule, {k: np.asarray(v) for k, v in as_float.items()}, rtol=0,
+                       atol=0)
+    for k in params:  # 6 steps of about lr each
+        assert 0.01 < np.max(np.abs(np.asarray(as_float[k]) - params[k])) < 0.2, k

@@ -11,6 +11,7 @@ import pytest
 
 import optim
 from configs import base
+from core.fields import Section
 from lm.model import ModelConfig, Transformer, init_params
 from optim import registry
 
@@ -119,7 +120,7 @@ def test_warmup_fraction_replaces_warmup_steps_and_scales_with_the_run():
 
 
 @pytest.mark.parametrize("overrides, total, lr, match", [
-    (dict(warmup_fraction=1.0), 1000, PEAK, "schedule.warmup_fraction=1.0 must be in"),
+    (dict(warmup_fraction=1.0), 1000, PEAK, "schedule.warmup_fraction=1.0 must be < 1"),
     (dict(name="cosin"), 1000, PEAK, "schedule.name='cosin'.*cosine, wsd, linear, constant"),
     (dict(warmup_steps=1000), 1000, PEAK, "schedule.warmup_steps=1000.*train.steps=1000"),
     (dict(warmup_steps=-1), 1000, PEAK, "schedule.warmup_steps=-1"),
@@ -186,6 +187,22 @@ def test_mask_on_the_model_params(tie_embeddings):
     assert optim.weight_decay_mask(shapes, groups_cfg(decay_embeddings=True))["embedding"]
 
 
+def test_stacked_layers_are_judged_per_layer():
+    """A scanned model's stacked (L, m, n) kernels are L matrices and its (L, d) norm scales L
+    vectors: to weight decay's default rule, to the matrix optimizers' split and to muP's
+    per-layer learning rates."""
+    model = base.get_config().model
+    model.update(dict(d_model=32, n_layers=3, n_heads=2, scan_layers=True))
+    cfg = ModelConfig.from_config(model, vocab_size=61, dtype="float32")
+    params = jax.eval_shape(lambda: init_params(Transformer(cfg), jax.random.PRNGKey(0), 8))
+    decay = optim.weight_decay_mask(params, groups_cfg())["layers"]
+    assert decay["attn"]["query"]["kernel"] and not decay["attn_norm"]["scale"]
+    matrices = optim.matrix_mask(params)["layers"]
+    assert matrices["mlp"]["up"]["kernel"] and not matrices["mlp_norm"]["scale"]
+    lrs = optim.lr_multipliers(params, groups_cfg(), mup_width_mult=2.0)["layers"]
+    assert lrs["attn"]["out"]["kernel"] == 0.5 and lrs["attn_norm"]["scale"] == 1
+
+
 # --- AdamW against a float64 NumPy reference -------------------------------------------------
 
 def reference_adamw(params, grads_per_step, lrs, c, mask):
@@ -245,7 +262,9 @@ def test_adamw_matches_numpy_reference(decay_embeddings, grad_clip):
 def sgd(monkeypatch):
     """A test-only optimizer: update = -lr * gradient, so updates show the clipped gradient."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register("plain_sgd", defaults={})(lambda h, schedule, mask: optax.sgd(schedule))
+    monkeypatch.setattr(registry, "HYPERPARAMETERS", dict(registry.HYPERPARAMETERS))
+    registry.register("plain_sgd", Section("optimizer.plain_sgd", "test-only SGD", {}))(
+        lambda h, schedule, mask: optax.sgd(schedule))
     assert "plain_sgd" in optim.registered_optimizers()
     return ml_collections.ConfigDict(dict(name="plain_sgd", lr=0.5, grad_clip=1.0,
                                           groups=groups_cfg(), plain_sgd={}))
@@ -330,7 +349,7 @@ def test_negative_grad_clip():
 
 def test_register_twice_raises():
     with pytest.raises(ValueError, match="'adamw' is already registered"):
-        registry.register("adamw", defaults={})(lambda h, schedule, mask: optax.identity())
+        registry.register("adamw")(lambda h, schedule, mask: optax.identity())
 
 
 # --- parameter groups -------------------------------------------------------------------------
@@ -424,6 +443,7 @@ def test_schedule_free_refuses_group_lr_multipliers():
         optim.build_from_config(config, nested_params())
 
 
+@pytest.mark.slow
 def test_group_multipliers_compose_with_matrix_optimizers():
     """SOAP's AdamW part (embeddings) is scaled by the embeddings group's multiplier."""
     config = base.get_config()

@@ -310,6 +310,7 @@ def test_unrotated_soap_matches_optax_adam_shifted_by_one():
 
 # --- jit, state, arguments --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_jit_equals_eager_and_state_is_namedtuple():
     kwargs = dict(COMMON, precondition_frequency=2, precondition_1d=True)
     params, grad = make_problem(WELL_POSED, seed=6)

@@ -1,7 +1,6 @@
 """scaling/chinchilla.py: Approach 3 on Besiroglu et al.'s reconstruction of the Chinchilla data
 (tests/fixtures/chinchilla_approach3.csv, see tests/fixtures/README.md), synthetic recovery and interval
 coverage, Approach 2, the compute-optimal allocation, and errors on degenerate input."""
-from pathlib import Path
 
 import numpy as np
 import pytest

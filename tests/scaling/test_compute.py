@@ -35,6 +35,7 @@ def test_compute_law_is_recovered_and_extrapolated():
     assert abs(check.relative_error) < 0.02
 
 
+@pytest.mark.slow
 def test_compute_law_intervals_cover_the_truth_at_about_their_level():
     """90% intervals over 25 ladders, 75 parameter checks: ~67 covered, not fewer than 56, not
     (nearly) all. Resamples start from the optimum alone here: the two extra starts triple the

@@ -2,7 +2,6 @@
 tests/fixtures/README.md): their per-dataset offsets E and the 3.3B extrapolation, plus synthetic
 recovery, interval coverage and errors."""
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,8 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import study as presets
-from lm.study import cli, phases
+from lm.study import cli, phases, presets
 from scaling import fit as scaling_fit
 from scaling import speedup
 
@@ -111,6 +110,9 @@ def test_paper_preset_writes_launch_commands_instead_of_training(tmp_path):
     assert noise + 1 <= len(runs) <= noise + 2 * len(first)
     assert any("--config.model.d_model=256" in r and "--config.mesh.fsdp=-1" in r for r in runs)
     assert not (out / "final").exists() and not (out / "report.md").exists()
+    dry = tmp_path / "dry"  # a dry run counts the commands and writes nothing
+    assert cli.main([f"--runs_dir={dry}", "--preset=paper", "--dry_run"]) == 0
+    assert not dry.exists()
 
 
 def test_the_data_law_and_its_speedup_recover_a_known_curve():
@@ -212,7 +214,8 @@ def test_miniature_study_end_to_end(tmp_path, monkeypatch, capsys):
     command = next(c for c in commands if "fits/compute_adamw" in c)
     argv = shlex.split(command)[3:]
     again = tmp_path / "again"
-    scaling_fit.run([*(a for a in argv if not a.startswith("--out=")), f"--out={again}"])
+    scaling_fit.run([*(a for a in argv if not a.startswith("--report_dir=")),
+                     f"--report_dir={again}"])
     first = json.loads((out / "fits" / "compute_adamw" / "fit.json").read_text())
     second = json.loads((again / "fit.json").read_text())
     assert {k: v for k, v in second.items() if k != "notes"} == {

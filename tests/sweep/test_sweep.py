@@ -68,6 +68,7 @@ def copied_root(finished_root, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_tiny_sweep_trains_each_run_in_its_workdir_and_writes_the_tables(finished_root):
     rows = read_csv(finished_root / "results.csv")
     assert list(rows) == ["lr=0.01", "lr=0.03", "lr=0.1"]
@@ -92,6 +93,7 @@ def test_tiny_sweep_trains_each_run_in_its_workdir_and_writes_the_tables(finishe
     assert best[0]["finished"] == "3/3" and best[0]["grid"] == "0.01 0.03 0.1"
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_runs_without_training(copied_root, data_root, monkeypatch,
                                                       capsys):
     forbid_training(monkeypatch)
@@ -103,6 +105,7 @@ def test_a_rerun_skips_finished_runs_without_training(copied_root, data_root, mo
     assert "3 finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, tmp_path,
                                                      monkeypatch, capsys):
     """SIGTERM while the first run trains: it saves a checkpoint, the second never starts;
@@ -144,6 +147,7 @@ def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, t
         assert rows[name]["val_loss"] == uninterrupted[name]["val_loss"]
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_and_the_sweep_goes_on(data_root, tmp_path, capsys):
     """Two processes: one run finishes, one diverges (huge lr, no clipping), one crashes at
     run time (a vocabulary smaller than the tokenizer's)."""
@@ -169,6 +173,7 @@ def test_failures_are_recorded_and_the_sweep_goes_on(data_root, tmp_path, capsys
     assert listed(out, failed["name"], "train") and listed(out, good["name"], "skip (finished)")
 
 
+@pytest.mark.slow
 def test_dry_run_lists_runs_with_flops_and_time_and_writes_nothing(finished_root, data_root,
                                                                    tmp_path, capsys):
     root = tmp_path / "root"

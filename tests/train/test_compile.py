@@ -2,7 +2,6 @@
 this CPU machine (libtpu, the `tpu` extra): it fits in HBM with splash attention, scanned or
 not; its FSDP weight all-gathers move bf16; a model that cannot fit is reported, not crashed."""
 import json
-import os
 import subprocess
 import sys
 
@@ -45,6 +44,7 @@ def test_the_1b_model_fits_a_v5p_slice_with_splash_attention(scan_layers):
         assert 0.2 < record["estimated_mfu"] < 1.0
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_fit_is_reported_with_its_numbers():
     flags = ["--config=configs/base.py:d2048_l20", "--topology=v5p:2x2x2",
              "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.data.seq_len=2048",
@@ -96,6 +96,7 @@ def test_meshes_that_split_a_physical_axis_are_laid_out():
     assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
 
 
+@pytest.mark.slow
 def test_a_multi_slice_run_spans_the_slices_with_its_data_axis():
     """Two v5p 2x2x2 slices, mesh.slices=2: the data axis crosses the data-center network, the
     fsdp axis stays inside each slice; the train step compiles."""

@@ -4,6 +4,7 @@ import shlex
 import subprocess
 
 import pytest
+
 from tests import REPO
 
 WHERE = ["--zone=us-central2-b", "--project=my-project"]

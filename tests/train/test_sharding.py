@@ -127,6 +127,7 @@ def max_param_diff(run: dict, reference: dict) -> float:
 PARAM_ATOL = {"adamw": 1e-6, "muon": 1e-6, "shampoo": 1e-6, "sophia": 3e-5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "soap", "shampoo", "muon", "sophia"])
 def test_sharded_training_equals_one_device(optimizer):
     result = run_check("equivalence", optimizer, 4)
@@ -150,7 +151,8 @@ def spec(entries):
     return [list(e) if isinstance(e, tuple) else e for e in entries]
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "soap", "shampoo"])
+@pytest.mark.parametrize("optimizer", [pytest.param("adamw", marks=pytest.mark.slow), "soap",
+                                       pytest.param("shampoo", marks=pytest.mark.slow)])
 def test_state_is_sharded_as_the_rules_say(optimizer):
     result = run_check("placement", optimizer, "fsdp8")
     specs = result["specs"]

@@ -18,7 +18,6 @@ from lm.train.metrics_log import read_metrics
 from tests import REPO
 
 
-
 def load_state(workdir, step):
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     return ocp.PyTreeCheckpointer().restore(path)
@@ -54,6 +53,7 @@ def assert_same_tree(a, b):
                                       err_msg=str(key))
 
 
+@pytest.mark.slow
 def test_exact_resume_is_bit_identical(tiny_config, tmp_path, monkeypatch):
     tiny_config.train.checkpoint_every = 7  # the interruption lands between two saves
     straight = str(tmp_path / "straight")
@@ -119,6 +119,7 @@ def test_a_mixture_of_user_sources_trains_and_resumes_bit_identically(tiny_confi
     assert {f"eval/{name}/bpb" for name in ("lit", "code", "docs", "hf_lit")} <= rows[-1].keys()
 
 
+@pytest.mark.slow
 def test_a_run_whose_source_files_changed_is_not_resumed(tiny_config, tmp_path):
     corpus = tmp_path / "mine.jsonl"
     texts = [json.dumps({"text": f"document {i}: " + "words " * (40 + i)}) for i in range(30)]
@@ -135,6 +136,7 @@ def test_a_run_whose_source_files_changed_is_not_resumed(tiny_config, tmp_path):
         train.run(tiny_config, workdir)
 
 
+@pytest.mark.slow
 def test_metrics_rows_after_the_restored_step_are_recomputed(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
     train.run(tiny_config, workdir)
@@ -146,6 +148,7 @@ def test_metrics_rows_after_the_restored_step_are_recomputed(tiny_config, tmp_pa
     assert os.path.exists(os.path.join(workdir, "metrics.jsonl.after_10"))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_config, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     train.run(tiny_config, workdir)
@@ -163,6 +166,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_config, tmp_path,
     assert os.path.isdir(os.path.join(workdir, "checkpoints_corrupt", "20"))
 
 
+@pytest.mark.slow
 def test_the_only_checkpoint_is_never_deleted(tiny_config, tmp_path):
     tiny_config.train.update(dict(steps=10, keep_checkpoints=1))
     workdir = str(tmp_path / "run")
@@ -175,6 +179,7 @@ def test_the_only_checkpoint_is_never_deleted(tiny_config, tmp_path):
     assert os.path.isdir(os.path.join(workdir, "checkpoints_corrupt", "10"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
     tiny_config.train.update(dict(steps=40, checkpoint_every=1))
     tiny_config.optimizer.update(dict(lr=1e30, grad_clip=0.0))
@@ -210,6 +215,7 @@ def test_bad_config_fails_before_compiling(tiny_config, tmp_path, field, value, 
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_workdir_with_another_model_shape_is_refused(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
     tiny_config.train.steps = 5
@@ -220,6 +226,7 @@ def test_workdir_with_another_model_shape_is_refused(tiny_config, tmp_path):
         train.run(tiny_config, workdir)
 
 
+@pytest.mark.slow
 def test_a_scanned_run_trains_resumes_and_refuses_the_unscanned_layout(tiny_config, tmp_path):
     """scan_layers changes the parameters' layout: a scanned run resumes from its own
     checkpoints (bit-identically), and its workdir refuses the unscanned model (and back)."""
@@ -246,6 +253,7 @@ def test_unknown_override_key_names_the_key_and_close_matches():
     check_override_keys(["--config=configs/quickstart.py", "--config.model.n_heads=2"])
 
 
+@pytest.mark.slow
 def test_run_files_record_config_and_model(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
     tiny_config.train.steps = 5
@@ -294,6 +302,7 @@ def test_cli_reports_unknown_key_without_traceback(tmp_path):
     assert "Did you mean steps" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_changes_nothing(tiny_config, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     tiny_config.train.steps = 5
@@ -305,6 +314,7 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_config, tmp_path, capsys)
     assert read_metrics(workdir) == before
 
 
+@pytest.mark.slow
 def test_layer_stats_are_logged_at_their_cadence(tiny_config, tmp_path, monkeypatch):
     tiny_config.train.update(dict(steps=10, layer_stats_every=4, log_every=5))
     tiny_config.schedule.warmup_steps = 2

@@ -134,7 +134,7 @@ def test_gs_without_gcsfs_fails_before_anything_is_built(tiny_config, without_gc
     tiny_config.train.branch_from = "gs://bucket/parent"
     with pytest.raises(ConfigError, match="pip install gcsfs"):
         train.run(tiny_config, "local/workdir")
-    with pytest.raises(SweepError, match="--root: .*pip install gcsfs"):
+    with pytest.raises(SweepError, match="--runs_dir: .*pip install gcsfs"):
         runner.run_sweep(runner.load_sweep(TINY_SWEEP), "gs://bucket/sweep", name="tiny",
                          config_path=TINY_SWEEP, dry_run=True)
 

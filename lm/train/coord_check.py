@@ -3,20 +3,23 @@ activations after a few optimizer steps, against width. Under muP the curves are
 standard parameterization, with Adam, they grow with width and the learning rate stops
 transferring.
 
-    python -m lm.model.coord_check --out runs/coord_check  # coord_check.json (+ .png)
+    python -m lm.train.coord_check --report_dir runs/coord_check  # coord_check.json (+ .png)
+
+(--report_dir was --out, which still works.)
 """
-import argparse
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import optim
-from configs import base
+from core import cli
 from data.tokenizer import ByteTokenizer
 from lm.model import ModelConfig, Transformer, init_params, mup_width_mult
+from lm.train.settings import run_config
 from lm.train.step import init_state, make_train_step
 
 WIDTHS = (64, 128, 256, 512)
@@ -42,7 +45,7 @@ def coordinate_check(mup: bool, widths=WIDTHS, steps: int = 5, lr: float = 1e-2,
                          jnp.int32)
     results = {}
     for width in widths:
-        config = base.get_config()
+        config = run_config()
         config.model.update(dict(d_model=width, n_layers=n_layers, n_heads=width // HEAD_DIM,
                                  mup_base_width=widths[0] if mup else 0))
         config.optimizer.lr = lr
@@ -69,17 +72,21 @@ def width_exponent(results: dict, key: str = "logits", step: int = -1) -> float:
     return float(np.polyfit(np.log(widths), np.log(values), 1)[0])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/coord_check")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+PARSER = cli.parser("python -m lm.train.coord_check", __doc__)
+cli.add_path(PARSER, "report_dir", default="runs/coord_check", old=("--out",),
+             use="coord_check.json and coord_check.png")
+PARSER.add_argument("--steps", type=int, default=5, help="optimizer steps per width")
+PARSER.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate")
+
+
+@cli.main()
+def main(argv) -> None:
+    args = PARSER.parse_args(argv)
+    os.makedirs(args.report_dir, exist_ok=True)
     results = {name: coordinate_check(name == "mup", steps=args.steps, lr=args.lr)
                for name in ("standard", "mup")}
     summary = {name: {"logits_width_exponent": width_exponent(r)} for name, r in results.items()}
-    with open(os.path.join(args.out, "coord_check.json"), "w") as f:
+    with open(os.path.join(args.report_dir, "coord_check.json"), "w") as f:
         json.dump({"results": results, "summary": summary}, f, indent=1)
     print(json.dumps(summary))
     try:
@@ -100,8 +107,8 @@ def main() -> None:
             ax.set(xscale="log", yscale="log", title=f"{name}: {key}", xlabel="width")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "coord_check.png"), dpi=100)
+    fig.savefig(os.path.join(args.report_dir, "coord_check.png"), dpi=100)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

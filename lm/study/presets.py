@@ -22,41 +22,19 @@ AdamW's fitted loss-vs-data curve, inside its measured budgets.
 """
 import ml_collections
 
-from configs import base
+from lm.train.settings import run_config
+from optim.hparams import HYPERPARAMETERS
 
 OPTIMIZERS = ("adamw", "soap", "simplified_ademamix")
 PRESETS = ("tiny", "compare", "cbs", "small", "paper")
 
-# Search spaces at the tiny scale (widths 32-96, 1024-token batches; larger presets divide the
-# lrs by `lr_divisor`): each hyperparameter's ordered grid and the start value (the optimizer's
-# published default where it has one). Point keys are lm.sweep keys: `lr`, `warmup` (fraction of
-# the steps), `grad_clip`, or a hyperparameter of the optimizer's own config section.
-# Simplified-AdEMAMix's update (alpha g + m) / sqrt(nu) sums ~1 / (1 - b1) = 100 gradients in m,
-# so its step is 7x (uncorrelated gradients) to (100 + alpha)x Adam's at one lr: its lr grid sits
-# 10-100x below Adam's and is searched jointly with alpha. Morwani et al. find the best alpha
-# grows as the batch shrinks (~100 at 32K-token batches, ~0 at 1M); these batches hold 1K.
-SEARCH = {
-    "adamw": dict(
-        grids=dict(lr=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), b1=(0.8, 0.9, 0.95),
-                   b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.1, 0.3),
-                   warmup=(0.02, 0.1, 0.3), eps=(1e-10, 1e-8, 1e-6), grad_clip=(0.0, 1.0, 2.0)),
-        start=dict(lr=1e-2, b1=0.9, b2=0.95, weight_decay=0.1, warmup=0.1, eps=1e-8,
-                   grad_clip=1.0)),
-    "soap": dict(
-        grids=dict(lr=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), b1=(0.9, 0.95, 0.99),
-                   b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.01, 0.1, 0.3),
-                   warmup=(0.02, 0.1, 0.3), eps=(1e-10, 1e-8, 1e-6), grad_clip=(0.0, 1.0, 2.0),
-                   precondition_frequency=(1, 10, 30), rest_lr_multiplier=(0.1, 0.3, 1.0)),
-        start=dict(lr=1e-2, b1=0.95, b2=0.95, weight_decay=0.01, warmup=0.1, eps=1e-8,
-                   grad_clip=1.0, precondition_frequency=10, rest_lr_multiplier=1.0)),
-    "simplified_ademamix": dict(
-        grids=dict(lr=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), alpha=(0.0, 3.0, 10.0, 30.0, 100.0),
-                   b1=(0.9, 0.99, 0.999), b2=(0.95, 0.99, 0.999), weight_decay=(0.0, 0.1),
-                   warmup=(0.02, 0.1, 0.3), grad_clip=(0.0, 1.0, 2.0)),
-        start=dict(lr=1e-4, alpha=0.0, b1=0.99, b2=0.95, weight_decay=0.0, warmup=0.1,
-                   grad_clip=1.0),
-        line=("alpha",)),
-}
+# Search spaces, from the optimizers' definitions (optim/hparams/: each hyperparameter's ordered
+# grid and start value, and the protocol keys `lr`, `warmup` (fraction of the steps) and
+# `grad_clip`), at the tiny scale (widths 32-96, 1024-token batches; larger presets divide the
+# lrs by `lr_divisor`). Only optimizers whose definition has an lr grid can be tuned.
+SEARCH = {name: space for name, space in
+          ((name, section.search_space()) for name, section in HYPERPARAMETERS.items())
+          if "lr" in space["grids"]}
 # The tiny preset's budget: the hyperparameters the review found mistuned (AdamW's b2, warmup and
 # weight decay; SOAP's weight decay and the lr of its AdamW part; S-AdEMAMix's alpha and b1).
 TINY_KEYS = {"adamw": ("lr", "b2", "weight_decay", "warmup"),
@@ -94,7 +72,7 @@ def _study(run, sizes, *, tune_sizes, steps=0, tokens_per_param=0.0, keys=None, 
     return ml_collections.ConfigDict(dict(
         kind="compare",
         run=run,                  # the base run config every run starts from
-        sizes=list(sizes),        # the ladder (configs/ladder.py)
+        sizes=list(sizes),        # the ladder (lm/model/ladder.py)
         steps=steps,              # train steps of every run at 1x data (0: tokens_per_param)
         tokens_per_param=tokens_per_param,  # > 0: steps = this x N_non-embedding / batch tokens
         tune_sizes=list(tune_sizes),  # coordinate descent here; other sizes re-tune the lr only
@@ -118,7 +96,7 @@ def _study(run, sizes, *, tune_sizes, steps=0, tokens_per_param=0.0, keys=None, 
 
 def _run_config(tokenizer: str, vocab_size: int, seq_len: int, batch_size: int,
                 eval_batches: int):
-    c = base.get_config()
+    c = run_config()
     c.data.update(dict(corpus="en_docs", eval_corpora=("en_docs", "code_py"),
                        tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len,
                        eval_batches=eval_batches))

@@ -1,4 +1,4 @@
-"""lm.sweep.tune: coordinate descent on known loss surfaces (it finds the minimum, moves only
+"""lm.study.tune: coordinate descent on known loss surfaces (it finds the minimum, moves only
 past the noise threshold, replays from partial results, avoids failed runs), its sensitivity
 rows, and the sweep keys it tunes (bare optimizer hyperparameters, warmup as a fraction)."""
 import math
@@ -7,7 +7,7 @@ import pytest
 
 from configs import base
 from lm.errors import SweepError
-from lm.sweep import tune
+from lm.study import tune
 from lm.sweep.spec import Sweep, expand
 
 GRIDS = {"lr": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "b2": [0.9, 0.95, 0.99, 0.999],

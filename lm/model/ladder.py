@@ -2,10 +2,14 @@
 
 Names read `d<width>_l<depth>`. Widths and depths follow the GPT-2/Chinchilla aspect ratios
 (d_model / n_layers between 16 and 128) with head_dim 16 below d_model 64, 32 below 256 and 64
-from there; the rungs below d128_l4 are the tiny study's (configs/study.py).
-Use one as `--config=configs/base.py:d256_l4`; `python -m configs.ladder` prints the exact
-parameter counts (the table in README.md comes from it).
+from there; the rungs below d128_l4 are the tiny study's. Use one as
+`--config=configs/base.py:d256_l4`; `python -m lm.model.ladder` prints the exact parameter counts
+(the table in docs/models.md comes from it).
 """
+import sys
+
+from core import cli
+
 SIZES = {
     "d32_l2": (32, 2, 2),
     "d48_l2": (48, 2, 3),
@@ -24,28 +28,40 @@ SIZES = {
 }
 
 
-def apply_size(model_cfg, name: str) -> None:
-    """Sets d_model, n_layers and n_heads of `model_cfg` to ladder size `name`."""
+def shape(name: str) -> tuple[int, int, int]:
+    """(d_model, n_layers, n_heads) of ladder size `name`."""
     if name not in SIZES:
         raise ValueError(f"unknown model size {name!r}; the ladder has: {', '.join(SIZES)}")
-    model_cfg.d_model, model_cfg.n_layers, model_cfg.n_heads = SIZES[name]
+    return SIZES[name]
 
 
-def main() -> None:
+def apply_size(model_cfg, name: str) -> None:
+    """Sets d_model, n_layers and n_heads of `model_cfg` to ladder size `name`."""
+    model_cfg.d_model, model_cfg.n_layers, model_cfg.n_heads = shape(name)
+
+
+PARSER = cli.parser("python -m lm.model.ladder", __doc__)
+
+
+@cli.main()
+def main(argv) -> None:
     """Prints the ladder's parameter counts (byte and 8192-token BPE vocabularies, tied)."""
-    from configs import base
+    from data.settings import DATA
     from data.tokenizer import ByteTokenizer
-    from lm.model import ModelConfig
+    from lm.model.config import ModelConfig
     from lm.model.info import flops_per_token, param_counts
+    from lm.model.settings import model_config_dict
+
+    PARSER.parse_args(argv)
 
     print("| size | d_model | layers | heads | non-embedding | total (byte vocab 257) | "
           "total (BPE 8192) | train FLOPs/token (seq 1024, BPE 8192) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in SIZES:
-        cfg = base.get_config(name).model
+        cfg = model_config_dict(name)
         cfg.max_seq_len = 1024
         byte = ModelConfig.from_config(cfg, ByteTokenizer.vocab_size, "float32")
-        bpe = ModelConfig.from_config(cfg, base.data_defaults().vocab_size, "float32")
+        bpe = ModelConfig.from_config(cfg, DATA["vocab_size"].default, "float32")
         counts = param_counts(bpe)
         print(f"| {name} | {bpe.d_model} | {bpe.n_layers} | {bpe.n_heads} | "
               f"{counts['non_embedding']:,} | {param_counts(byte)['total']:,} | "
@@ -53,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

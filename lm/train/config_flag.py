@@ -1,0 +1,39 @@
+"""The run config on the command line of lm.train and lm.compile: `--config=FILE[:ARG]` (a
+python file with get_config(), and its argument: configs/base.py:d256_l4) and any number of
+`--config.KEY=VALUE` overrides (`python -m configs.help` lists the keys).
+
+The tool's core.cli parser takes --config and the tool's own flags. The overrides go to
+ml_collections' config_flags, parsed on a FlagValues of their own (absl's global flags are not
+involved), once `check_override_keys` has refused an unknown key by name with its close matches.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from core import cli
+from lm.train.config_checks import check_override_keys
+
+
+def add_config(parser: cli.Parser, default: str) -> None:
+    """Adds --config (the overrides need no flag: `parse` takes them)."""
+    parser.add_argument("--config", default=default, metavar="FILE[:ARG]",
+                        help="the run config: a python file with get_config(), ':ARG' its "
+                             "argument; --config.KEY=VALUE sets a field (`python -m "
+                             "configs.help` lists them)")
+
+
+def parse(parser: cli.Parser, argv: list[str]):
+    """(the tool's flags, the run config with the overrides applied). ConfigError: the config
+    cannot be loaded or an override names no field; cli.UsageError: any other bad flag."""
+    args, overrides = parser.parse_known_args(argv)
+    absl_argv = [parser.prog, f"--config={args.config}", *overrides]
+    check_override_keys(absl_argv[1:])
+    values = flags.FlagValues()
+    config = config_flags.DEFINE_config_file("config", None, flag_values=values,
+                                             sys_argv=absl_argv)
+    try:
+        positional = values(absl_argv)[1:]
+    except flags.Error as err:
+        raise cli.UsageError(f"{err} (`{parser.prog} --help` lists the flags)") from err
+    if positional:
+        parser.error(f"unrecognized arguments: {' '.join(positional)}")
+    return args, config.value
