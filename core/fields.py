@@ -33,7 +33,7 @@ class Field:
       doc: one line: what it does, its unit, what 0 or "" mean.
       choices: the allowed values, if a closed set.
       minimum, maximum: inclusive bounds of a number.
-      below: exclusive upper bound of a number (a decay rate: below=1).
+      above, below: exclusive bounds of a number (a scale: above=0; a decay rate: below=1).
       grid: the study's ordered search grid (optimizer hyperparameters), empty: not searched.
       start: the study's start value when it is not the default.
     """
@@ -42,6 +42,7 @@ class Field:
     choices: tuple = ()
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None
     below: float | None = None
     grid: tuple = ()
     start: Any = None
@@ -58,6 +59,8 @@ class Field:
             return f"must be >= {self.minimum}"
         if self.maximum is not None and value > self.maximum:
             return f"must be <= {self.maximum}"
+        if self.above is not None and not value > self.above:
+            return f"must be > {self.above}"
         if self.below is not None and not value < self.below:
             return f"must be < {self.below}"
         return ""
@@ -74,7 +77,9 @@ def unit_interval(default: float, doc: str, **kwargs) -> Field:
 
 
 def positive(default, doc: str, **kwargs) -> Field:
-    return Field(default, doc, minimum=1 if isinstance(default, int) else 1e-300, **kwargs)
+    """A count (>= 1) or a scale (> 0)."""
+    bound = dict(minimum=1) if isinstance(default, int) else dict(above=0.0)
+    return Field(default, doc, **bound, **kwargs)
 
 
 def nonnegative(default, doc: str, **kwargs) -> Field:
@@ -103,9 +108,6 @@ class Section:
     search: dict = dataclasses.field(default_factory=dict)
     search_with_lr: tuple = ()
 
-    def __iter__(self):
-        return iter(self.fields)
-
     def __getitem__(self, key: str):
         return self.fields[key]
 
@@ -121,11 +123,6 @@ class Section:
             else:
                 values[key] = field.default
         return ml_collections.ConfigDict(values)
-
-    def defaults(self, exclude: tuple = ()) -> dict:
-        """name -> default of the section's own fields (nested sections excluded)."""
-        return {key: field.default for key, field in self.fields.items()
-                if isinstance(field, Field) and key not in exclude}
 
     def check(self, values) -> None:
         """Raises ValueError naming `<section>.<field>=<value>` and what is allowed, for the
@@ -187,15 +184,13 @@ class Section:
             signature = inspect.signature(fn)
             params = signature.parameters
             takes_rest = any(p.kind is p.VAR_KEYWORD for p in params.values())
-            declared = [key for key in own if key in params]
             missing = [key for key, p in params.items()
                        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and key not in own]
-            if missing or (not takes_rest and len(declared) != len(own)):
-                absent = [key for key in own if key not in params]
+            absent = [] if takes_rest else [key for key in own if key not in params]
+            if missing or absent:
                 raise TypeError(f"{fn.__qualname__} and the definitions of {self.name} differ: "
                                 f"not defined {missing}, not taken {absent}")
-            taken = own if takes_rest else {key: own[key] for key in declared}
-            defaults = {key: field.default for key, field in taken.items()}
+            defaults = {key: field.default for key, field in own.items()}
 
             @functools.wraps(fn)
             def with_defaults(*args, **kwargs):
@@ -205,7 +200,7 @@ class Section:
                      for key, p in params.items() if p.kind is not p.VAR_KEYWORD]
             shown += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY,
                                         default=field.default)
-                      for key, field in taken.items() if key not in params]
+                      for key, field in own.items() if key not in params]
             kinds = sorted(shown, key=lambda p: p.kind)  # keyword-only after the rest
             with_defaults.__signature__ = signature.replace(parameters=kinds)
             return with_defaults

@@ -28,6 +28,7 @@ from optim.masks import (
     weight_decay_mask,
 )
 from optim.schedules import make_schedule
+from optim.settings import SHARED
 from optim.weight_average import average_parameters, averaged_params
 
 Builder = Callable[[Any, optax.Schedule, Callable], optax.GradientTransformation]
@@ -76,6 +77,8 @@ def register(name: str, hyperparameters: Section | None = None,
         if name not in HYPERPARAMETERS:
             raise ValueError(f"optimizer {name!r} has no hyperparameters in optim/hparams/; "
                              "define its Section there first")
+        if name in IMPLEMENTATIONS:  # its own module registers it (a no-op while it does)
+            importlib.import_module(IMPLEMENTATIONS[name])
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} is already registered")
         _REGISTRY[name] = _Entry(builder, eval_params, supports_mup and linear_in_lr,
@@ -108,6 +111,7 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
     optimizer will update: the groups are resolved and checked against them, so a config error
     surfaces here, before anything compiles.
     """
+    SHARED.check(optimizer_cfg)
     name = optimizer_cfg.name
     if name not in HYPERPARAMETERS:
         raise ValueError(f"optimizer.name={name!r} is not a registered optimizer; use one of "
@@ -132,9 +136,6 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
                          "iterates in its state, so its updates cannot be rescaled per group; "
                          "set the lr_multiplier to 1 or use another optimizer")
     clip = optimizer_cfg.grad_clip
-    if clip is not None and clip < 0:
-        raise ValueError(f"optimizer.grad_clip={clip} must be >= 0 (0 or None disables "
-                         "clipping)")
 
     def decay_mask(tree):
         return weight_decay_mask(tree, groups)

@@ -2,7 +2,7 @@
 (core/fields.py): the keys every optimizer shares, and one section per registered optimizer
 from optim/hparams/. JAX-free, so building a config loads no JAX.
 """
-from core.fields import Field, Section, nonnegative
+from core.fields import Field, Section, nonnegative, positive
 from optim.hparams import HYPERPARAMETERS
 
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
@@ -11,25 +11,29 @@ SCHEDULES = ("cosine", "wsd", "linear", "constant")
 # matches `pattern` (re.search), their lr multiplier and weight decay (True / False / None: the
 # default rule, decay iff ndim >= 2). Add groups in a config file, e.g.
 # c.optimizer.groups.norms = dict(pattern="norm", lr_multiplier=0.1, weight_decay=None)
+# optim/masks.py checks every group, those a config file adds included.
 EMBEDDINGS_GROUP = Section("optimizer.groups.embeddings", "the embedding tables", dict(
     pattern=Field("embed", "re.search pattern over parameter paths"),
-    lr_multiplier=nonnegative(1.0, "lr multiplier of the group"),
+    lr_multiplier=Field(1.0, "lr multiplier of the group (>= 0)"),
     weight_decay=Field(False, "decay the group (None: decay iff ndim >= 2)"),
 ))
 
-OPTIMIZER = Section("optimizer", "the update rule", dict(
-    name=Field("adamw", "any registered optimizer (optim/hparams/)",
-               choices=tuple(sorted(HYPERPARAMETERS))),
-    lr=nonnegative(3e-3, "peak learning rate"),
+# The keys every optimizer shares (optim.registry.build checks them; the registry names the
+# optimizers, optim/weight_average.py the averaging decay's range, optim/masks.py the groups).
+SHARED = Section("optimizer", "the keys every optimizer shares", dict(
+    name=Field("adamw", "a registered optimizer (optim/hparams/, or registered with its own "
+                        "hyperparameters)"),
+    lr=positive(3e-3, "peak learning rate"),
     grad_clip=nonnegative(1.0, "global-norm clipping (Pascanu et al. 2013); 0 disables"),
-    weight_average_decay=Field(0.0, "> 0: evaluate an exponential moving average of the "
+    weight_average_decay=Field(0.0, "in (0, 1): evaluate an exponential moving average of the "
                                     "parameters, xi <- d xi + (1 - d) theta after each step "
-                                    "(Zhang et al. 2024 pair it with a constant lr); 0: off",
-                               minimum=0.0, below=1.0),
+                                    "(Zhang et al. 2024 pair it with a constant lr); 0: off"),
     groups=Section("optimizer.groups", "parameter groups: name -> pattern, lr_multiplier, "
                                        "weight_decay", dict(embeddings=EMBEDDINGS_GROUP)),
-    **{name: section for name, section in sorted(HYPERPARAMETERS.items())},
 ))
+
+OPTIMIZER = Section("optimizer", "the update rule", {
+    **SHARED.fields, **{name: section for name, section in sorted(HYPERPARAMETERS.items())}})
 
 
 SCHEDULE = Section("schedule", "the learning-rate schedule (optim/schedules.py)", dict(

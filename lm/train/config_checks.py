@@ -95,8 +95,6 @@ def check_config(config, backend: str | None = None) -> None:
         mx.formats_from_config(config.precision)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    _require(t.loss_spike_ratio > 1,
-             f"train.loss_spike_ratio={t.loss_spike_ratio} must be above 1")
     loggers.check(t.get("loggers", "jsonl"))
     if t.get("profile_steps"):
         first, last = profile_window(t.profile_steps)

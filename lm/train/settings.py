@@ -49,7 +49,7 @@ TRAIN = Section("train", "the training loop (lm/train/loop.py and its hooks)", d
                             "steps in WORKDIR/profile; \"\" disables"),
     loss_spike_window=positive(50, "a loss spike starts at a step whose loss exceeds "
                                    "loss_spike_ratio x the median of this many previous steps"),
-    loss_spike_ratio=Field(1.2, "(see loss_spike_window); above 1", minimum=1.0),
+    loss_spike_ratio=Field(1.2, "(see loss_spike_window)", above=1.0),
     branch_from=Field("", "branch a new run (in-situ intervention): a workdir without "
                           "checkpoints starts from this run's checkpoint at branch_step and "
                           "copies its metrics up to there; config changes apply from then on"),

@@ -1,5 +1,5 @@
 """Hyperparameters of SOAP (optim/soap.py; Vyas et al. 2024), the reference's defaults."""
-from core.fields import Field, Section, unit_interval
+from core.fields import Field, Section, positive, unit_interval
 from optim.hparams.from_optax import ADAM_LIKE_SEARCH
 
 PRECISIONS = ("highest", "high", "default")
@@ -10,7 +10,7 @@ SOAP = Section("optimizer.soap", "SOAP (Vyas et al. 2024): Adam in Shampoo's eig
     b1=unit_interval(0.95, "first-moment decay", grid=(0.9, 0.95, 0.99)),
     b2=unit_interval(0.95, "second-moment decay (in the eigenbasis)", grid=(0.95, 0.99, 0.999)),
     shampoo_beta=Field(-1.0, "decay of the Shampoo factors; < 0: b2", below=1.0),
-    eps=Field(1e-8, "added to sqrt(V)", minimum=1e-300, grid=(1e-10, 1e-8, 1e-6)),
+    eps=positive(1e-8, "added to sqrt(V)", grid=(1e-10, 1e-8, 1e-6)),
     weight_decay=Field(0.01, "decoupled weight decay after the step, scaled by the lr",
                        minimum=0.0, grid=(0.0, 0.01, 0.1, 0.3)),
     precondition_frequency=Field(10, "steps between eigenbasis refreshes (power iteration + "

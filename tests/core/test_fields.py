@@ -37,7 +37,7 @@ def test_config_dict_holds_the_defaults_and_free_form_dicts():
     (dict(width=3), "demo.width must be even"),
 ])
 def test_check_names_the_field_the_value_and_what_is_allowed(values, message):
-    config = {**DEMO.defaults(), "inner": {"flag": True}, **values}
+    config = {**DEMO.config_dict().to_dict(), **values}
     with pytest.raises(ValueError, match=message):
         DEMO.check(config)
 
