@@ -49,11 +49,12 @@ TRAIN = Section("train", "the training loop (lm/train/loop.py and its hooks)", d
                             "steps in WORKDIR/profile; \"\" disables"),
     loss_spike_window=positive(50, "a loss spike starts at a step whose loss exceeds "
                                    "loss_spike_ratio x the median of this many previous steps"),
-    loss_spike_ratio=Field(1.2, "(see loss_spike_window)", above=1.0),
+    loss_spike_ratio=Field(1.2, "the spike threshold, see loss_spike_window", above=1.0),
     branch_from=Field("", "branch a new run (in-situ intervention): a workdir without "
                           "checkpoints starts from this run's checkpoint at branch_step and "
                           "copies its metrics up to there; config changes apply from then on"),
-    branch_step=Field(-1, "(see branch_from); -1: its newest checkpoint", minimum=-1),
+    branch_step=Field(-1, "the step branch_from starts at; -1: its newest checkpoint",
+                      minimum=-1),
 ), rules=(_microbatches_divide,))
 
 # Logical axis -> comma-separated mesh axes ("" = unsharded), in rule priority order
