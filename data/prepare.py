@@ -1,8 +1,8 @@
 """Tokenizes a source into train/validation token arrays: streaming, in parallel, resumable.
 
     python -m data.prepare --corpus SOURCE [--tokenizer byte|bpe|hf:PATH] [--vocab_size 8192]
-        [--tokenizer_corpora en_docs,code_py] [--data_root DIR] [--val_fraction 0.02]
-        [--text_field text] [--workers N] [--shard_mb 64]
+        [--tokenizer_corpora en_docs,code_py] [--tokenizer_sample_mb 100] [--data_root DIR]
+        [--val_fraction 0.02] [--text_field text] [--workers N] [--shard_mb 64]
 
 (--data_root was --root, which still works.)
 
@@ -28,19 +28,15 @@ number of workers or the shard size); and a killed preparation, started again, r
 shards without done.json. On a local ROOT a lock file serialises processes preparing the same
 directory (a sweep's runs start together); on a bucket, prepare once before launching many.
 
-A BPE tokenizer is trained on the train splits of `tokenizer_corpora` (registered corpora,
-split with the same `val_fraction`, so it never sees their validation documents) and saved
-under `ROOT/tokenizers/<id>/`, with `recipes/<key>.json` recording what it was trained on so
-that a later call finds it without the corpora.
+A BPE tokenizer is trained on a bounded sample of the training documents of
+`tokenizer_corpora` (any sources; `data.bpe_training`) and saved under `ROOT/tokenizers/<id>/`,
+found again by its recipe: changed input trains a new one.
 """
 import concurrent.futures
 import dataclasses
 import functools
-import hashlib
-import json
 import multiprocessing
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -51,9 +47,9 @@ import numpy as np
 from core import cli
 from data import (
     atomic,
+    bpe_training,
     corpora,
     dataset,
-    documents,
     fetch,
     sources,
     split,
@@ -62,54 +58,31 @@ from data import (
 )
 from data.settings import DATA
 from data.tokenizer import (
+    DOCS_PER_BATCH,
     ByteTokenizer,
     Tokenizer,
-    bpe_id,
     import_hf_tokenizer,
     load_tokenizer,
-    tokenizer_dir,
-    train_bpe,
 )
 
 DEFAULTS = DATA.config_dict()  # vocabulary size, validation fraction, tokenizer corpora
-DOCS_PER_BATCH = 256
-SHARD_BYTES = 16 << 20  # input bytes per shard
 PART_TOKENS = 1 << 22  # tokens a worker holds before it writes them out
 
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizers
 
-
-def _split_texts(root, corpus: str, val_fraction: float) -> tuple[list[str], list[bool]]:
-    """The documents of registered `corpus` (fetched on first use) and their validation flags."""
-    docs_path, manifest = fetch.ensure_fetched(root, corpus)
-    if manifest["num_docs"] < 2:
-        fix = ("restore it from git or rebuild it with `python -m data.samples`"
-               if corpora.get(corpus).is_sample else
-               f"delete {docs_path.parent} and fetch it again with "
-               f"`python -m data.fetch {corpus} --data_root {root}`")
-        raise ValueError(f"empty corpus {corpus!r}: {docs_path} has {manifest['num_docs']} "
-                         f"document(s), but a train/validation split needs at least 2; {fix}")
-    texts = list(documents.read_texts(docs_path))
-    return texts, split.validation_mask(texts, val_fraction)
-
-
-def _bpe_batches(root, tokenizer_corpora, val_fraction: float) -> Iterator[list[str]]:
-    for corpus in tokenizer_corpora:
-        texts, is_val = _split_texts(root, corpus, val_fraction)
-        train = [t for t, v in zip(texts, is_val) if not v]
-        with cli.progress(total=len(train), unit="doc", desc=f"train BPE on {corpus}") as bar:
-            for i in range(0, len(train), DOCS_PER_BATCH):
-                yield train[i:i + DOCS_PER_BATCH]
-                bar.update(len(train[i:i + DOCS_PER_BATCH]))
-
-
 def ensure_tokenizer(root, kind: str, *, vocab_size: int = DEFAULTS.vocab_size,
                      tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
-                     val_fraction: float = DEFAULTS.val_fraction) -> Tokenizer:
+                     val_fraction: float = DEFAULTS.val_fraction,
+                     tokenizer_sample_mb: float = DEFAULTS.tokenizer_sample_mb,
+                     named_sources=None, text_field: str = DEFAULTS.text_field) -> Tokenizer:
     """The `byte` tokenizer, the `bpe` one for these settings (trained on first use), or the
-    Hugging Face tokenizer `hf:PATH` (imported under `root` on first use)."""
+    Hugging Face tokenizer `hf:PATH` (imported under `root` on first use).
+
+    The BPE is trained on a sample of the training documents of `tokenizer_corpora` (any
+    sources, `named_sources` naming some; `data.bpe_training`) and found again by its recipe,
+    so changed input or settings train a new one and unchanged ones load the stored one."""
     if kind == "byte":
         return ByteTokenizer()
     if kind.startswith("hf:"):
@@ -117,28 +90,12 @@ def ensure_tokenizer(root, kind: str, *, vocab_size: int = DEFAULTS.vocab_size,
     if kind != "bpe":
         raise ValueError(f"unknown tokenizer {kind!r}; use byte, bpe or hf:PATH (a "
                          "tokenizer.json, or a directory holding one)")
-    for corpus in tokenizer_corpora:
-        if corpus not in corpora.CORPORA:
-            raise ValueError(f"data.tokenizer_corpora: {corpus!r} is not a registered corpus; the "
-                             "bpe tokenizer trains on registered corpora only. For your own "
-                             "corpus, train a tokenizer with the `tokenizers` library and pass "
-                             "data.tokenizer=hf:PATH/tokenizer.json")
-    recipe = dict(vocab_size=vocab_size, corpora=list(tokenizer_corpora), val_fraction=val_fraction)
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    found = sorted(k for k in store.list_keys(store.join(root, "tokenizers"))
-                   if re.fullmatch(rf"bpe{vocab_size}-[0-9a-f]+/recipes/{key}\.json", k))
-    if found:
-        return load_tokenizer(root, found[0].split("/")[0])
-    fetch_root = dataset.local_root(root)
-    tokenizer_json = train_bpe(_bpe_batches(fetch_root, tokenizer_corpora, val_fraction),
-                               vocab_size)
-    tokenizer_id = bpe_id(vocab_size, tokenizer_json)
-    path = tokenizer_dir(root, tokenizer_id)
-    store.write_bytes(store.join(path, "tokenizer.json"), tokenizer_json.encode())
-    manifests = {c: fetch.local_manifest(fetch_root, c)["sha256"] for c in tokenizer_corpora}
-    store.write_json(store.join(path, "recipes", f"{key}.json"),
-                     dict(recipe, corpus_sha256=manifests))
-    return load_tokenizer(root, tokenizer_id)
+    plan = bpe_training.bpe_plan(dataset.local_root(root), tokenizer_corpora,
+                                 vocab_size=vocab_size, val_fraction=val_fraction,
+                                 sample_mb=tokenizer_sample_mb, named_sources=named_sources,
+                                 text_field=text_field)
+    return load_tokenizer(root, bpe_training.find_bpe(root, plan)
+                          or bpe_training.train_bpe_tokenizer(root, plan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,11 +367,37 @@ def _check_current(prepared: dataset.PreparedCorpus, fetch_root, val_fraction: f
                          f"{val_fraction}: use that value, or delete {path} to prepare again")
     if "corpus_sha256" not in meta:
         return  # a source that is not registered: its fingerprint is in the directory name
-    manifest = fetch.local_manifest(fetch_root, prepared.corpus)
-    if manifest is not None and manifest["sha256"] != meta["corpus_sha256"]:
+    # A pinned corpus has one version, wherever the data root is; another's is its local fetch.
+    current = corpora.get(prepared.corpus).sha256 or (
+        fetch.local_manifest(fetch_root, prepared.corpus) or {}).get("sha256")
+    if current is not None and current != meta["corpus_sha256"]:
         raise ValueError(f"{path} was prepared from another version of corpus "
                          f"{prepared.corpus!r} (sha256 {meta['corpus_sha256'][:12]}, now "
-                         f"{manifest['sha256'][:12]}): delete {path} to prepare again")
+                         f"{current[:12]}): delete {path} to prepare again")
+
+
+def _set_aside_outdated(path: str, source: sources.Source) -> None:
+    """Renames arrays prepared on a local root from another version of a pinned corpus (e.g. the
+    Debian-built en_docs of earlier versions) to PATH.<that version's sha256[:12]>, so that the
+    pinned corpus is prepared in their place and nothing is lost or read as the new corpus. On
+    a bucket they stay, and `_check_current` refuses them."""
+    pinned = corpora.get(source.target).sha256 if source.registered else ""
+    meta_path = store.join(path, "meta.json")
+    if not pinned or not store.is_local(path) or store.read_json(meta_path) is None:
+        return
+    with atomic.locked(Path(path).parent / f".{Path(path).name}.lock"):
+        old = (store.read_json(meta_path) or {}).get("corpus_sha256", pinned)
+        if old == pinned:
+            return
+        aside = Path(f"{path}.{old[:12]}")
+        if aside.exists():
+            raise ValueError(f"{path} was prepared from another version of corpus "
+                             f"{source.name!r} (sha256 {old[:12]}), and {aside} exists already: "
+                             "move or delete one of them to prepare the corpus again")
+        os.replace(path, aside)
+    print(f"{path} was prepared from another version of corpus {source.name!r} (sha256 "
+          f"{old[:12]}, not the pinned {pinned[:12]}): moved it to {aside}; preparing the "
+          "pinned version", file=sys.stderr, flush=True)
 
 
 def prepared_name(source: sources.Source, fingerprint: Optional[dict]) -> str:
@@ -426,9 +409,11 @@ def prepared_name(source: sources.Source, fingerprint: Optional[dict]) -> str:
 def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
                     vocab_size: int = DEFAULTS.vocab_size,
                     tokenizer_corpora=tuple(DEFAULTS.tokenizer_corpora),
+                    tokenizer_sample_mb: float = DEFAULTS.tokenizer_sample_mb,
                     val_fraction: float = DEFAULTS.val_fraction, named_sources=None,
                     text_field: str = DEFAULTS.text_field, workers: int = DEFAULTS.workers,
-                    shard_bytes: int = SHARD_BYTES, read: bool = True) -> dataset.PreparedCorpus:
+                    shard_bytes: int = sources.SHARD_BYTES,
+                    read: bool = True) -> dataset.PreparedCorpus:
     """The prepared splits of source `corpus` (a registered corpus, a name in `named_sources`
     or a source spec), fetching, tokenizer-training and preparing whatever is missing; `read`
     as in `dataset.open_prepared`."""
@@ -436,11 +421,14 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
     split.threshold(val_fraction)  # a bad value fails before any work
     fetch_root = dataset.local_root(root)
     tok = ensure_tokenizer(root, tokenizer, vocab_size=vocab_size,
-                           tokenizer_corpora=tokenizer_corpora, val_fraction=val_fraction)
+                           tokenizer_corpora=tokenizer_corpora, val_fraction=val_fraction,
+                           tokenizer_sample_mb=tokenizer_sample_mb, named_sources=named_sources,
+                           text_field=text_field)
     # A registered corpus's directory has a fixed name: its fingerprint is needed only to prepare.
     fingerprint = None if source.registered else sources.fingerprint(source, fetch_root)
     name = prepared_name(source, fingerprint)
     path = dataset.prepared_path(root, tok.name, name)
+    _set_aside_outdated(path, source)
     if dataset.read_meta(root, name, tok.name) is None:
         def build():
             if dataset.read_meta(root, name, tok.name) is None:  # not built meanwhile
@@ -464,16 +452,23 @@ PARSER.add_argument("--tokenizer", default=DEFAULTS.tokenizer,
                     help="byte, bpe, or hf:PATH (a tokenizer.json or its directory)")
 PARSER.add_argument("--vocab_size", type=int, default=DEFAULTS.vocab_size, help="bpe only")
 PARSER.add_argument("--tokenizer_corpora", default=",".join(DEFAULTS.tokenizer_corpora),
-                    help="bpe only: comma-separated corpora the tokenizer is trained on")
+                    help="bpe only: comma-separated sources the tokenizer is trained on (any "
+                         "kind --corpus takes; their training documents only)")
+PARSER.add_argument("--tokenizer_sample_mb", type=float, default=DEFAULTS.tokenizer_sample_mb,
+                    help="bpe only: MiB of training documents the tokenizer is trained on, a "
+                         "sample by content hash shared equally among the sources")
 cli.add_path(PARSER, "data_root", default=dataset.default_root(), old=("--root",),
-             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale")
+             use="$OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale; for a gs:// root, "
+                 "registered corpora are fetched to a local cache ($OPTISCALE_DATA_DIR when "
+                 "local, else ~/.cache/optiscale) and the tokenizer and arrays go to the "
+                 "bucket")
 PARSER.add_argument("--val_fraction", type=float, default=DEFAULTS.val_fraction,
                     help="share of the documents held out for validation")
 PARSER.add_argument("--text_field", default=DEFAULTS.text_field,
                     help="JSON field or column that holds the documents")
 PARSER.add_argument("--workers", type=int, default=DEFAULTS.workers,
                     help="tokenizing processes (0: all cores)")
-PARSER.add_argument("--shard_mb", type=float, default=SHARD_BYTES / 2 ** 20,
+PARSER.add_argument("--shard_mb", type=float, default=sources.SHARD_BYTES / 2 ** 20,
                     help="input MiB per shard (the output does not depend on it)")
 
 
@@ -484,6 +479,7 @@ def main(argv) -> None:
     prepared = ensure_prepared(args.data_root, args.corpus, tokenizer=args.tokenizer,
                                vocab_size=args.vocab_size,
                                tokenizer_corpora=tuple(args.tokenizer_corpora.split(",")),
+                               tokenizer_sample_mb=args.tokenizer_sample_mb,
                                val_fraction=args.val_fraction, text_field=args.text_field,
                                workers=args.workers,
                                shard_bytes=max(1, int(args.shard_mb * 2 ** 20)), read=False)

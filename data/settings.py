@@ -31,7 +31,12 @@ DATA = Section("data", "corpora, tokenizer and token windows", dict(
     tokenizer=Field("byte", "byte (UTF-8 bytes + EOS) | bpe (trained offline with `tokenizers`) "
                             "| hf:PATH (a tokenizer.json or its directory)"),
     vocab_size=nonnegative(8192, "bpe only: the vocabulary size"),
-    tokenizer_corpora=Field(("en_docs", "code_py"), "bpe only: what the tokenizer is trained on"),
+    tokenizer_corpora=Field(("en_docs", "code_py"), "bpe only: the sources the tokenizer is "
+                                                     "trained on, any kind data.corpus takes "
+                                                     "(their training documents only)"),
+    tokenizer_sample_mb=Field(100.0, "bpe only: MiB of training documents the tokenizer is "
+                                     "trained on, a sample by content hash shared equally among "
+                                     "data.tokenizer_corpora (smaller sources whole)", above=0.0),
     val_fraction=Field(0.02, "fraction of documents held out for validation", minimum=0.0,
                        below=1.0),
     workers=nonnegative(0, "processes that tokenize a source on first use; 0: all cores"),

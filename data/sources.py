@@ -36,6 +36,7 @@ from data.settings import DATA
 TEXT_FIELD = DATA["text_field"].default  # data.text_field's default
 
 KINDS = ("jsonl", "parquet", "text", "hf")
+SHARD_BYTES = 16 << 20  # input bytes per shard (`plan`): what preparation and the BPE sample read
 # Keys of fsspec's file info that change when a file's content does, in order of preference.
 _STAMP_KEYS = ("md5Hash", "crc32c", "ETag", "etag", "mtime", "LastModified", "created")
 

@@ -15,21 +15,37 @@ ordinary text, never as EOS.
   its end-of-document token: the directory's tokenizer_config.json `eos_token`, else the first
   of EOS_CANDIDATES in its vocabulary. Its own special tokens (BOS, ...) are not added:
   documents are separated by EOS only, as for the other tokenizers.
+
+Training a BPE on your own corpus, to use as `--config.data.tokenizer=hf:DIR`:
+
+    python -m data.tokenizer train --corpus SOURCE[,SOURCE...] --vocab_size N --out_dir DIR
+        [--sample_mb 100] [--val_fraction 0.02] [--text_field text] [--data_root ROOT]
+
+SOURCE: anything `data.sources` reads (a registered corpus, jsonl:PATTERN, parquet:PATTERN,
+text:PATTERN, hf:NAME[:CONFIG[:SPLIT]]). The BPE is trained as `data.tokenizer=bpe` trains one
+(`data.bpe_training`): on a sample of at most --sample_mb MiB of the sources'
+training documents, shared equally among them, never a validation document (the split of
+--val_fraction), and stored under ROOT/tokenizers/<id>/ with its recipe, so the same command
+again finds it without training. DIR gets tokenizer.json and tokenizer_config.json
+({"eos_token": "<|endoftext|>"}); a DIR holding another tokenizer.json is refused. (--out_dir
+was --out, which also works.)
 """
 import hashlib
 import json
 import os
 import sys
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from core import cli
 from data import store
 
 EOS_TEXT = "<|endoftext|>"
 EOS_CANDIDATES = (EOS_TEXT, "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "<|im_end|>")
+DOCS_PER_BATCH = 256  # documents per encode or training batch
 HF_META = "optiscale.json"  # beside an imported tokenizer.json: {"eos_token": ..., "source": ...}
 
 
@@ -183,3 +199,105 @@ def planned_vocab_size(kind: str, bpe_vocab_size: int) -> int:
     if kind.startswith("hf:"):
         return read_hf_tokenizer(kind[len("hf:"):])[0].vocab_size
     return ByteTokenizer.vocab_size if kind == "byte" else bpe_vocab_size
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m data.tokenizer train (the parser is built on use: workers import this module)
+
+
+def _parser() -> cli.Parser:
+    from data.dataset import default_root
+    from data.settings import DATA
+    defaults = DATA.config_dict()
+    parser = cli.parser("python -m data.tokenizer", __doc__)
+    parser.add_argument("command", choices=("train",), help="train: train a BPE tokenizer")
+    parser.add_argument("--corpus", required=True,
+                        help="comma-separated sources: registered corpora, jsonl:PATTERN, "
+                             "parquet:PATTERN, text:PATTERN, hf:NAME[:CONFIG[:SPLIT]]")
+    parser.add_argument("--vocab_size", type=int, required=True,
+                        help="tokens, the 256 bytes and <|endoftext|> included")
+    parser.add_argument("--out_dir", required=True, old=("--out",),
+                        help="directory the tokenizer is written to (tokenizer.json, "
+                             "tokenizer_config.json); use it as --config.data.tokenizer=hf:DIR")
+    parser.add_argument("--sample_mb", type=float, default=defaults.tokenizer_sample_mb,
+                        help="MiB of training documents the BPE is trained on, a sample by "
+                             "content hash shared equally among the sources")
+    parser.add_argument("--val_fraction", type=float, default=defaults.val_fraction,
+                        help="share of the documents held out for validation (the tokenizer "
+                             "never sees them); use the runs' data.val_fraction")
+    parser.add_argument("--text_field", default=defaults.text_field,
+                        help="JSON field or column that holds the documents")
+    cli.add_path(parser, "data_root", default=default_root(),
+                 use="registered corpora are fetched there, and the tokenizer is stored under "
+                     "ROOT/tokenizers/ ($OPTISCALE_DATA_DIR if set, else ~/.cache/optiscale)")
+    return parser
+
+
+def _existing(out_dir: str, name: str) -> Optional[str]:
+    """The text of file `name` in the output directory, None if there is none."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise cli.UsageError(f"--out_dir {out_dir} is a file, not a directory; give a directory")
+    path = os.path.join(out_dir, name)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _check_config(out_dir: str, text: Optional[str]) -> None:
+    """Refuses a tokenizer_config.json in the output directory that names another EOS."""
+    if text is None:
+        return
+    try:
+        eos = json.loads(text).get("eos_token")
+    except (ValueError, AttributeError):
+        eos = None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if eos != EOS_TEXT:
+        raise cli.UsageError(f"{os.path.join(out_dir, 'tokenizer_config.json')} exists and does "
+                             f"not name {EOS_TEXT} as eos_token; pick another --out_dir, or "
+                             "delete that file")
+
+
+@cli.main(ValueError)
+def main(argv) -> None:
+    args = _parser().parse_args(argv)
+    from data import bpe_training, clients, dataset  # the training's imports, for this command only
+    out_dir = os.path.abspath(os.path.expanduser(args.out_dir))
+    existing = _existing(out_dir, "tokenizer.json")
+    config = _existing(out_dir, "tokenizer_config.json")
+    _check_config(out_dir, config)
+    try:
+        specs = [spec.strip() for spec in args.corpus.split(",")]
+        plan = bpe_training.bpe_plan(dataset.local_root(args.data_root), specs,
+                                     vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+                                     sample_mb=args.sample_mb, text_field=args.text_field)
+        found = bpe_training.find_bpe(args.data_root, plan)
+        stored = (store.read_bytes(store.join(tokenizer_dir(args.data_root, found),
+                                              "tokenizer.json")) if found else None)
+        if existing is not None and (stored is None or stored.decode() != existing):
+            raise cli.UsageError(f"{out_dir} holds a tokenizer.json already, not the one these "
+                                 "settings give; pick another --out_dir, or delete "
+                                 f"{os.path.join(out_dir, 'tokenizer.json')} to replace it")
+        tokenizer_id = found or bpe_training.train_bpe_tokenizer(args.data_root, plan)
+    except clients.FetchError as err:
+        raise cli.UsageError(str(err)) from err
+    text = store.read_bytes(store.join(tokenizer_dir(args.data_root, tokenizer_id),
+                                       "tokenizer.json")).decode()
+    os.makedirs(out_dir, exist_ok=True)
+    if existing is None:
+        store.write_bytes(os.path.join(out_dir, "tokenizer.json"), text.encode())
+    if config is None:
+        store.write_json(os.path.join(out_dir, "tokenizer_config.json"),
+                         dict(eos_token=EOS_TEXT))
+    tok = HFTokenizer(tokenizers.Tokenizer.from_str(text), tokenizer_id)
+    how = "found" if found else "trained"
+    print(f"tokenizer {tokenizer_id} ({how}; stored in "
+          f"{tokenizer_dir(args.data_root, tokenizer_id)}): vocab_size {tok.vocab_size}, "
+          f"{EOS_TEXT} = {tok.eos_id}, {len(text.encode()) / 2 ** 20:.1f} MiB tokenizer.json")
+    print(f"written to {out_dir}; use it with --config.data.tokenizer=hf:{out_dir} (prepared data "
+          f"then goes under tokenizer id hf-{tokenizer_id.rsplit('-', 1)[1]})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,13 +27,12 @@ from typing import Callable
 import ml_collections
 
 import optim
-from data import corpora, sources
+from data import needs, sources
 from lm.errors import ConfigError, SweepError
 from lm.model import ModelConfig, ladder
 from lm.model.info import model_info
 from lm.model.mx_presets import precision_fields
 from lm.model.settings import DTYPES
-from lm.train import batches
 from lm.train.build import planned_vocab_size
 from lm.train.config_checks import check_config
 from lm.train.settings import run_config
@@ -280,11 +279,11 @@ def _check(config, run: str) -> None:
                          f"use one of {', '.join(registered)}")
     d = config.data
     try:
-        batches.resolve_sources(d)
+        needs.resolve_sources(d)
         sources.resolve(d.corpus, dict(d.sources or {}))
         if d.tokenizer == "bpe":
             for corpus in d.tokenizer_corpora:
-                corpora.get(corpus)
+                sources.resolve(corpus, dict(d.sources or {}), d.text_field)
         check_config(config)
     except (ConfigError, ValueError) as err:
         raise SweepError(f"run {run}: {err}") from err

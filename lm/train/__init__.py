@@ -21,6 +21,8 @@ workdir)` from Python.
                       or nothing, through one path layer
     timing.py         seconds per train step, on random tokens (the study, the benchmarks)
     coord_check.py    muP's coordinate check (python -m lm.train.coord_check)
+    prepare_data.py   a config's data checked (--check) or prepared before a run, e.g. once
+                      for a whole pod (python -m lm.train.prepare_data)
 """
 from core import lazy
 

