@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 
 @contextlib.contextmanager
@@ -56,6 +56,25 @@ def build_once(final: Path, build: Callable[[Path], None], marker: str) -> Path:
             raise
         os.replace(tmp, final)
     return final
+
+
+def set_aside(directory: Path, version: Callable[[], Optional[str]],
+              current: str) -> Optional[tuple[str, Path]]:
+    """Renames `directory` to DIRECTORY.<its version[:12]> when the version its contents record
+    (`version()`, read under the directory's build lock; None: nothing there) is not `current`,
+    so that the current version is built in its place and the other one is kept whole. Returns
+    (that version, where it went), or None when nothing moved; FileExistsError when that name is
+    taken."""
+    directory = Path(directory)
+    with locked(directory.parent / f".{directory.name}.lock"):
+        old = version()
+        if old is None or old == current:  # nothing there, set aside meanwhile, or current
+            return None
+        aside = directory.with_name(f"{directory.name}.{old[:12] or 'unknown'}")
+        if aside.exists():
+            raise FileExistsError(aside)
+        os.replace(directory, aside)
+    return old, aside
 
 
 def write_file(path: Path, data: bytes) -> None:

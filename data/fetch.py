@@ -9,7 +9,6 @@ appears all at once (`data.atomic`), so an interrupted fetch leaves no half corp
 """
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -76,24 +75,26 @@ def _set_aside_other_version(corpus: corpora.Corpus, directory: Path) -> None:
     the Debian-built en_docs of earlier versions) to NAME.<its sha256[:12]>, so that the pinned
     corpus is fetched in its place and nothing fetched before is lost or silently read."""
     manifest_path = directory / "manifest.json"
-    if not corpus.sha256 or not manifest_path.exists():
+    if not corpus.sha256:
         return
-    with atomic.locked(directory.parent / f".{directory.name}.lock"):
-        if not manifest_path.exists():  # another process set it aside while we waited
-            return
-        old = json.loads(manifest_path.read_text()).get("sha256", "")
-        if old == corpus.sha256:
-            return
-        aside = directory.with_name(f"{directory.name}.{old[:12] or 'unknown'}")
-        if aside.exists():
-            raise clients.FetchError(
-                f"{directory} holds another version of corpus {corpus.name} than the pinned one "
-                f"(sha256 {old[:12]}), and {aside} exists already: move or delete one of them, "
-                f"then fetch again")
-        os.replace(directory, aside)
-    print(f"{directory} held another version of corpus {corpus.name} (sha256 {old[:12]}, not the "
-          f"pinned {corpus.sha256[:12]}): moved it to {aside}; fetching the pinned version",
-          file=sys.stderr, flush=True)
+
+    def version():
+        return (json.loads(manifest_path.read_text()).get("sha256", "")
+                if manifest_path.exists() else None)
+
+    if version() in (None, corpus.sha256):  # the usual cases: no lock needed
+        return
+    try:
+        moved = atomic.set_aside(directory, version, corpus.sha256)
+    except FileExistsError as err:
+        raise clients.FetchError(
+            f"{directory} holds another version of corpus {corpus.name} than the pinned one, and "
+            f"{err.args[0]} exists already: move or delete one of them, then fetch again") from err
+    if moved:
+        old, aside = moved
+        print(f"{directory} held another version of corpus {corpus.name} (sha256 {old[:12]}, not "
+              f"the pinned {corpus.sha256[:12]}): moved it to {aside}; fetching the pinned "
+              "version", file=sys.stderr, flush=True)
 
 
 def _download(name: str, packages: tuple, raw: Path) -> list[dict]:

@@ -383,21 +383,26 @@ def _set_aside_outdated(path: str, source: sources.Source) -> None:
     a bucket they stay, and `_check_current` refuses them."""
     pinned = corpora.get(source.target).sha256 if source.registered else ""
     meta_path = store.join(path, "meta.json")
-    if not pinned or not store.is_local(path) or store.read_json(meta_path) is None:
+    if not pinned or not store.is_local(path):
         return
-    with atomic.locked(Path(path).parent / f".{Path(path).name}.lock"):
-        old = (store.read_json(meta_path) or {}).get("corpus_sha256", pinned)
-        if old == pinned:
-            return
-        aside = Path(f"{path}.{old[:12]}")
-        if aside.exists():
-            raise ValueError(f"{path} was prepared from another version of corpus "
-                             f"{source.name!r} (sha256 {old[:12]}), and {aside} exists already: "
-                             "move or delete one of them to prepare the corpus again")
-        os.replace(path, aside)
-    print(f"{path} was prepared from another version of corpus {source.name!r} (sha256 "
-          f"{old[:12]}, not the pinned {pinned[:12]}): moved it to {aside}; preparing the "
-          "pinned version", file=sys.stderr, flush=True)
+
+    def version():
+        meta = store.read_json(meta_path)
+        return None if meta is None else meta.get("corpus_sha256", pinned)
+
+    if version() in (None, pinned):  # the usual cases: no lock needed
+        return
+    try:
+        moved = atomic.set_aside(Path(path), version, pinned)
+    except FileExistsError as err:
+        raise ValueError(f"{path} was prepared from another version of corpus {source.name!r}, "
+                         f"and {err.args[0]} exists already: move or delete one of them to "
+                         "prepare the corpus again") from err
+    if moved:
+        old, aside = moved
+        print(f"{path} was prepared from another version of corpus {source.name!r} (sha256 "
+              f"{old[:12]}, not the pinned {pinned[:12]}): moved it to {aside}; preparing the "
+              "pinned version", file=sys.stderr, flush=True)
 
 
 def prepared_name(source: sources.Source, fingerprint: Optional[dict]) -> str:
