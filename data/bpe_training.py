@@ -97,27 +97,27 @@ def bpe_sample_bytes(vocab_size: int, sample_mb: float, val_fraction: float) -> 
     return max(1, int(sample_mb * 2 ** 20))
 
 
-class _NotFetched(Exception):
+class NotFetched(Exception):
     """A registered corpus without a pinned sha256 is not fetched yet (and may not be now)."""
 
 
-def _corpus_sha256(name: str, fetch_root, may_fetch: bool = True) -> str:
+def corpus_sha256(name: str, fetch_root, may_fetch: bool = True) -> str:
     """The docs.jsonl sha256 of registered corpus `name`: pinned in data/corpora.py, else that
     of the committed sample or of the fetched copy (fetched now if it is not here yet and
-    `may_fetch`, else _NotFetched)."""
+    `may_fetch`, else NotFetched)."""
     pinned = corpora.get(name).sha256
     if pinned:
         return pinned
     manifest = fetch.local_manifest(fetch_root, name)
     if manifest is None and not may_fetch:
-        raise _NotFetched(name)
+        raise NotFetched(name)
     return (manifest or fetch.ensure_fetched(fetch_root, name)[1])["sha256"]
 
 
 def _input(source: sources.Source, fetch_root, may_fetch: bool = True) -> BpeInput:
     """The source's fingerprint and, but for a registered corpus, its size (no document read)."""
     if source.registered:
-        return BpeInput(source, _corpus_sha256(source.target, fetch_root, may_fetch), None)
+        return BpeInput(source, corpus_sha256(source.target, fetch_root, may_fetch), None)
     fingerprint = sources.fingerprint(source, fetch_root)
     if source.kind == "hf":
         size = sources.hf_dataset(source.target).data.nbytes
@@ -244,7 +244,7 @@ def find_bpe_tokenizer(root, *, vocab_size: int = DEFAULTS.vocab_size,
         plan = bpe_plan(dataset.local_root(root), tokenizer_corpora, vocab_size=vocab_size,
                         val_fraction=val_fraction, sample_mb=tokenizer_sample_mb,
                         named_sources=named_sources, text_field=text_field, may_fetch=False)
-    except _NotFetched:
+    except NotFetched:
         return None
     return find_bpe(root, plan)
 

@@ -20,7 +20,7 @@ import re
 import shlex
 from typing import Optional
 
-from data import bpe_training, corpora, dataset, fetch, prepare, sources, store
+from data import bpe_training, corpora, dataset, prepare, sources, store
 from data.settings import DATA
 from data.tokenizer import HF_META, read_hf_tokenizer, tokenizer_dir
 
@@ -160,8 +160,12 @@ def _tokenizer(root, d) -> tuple[Optional[str], Item]:
 
 def _fingerprinted_here(source: sources.Source, fetch_root) -> bool:
     """Whether `source`'s fingerprint can be taken without fetching or downloading anything."""
-    if source.registered:
-        return fetch.local_manifest(fetch_root, source.target) is not None
+    if source.registered:  # pinned, or fetched here (bpe_training's own rule)
+        try:
+            bpe_training.corpus_sha256(source.target, fetch_root, may_fetch=False)
+        except bpe_training.NotFetched:
+            return False
+        return True
     if source.kind == "hf":  # a local dataset directory, not a hub name
         return os.path.isdir(source.target.split(":")[0])
     return True  # files: listed, not read

@@ -112,10 +112,20 @@ def test_own_files_are_found_by_their_fingerprint_and_named_sources_need_the_con
 
 
 def test_a_bpe_over_corpora_not_fetched_here_is_unknown_and_nothing_is_fetched(tmp_path):
-    d = settings(tokenizer="bpe", tokenizer_corpora=("en_docs", "code_py_sample"))
+    """An unpinned registered corpus (the *_debian ones) has no fingerprint until fetched."""
+    d = settings(tokenizer="bpe", tokenizer_corpora=("en_docs_debian", "code_py_sample"))
     report = needs.check(d, tmp_path)
     assert [state for _, _, state in states(report)] == ["UNKNOWN"] * 3
-    assert f"python -m data.fetch en_docs --data_root {tmp_path}" in report.items[0].where
+    assert f"python -m data.fetch en_docs_debian --data_root {tmp_path}" in report.items[0].where
+    assert not (tmp_path / "corpora").exists()
+
+
+def test_a_bpe_over_pinned_corpora_is_looked_for_without_fetching_them(tmp_path):
+    """The default corpora's fingerprints are pinned in the code: the check looks the tokenizer
+    up (here: not trained yet, so MISSING, not UNKNOWN) and fetches nothing."""
+    d = settings(tokenizer="bpe", tokenizer_corpora=("en_docs", "code_py"))
+    report = needs.check(d, tmp_path)
+    assert report.items[0].state == "MISSING"
     assert not (tmp_path / "corpora").exists()
 
 
