@@ -28,13 +28,17 @@ from data import prepare, sampling
 from lm.model.info import count_pytree_params
 from lm.train.timing import build, random_windows, time_steps
 from optim.adalayer import adalayer_star_mask
-from optim.masks import is_matrix
+from optim.adam_mini import block_kind as adam_mini_block_kind
+from optim.dion import rank as dion_rank
+from optim.kron import factor_floats as kron_factor_floats
+from optim.masks import is_matrix, is_stacked, layer_ndim, path_name
 
 # Peak learning rates for short runs of the quickstart model: sign methods and Muon take other
 # step sizes than Adam's 3e-3; Simplified-AdEMAMix sums its momentum (~1 / (1 - b1) gradients).
-SHORT_RUN_LR = {"sgd": 0.1, "lion": 3e-4, "signum": 3e-4, "muon": 0.02,
-                "simplified_ademamix": 5e-5}
-SHORT_RUN_SECTION = {"muon": dict(adam_lr_multiplier=0.15)}
+SHORT_RUN_LR = {"sgd": 0.1, "lion": 3e-4, "signum": 3e-4, "muon": 0.02, "normuon": 0.02,
+                "dion": 0.02, "scion": 2 ** -12, "simplified_ademamix": 5e-5}
+SHORT_RUN_SECTION = {"muon": dict(adam_lr_multiplier=0.15),
+                     "normuon": dict(adam_lr_multiplier=0.15)}
 
 
 def short_run_config(name: str, steps: int):
@@ -67,17 +71,39 @@ def _soap_factor_floats(shape, h) -> int:
                    for block in itertools.product(*per_dim))
 
 
-def predicted_state_floats(name: str, h, params) -> int:
+def _adam_mini_blocks(path, p, h, model) -> int:
+    """Adam-mini's second moments of one tensor (Zhang et al. 2024, Sec. 2.3): one per token of
+    an embedding or output table, per head of a query or key projection, per output neuron of
+    the other projections, per tensor of the rest; per layer of a stack."""
+    layers = p.shape[0] if is_stacked(path) else 1
+    kind = adam_mini_block_kind(path, p, h.single_value_lr)
+    if kind == "coordinate":
+        return math.prod(p.shape)
+    if kind == "token":
+        return p.shape[-1] if path_name(path).endswith("kernel") else p.shape[-2]
+    if kind == "neuron":
+        return layers * p.shape[-1]
+    if kind == "head":
+        heads = model.n_heads
+        if path_name(path).split("/")[-2] == "key" and model.n_kv_heads:
+            heads = model.n_kv_heads
+        return layers * heads
+    return layers
+
+
+def predicted_state_floats(name: str, h, params, model=None) -> int:
     """Optimizer-state floats each method's memory analysis predicts for `params`, with its
-    config section `h`: Adam-type moments per parameter, factored or per-block second moments,
-    Shampoo/SOAP factor matrices per matrix (scalar step counters left out)."""
+    config section `h` (and the model config `model`, for Adam-mini's heads): Adam-type moments
+    per parameter, factored or per-block second moments, Shampoo/SOAP factor matrices per matrix
+    (scalar step counters left out)."""
     star = jax.tree.leaves(adalayer_star_mask(params)) if name == "adalayer" and h.star else None
     total = 0
     for i, (path, p) in enumerate(jax.tree_util.tree_leaves_with_path(params)):
         n, matrix = math.prod(p.shape), is_matrix(path, p)
-        if name in ("adamw", "adopt", "schedule_free_adamw", "simplified_ademamix", "sophia"):
+        if name in ("adamw", "nadamw", "cautious_adamw", "adopt", "schedule_free_adamw",
+                    "simplified_ademamix", "sophia"):
             total += 2 * n  # two moments (schedule-free: z and v; Sophia: m and diag H)
-        elif name in ("sgd", "lion", "signum"):
+        elif name in ("sgd", "lion", "cautious_lion", "signum"):
             total += n  # one momentum
         elif name == "ademamix":
             total += 3 * n  # fast and slow EMAs, second moment
@@ -86,6 +112,27 @@ def predicted_state_floats(name: str, h, params) -> int:
             total += (sum(p.shape) if factored else n) + (n if h.momentum else 0)
         elif name == "muon":
             total += n if matrix else 2 * n  # momentum; AdamW on the rest
+        elif name == "normuon":  # momentum, one second moment per output neuron; AdamW rest
+            total += n + n // p.shape[-2] if matrix else 2 * n
+        elif name == "mars":  # m, v, the previous gradient per 2-D tensor; AdamW on the rest
+            total += 3 * n if (h.optimize_1d or layer_ndim(path, p) == 2) else 2 * n
+        elif name == "dion":  # M; Q (min(a, b), r) per matrix (per layer); AdamW/Lion rest
+            if matrix:
+                layers, shape = (p.shape[0], p.shape[1:]) if is_stacked(path) else (1, p.shape)
+                r = dion_rank(shape, h.rank_fraction, h.rank_multiple_of)
+                total += n + layers * min(shape) * r
+            else:
+                total += (2 if h.scalar_opt == "adamw" else 1) * n
+        elif name == "kron":  # momentum; per (merged) dim a d x d triangular or d diagonal factor
+            layers, shape = (p.shape[0], p.shape[1:]) if is_stacked(path) else (1, p.shape)
+            total += n + layers * kron_factor_floats(
+                shape, max_size_triangular=h.max_size_triangular,
+                min_ndim_triangular=h.min_ndim_triangular,
+                memory_save_mode=h.memory_save_mode, merge_dims=h.merge_dims)
+        elif name == "scion":
+            total += n if h.momentum < 1 else 0  # the averaged gradient d
+        elif name == "adam_mini":  # first moment, one second moment per block
+            total += n + _adam_mini_blocks(path, p, h, model)
         elif name == "adalayer":  # momentum, and one second moment per block
             per_coordinate = star is not None and star[i]
             total += n + (n if per_coordinate else 1)
@@ -116,7 +163,8 @@ def step_seconds(spec: str, args) -> tuple[float, float, float]:
     rt, state, _ = build(config, args.seq_len, args.vocab_size)
     n_params = count_pytree_params(state.params)
     bytes_per_param = state_bytes(state.opt_state) / n_params
-    predicted = 4 * predicted_state_floats(name, config.optimizer[name], state.params) / n_params
+    predicted = 4 * predicted_state_floats(name, config.optimizer[name], state.params,
+                                           config.model) / n_params
     windows = random_windows(rt, args.batch_size, args.seq_len, args.vocab_size)
     return (time_steps(rt, state, windows, args.steps, args.repeats), bytes_per_param,
             predicted)

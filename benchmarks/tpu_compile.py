@@ -3,9 +3,12 @@ memory or speed (attention kernel, compute dtype, remat, scanned layers): lm.com
 setting, as JSON lines. Needs the tpu extra (libtpu), no TPU.
 
     python -m benchmarks.tpu_compile [--topologies v5p:2x2x2,v5p:4x4x4] [--only splash_bf16]
+    python -m benchmarks.tpu_compile --topologies v5p:2x2x2 --only splash_bf16_scan_remat_full \
+        --optimizers adamw,soap/block_size=512,muon   # each optimizer's state and memory
 
 d2048_l20, 2048-token sequences, 4 per chip (32 on 8 chips, 256 on 64; 16 per chip in
-splash_bf16_batch4x), fsdp over all chips.
+splash_bf16_batch4x), fsdp over all chips; AdamW unless --optimizers names others (each with
+its config section's defaults, or NAME/key=value/... for a variant).
 """
 import json
 import os
@@ -13,6 +16,7 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from benchmarks.optimizers import parse_variant  # noqa: E402
 from configs import base  # noqa: E402
 from core import cli  # noqa: E402
 from lm.compile.program import compile_train_step, report, topology_devices  # noqa: E402
@@ -43,6 +47,9 @@ def one_b(topology_chips: int, attention: str, dtype: str, remat: str, scan: boo
 PARSER = cli.parser("python -m benchmarks.tpu_compile", __doc__)
 PARSER.add_argument("--topologies", default="v5p:2x2x2,v5p:4x4x4")
 PARSER.add_argument("--only", default="", help="comma-separated names of SETTINGS")
+PARSER.add_argument("--optimizers", default="adamw",
+                    help="comma-separated registered optimizers (or NAME/key=value/... "
+                         "variants), each compiled per setting")
 
 
 @cli.main()
@@ -52,11 +59,15 @@ def main(argv) -> None:
     for topology in args.topologies.split(","):
         devices = topology_devices(topology)
         for name in names:
-            config = one_b(len(devices), *SETTINGS[name])
-            compiled, facts = compile_train_step(config, devices)
-            record = report(compiled, facts, config, devices)
-            print(json.dumps({"bench": "tpu_compile", "topology": topology, "setting": name,
-                              **record}), flush=True)
+            for spec in args.optimizers.split(","):
+                config = one_b(len(devices), *SETTINGS[name])
+                optimizer, overrides = parse_variant(spec)
+                config.optimizer.name = optimizer
+                config.optimizer[optimizer].update(overrides)
+                compiled, facts = compile_train_step(config, devices)
+                record = report(compiled, facts, config, devices)
+                print(json.dumps({"bench": "tpu_compile", "topology": topology,
+                                  "setting": name, "variant": spec, **record}), flush=True)
 
 
 if __name__ == "__main__":

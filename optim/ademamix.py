@@ -62,6 +62,7 @@ import optax
 from optax._src import numerics
 
 from optim import checks
+from optim.numerics import one_minus_power
 from optim.hparams.ademamix import ADEMAMIX, SIMPLIFIED_ADEMAMIX
 from optim.registry import register
 
@@ -130,13 +131,6 @@ def _linear_warmup(step, end, warmup):
     return jnp.where(step < warmup, a * end, _float(end))
 
 
-def _bias_correction(beta, step):
-    """1 - beta^step, accurate for beta near 1 (log(beta) taken in float64)."""
-    if beta == 0.0:
-        return _float(1.0)
-    return -jnp.expm1(_float(step) * math.log(beta))
-
-
 def _cast(x, like):
     return x.astype(like.dtype)
 
@@ -169,8 +163,8 @@ def scale_by_ademamix(*, b1, b2, b3, alpha, eps, b3_warmup=None,
         step = count  # the reference's 1-based state["step"]
         c_alpha = _linear_warmup(step, alpha, alpha_warmup)
         c_b3, c_1mb3 = _hl_warmup(step, b3, b1, b3_warmup)
-        bc1 = _bias_correction(b1, step)
-        sqrt_bc2 = jnp.sqrt(_bias_correction(b2, step))
+        bc1 = one_minus_power(b1, step)
+        sqrt_bc2 = jnp.sqrt(one_minus_power(b2, step))
 
         if b1 == 0.0:
             m1 = None
@@ -245,7 +239,7 @@ def scale_by_simplified_ademamix(*, b1, b2, alpha, eps, min_b1, bias_correction1
         step = count  # the reference's 1-based state["step"]
         c_b1, _ = _hl_warmup(step, b1, min_b1, b1_warmup)
         num_sum = c_b1.astype(state.num_sum.dtype) * state.num_sum + 1.0
-        sqrt_den = jnp.sqrt(_bias_correction(b2, step))  # den_sum = 1 - b2^t
+        sqrt_den = jnp.sqrt(one_minus_power(b2, step))  # den_sum = 1 - b2^t
         scale = _float(1.0)
         if bias_correction1:
             scale = scale / num_sum

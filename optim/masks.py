@@ -36,6 +36,20 @@ def stacked_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: is_stacked(path), params)
 
 
+def stack_flags(stacked, tree):
+    """A transform's `stacked` argument (None: nothing stacked; a pytree of bools like the
+    params, or a callable of them such as stacked_mask) as a pytree of bools shaped like
+    `tree`. Where optax.multi_transform has put a MaskedNode in place of another part's
+    parameter, the MaskedNode stays."""
+    flags = stacked(tree) if callable(stacked) else stacked
+    if flags is None:
+        return jax.tree.map(lambda _: False, tree)
+    structure = jax.tree.structure(flags)
+    return structure.unflatten([jax.tree.map(lambda _, f=flag: bool(f), subtree)
+                                for flag, subtree in zip(structure.flatten_up_to(flags),
+                                                         structure.flatten_up_to(tree))])
+
+
 def is_embedding(path) -> bool:
     """An embedding table: a path component containing "embed" (any case: `embedding`,
     `unembed`, flax's `Embed_0`)."""

@@ -51,6 +51,7 @@ class _Entry(NamedTuple):
     eval_params: Callable
     supports_mup: bool
     linear_in_lr: bool
+    needs_model: bool
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -58,7 +59,7 @@ _REGISTRY: dict[str, _Entry] = {}
 
 def register(name: str, hyperparameters: Section | None = None,
              eval_params: Callable = identity_eval_params, supports_mup: bool = True,
-             linear_in_lr: bool = True):
+             linear_in_lr: bool = True, needs_model: bool = False):
     """Decorator registering `builder(h, schedule, decay_mask)` as optimizer `name`, whose
     hyperparameters optim/hparams/ defines, or `hyperparameters` for an optimizer defined
     outside optiscale (a Section named "optimizer.<name>").
@@ -67,7 +68,9 @@ def register(name: str, hyperparameters: Section | None = None,
     multipliers can scale it after the fact (not so for schedule-free methods, whose iterates
     live in their state). `supports_mup`: the update is moreover Adam-like (its scale does not
     depend on the gradient's), so muP's per-layer learning rates (hidden matrices: lr / m)
-    apply to it.
+    apply to it. `needs_model`: the builder also takes `model=`, the run's model config
+    (`config.model`), for an optimizer that partitions parameters by the architecture
+    (Adam-mini's per-head blocks).
     """
     def decorator(builder: Builder) -> Builder:
         if hyperparameters is not None:
@@ -82,7 +85,7 @@ def register(name: str, hyperparameters: Section | None = None,
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} is already registered")
         _REGISTRY[name] = _Entry(builder, eval_params, supports_mup and linear_in_lr,
-                                 linear_in_lr)
+                                 linear_in_lr, needs_model)
         return builder
 
     return decorator
@@ -100,12 +103,13 @@ def _entry(name: str) -> _Entry:
 
 
 def build(optimizer_cfg, schedule: optax.Schedule, params,
-          mup_width_mult: float | None = None) -> Optimizer:
+          mup_width_mult: float | None = None, model=None) -> Optimizer:
     """The optimizer `optimizer_cfg.name` on the learning-rate `schedule` (whose peak is
     `optimizer_cfg.lr`; see make_schedule), after global-norm gradient clipping at
     `optimizer_cfg.grad_clip` (Pascanu et al. 2013; 0 or None disables it), with the parameter
     groups `optimizer_cfg.groups` (lr multipliers, weight decay) and muP's learning rates for
-    width multiplier `mup_width_mult` (None: standard parameterization).
+    width multiplier `mup_width_mult` (None: standard parameterization). `model` is the run's
+    model config, which optimizers registered with `needs_model` require.
 
     `params` (arrays or jax.ShapeDtypeStruct, e.g. from jax.eval_shape) are the parameters the
     optimizer will update: the groups are resolved and checked against them, so a config error
@@ -127,6 +131,10 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
         raise ValueError(f"muP (model.mup_base_width > 0) is implemented for optimizers with "
                          f"Adam-like updates; {name!r} needs other per-layer learning rates. "
                          f"Use one of {adam_like}, or set model.mup_base_width=0")
+    if entry.needs_model and model is None:
+        raise ValueError(f"optimizer {name!r} partitions the parameters by the model's "
+                         "architecture: pass model=config.model to optim.build (or use "
+                         "optim.build_from_config)")
     groups = optimizer_cfg.groups
     group_of(params, groups, require_every_group=True)
     scaled = [g for g, group in groups.items() if group.lr_multiplier != 1]
@@ -145,7 +153,9 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
 
     # identity() keeps the state tree the same with clipping off, so a run can resume with it.
     clipping = optax.clip_by_global_norm(clip) if clip else optax.identity()
-    parts = [clipping, entry.build(h, schedule, decay_mask), scale_by_multipliers(multipliers)]
+    own = (entry.build(h, schedule, decay_mask, model=model) if entry.needs_model
+           else entry.build(h, schedule, decay_mask))
+    parts = [clipping, own, scale_by_multipliers(multipliers)]
     decay = optimizer_cfg.get("weight_average_decay", 0.0)
     if decay:
         if entry.eval_params is not identity_eval_params:
@@ -161,9 +171,9 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
 
 def build_from_config(config, params, mup_width_mult: float | None = None) -> Optimizer:
     """`build` for a whole run config: `config.optimizer` on the schedule `config.schedule`
-    over `config.train.steps` steps."""
+    over `config.train.steps` steps, for the model `config.model`."""
     schedule = make_schedule(config.schedule, config.optimizer.lr, config.train.steps)
-    return build(config.optimizer, schedule, params, mup_width_mult)
+    return build(config.optimizer, schedule, params, mup_width_mult, config.model)
 
 
 def _check_hyperparameters(h, name: str) -> None:

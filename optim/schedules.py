@@ -17,6 +17,15 @@ import optax
 from optim.settings import SCHEDULE
 
 
+def scaled_learning_rate(learning_rate: optax.ScalarOrSchedule,
+                         factor: float) -> optax.ScalarOrSchedule:
+    """`factor` times `learning_rate` (a float, or a schedule of the update count): the lr of
+    an optimizer's second part, e.g. the AdamW that runs beside a matrix optimizer."""
+    if callable(learning_rate):
+        return lambda count: factor * learning_rate(count)
+    return factor * learning_rate
+
+
 def make_schedule(schedule_cfg, peak_lr: float, total_steps: int) -> optax.Schedule:
     """Step -> learning rate, from `schedule_cfg` (name, warmup_steps or warmup_fraction,
     final_lr_fraction, decay_fraction), the peak learning rate and the run's total step count."""

@@ -42,8 +42,9 @@ import optax
 
 from optim import checks
 from optim.hparams.shampoo import GRAFTS, SHAMPOO
-from optim.masks import matrices_and_rest, stacked_mask
+from optim.masks import matrices_and_rest, stack_flags, stacked_mask
 from optim.registry import register
+from optim.schedules import scaled_learning_rate
 
 
 class ScaleByShampooState(NamedTuple):
@@ -143,16 +144,12 @@ def scale_by_shampoo(*, b1, b2, eps, precondition_frequency, start_preconditioni
     def axes_of(p):
         return precond_axes(p.shape, max_precond_dim)
 
-    def stacks(tree):
-        flags = stacked(tree) if callable(stacked) else stacked
-        return jax.tree.map(lambda _: False, tree) if flags is None else flags
-
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
         t = count.astype(jnp.float32)
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
-        flags = stacks(grads)
+        flags = stack_flags(stacked, grads)
 
         def layer_stats(g, ls):
             return tuple(b2 * l + stat_weight * _unfolded_gram(g, i) if l.ndim == 2 else l
@@ -192,7 +189,7 @@ def scale_by_shampoo(*, b1, b2, eps, precondition_frequency, start_preconditioni
         return out, ScaleByShampooState(count=count, mu=mu, nu=nu, stats=stats, roots=roots)
 
     return optax.GradientTransformation(
-        lambda params: _init_state(params, graft, max_precond_dim, stacks(params)), update_fn)
+        lambda params: _init_state(params, graft, max_precond_dim, stack_flags(stacked, params)), update_fn)
 
 
 @SHAMPOO.defaults_of(exclude=("exponent", "rest_lr_multiplier"))
@@ -258,7 +255,7 @@ def _shampoo_from_config(h, schedule, decay_mask):
     matrices = shampoo(schedule, exponent=h.exponent or None, mask=decay_mask,
                        stacked=stacked_mask,
                        **SHAMPOO.values(h, exclude=("exponent", "rest_lr_multiplier")))
-    rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1,
+    rest = optax.adamw(scaled_learning_rate(schedule, h.rest_lr_multiplier), b1=h.b1,
                        b2=h.b2, eps=h.graft_eps, weight_decay=h.weight_decay,
                        mask=decay_mask)
     return matrices_and_rest(matrices, rest)

@@ -45,8 +45,9 @@ import optax
 from optim import blocks, checks
 from optim.decay import add_decayed_weights_after_step
 from optim.hparams.soap import BLOCK_UPDATES, PRECISIONS, SOAP
-from optim.masks import matrices_and_rest, stacked_mask
+from optim.masks import matrices_and_rest, stack_flags, stacked_mask
 from optim.registry import register
+from optim.schedules import scaled_learning_rate
 
 # The precision of the rotations and statistics (hparams PRECISIONS, in that order): the
 # reference runs true float32 matmuls (PyTorch's TF32 default is off), "highest" here, which
@@ -282,13 +283,9 @@ def scale_by_soap(*, b1, b2, shampoo_beta, eps, precondition_frequency, max_prec
                   merge_dims, precondition_1d, block_size or 0, _PRECISION[precision],
                   block_update)
 
-    def stacks(tree):
-        flags = stacked(tree) if callable(stacked) else stacked
-        return jax.tree.map(lambda _: False, tree) if flags is None else flags
-
     def init_fn(params):
         zeros = lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32))  # noqa
-        flags = stacks(params)
+        flags = stack_flags(stacked, params)
 
         def factors(make):
             return jax.tree.map(lambda p, f: _init_factors(h, p, make, f), params, flags)
@@ -306,7 +303,7 @@ def scale_by_soap(*, b1, b2, shampoo_beta, eps, precondition_frequency, max_prec
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
         treedef = jax.tree.structure(grads)
         columns = zip(*(treedef.flatten_up_to(tree) for tree in (
-            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q, stacks(grads))))
+            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q, stack_flags(stacked, grads))))
         out, exp_avg, exp_avg_sq, gg, q = ([] for _ in range(5))
         for g, m, *rest in columns:
             direction, m_new, v, stats, bases = _tensor_update(h, branch, g, m, *rest)
@@ -345,6 +342,6 @@ def _soap_from_config(h, schedule, decay_mask):
     preconditioner per matrix; levanter uses 256."""
     matrices = soap(schedule, mask=decay_mask, stacked=stacked_mask,
                     **SOAP.values(h, exclude=("rest_lr_multiplier",)))
-    rest = optax.adamw(lambda step: h.rest_lr_multiplier * schedule(step), b1=h.b1, b2=h.b2,
+    rest = optax.adamw(scaled_learning_rate(schedule, h.rest_lr_multiplier), b1=h.b1, b2=h.b2,
                        eps=h.eps, weight_decay=h.weight_decay, mask=decay_mask)
     return matrices_and_rest(matrices, rest)

@@ -5,6 +5,7 @@
 the pod would run, whose memory, cost and collectives this module reports.
 """
 import collections
+import math
 import os
 import re
 
@@ -57,7 +58,8 @@ def compile_train_step(config, devices):
     rt = runtime.build_for_run(config, model_cfg, optimizer.tx, sharder)
     batch = jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len + 1), jnp.int32,
                                  sharding=sharder.batch)
-    facts = {"mesh": sharder.describe(), "model_cfg": model_cfg}
+    facts = {"mesh": sharder.describe(), "model_cfg": model_cfg,
+             "optimizer_state_bytes": bytes_per_chip(rt.abstract_state.opt_state)}
     try:
         return rt.train_step.lower(rt.abstract_state, batch).compile(), facts
     except jax.errors.JaxRuntimeError as err:
@@ -66,6 +68,13 @@ def compile_train_step(config, devices):
             raise
         facts["out_of_memory"] = {k: float(v) * 2**30 for k, v in found.groupdict().items()}
         return None, facts
+
+
+def bytes_per_chip(tree) -> int:
+    """The bytes one chip holds of the sharded abstract arrays in `tree`: each leaf's shard
+    (the most any device holds; shards of a NamedSharding are equal up to padding)."""
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+               for x in jax.tree.leaves(tree))
 
 
 def report(compiled, facts: dict, config, devices) -> dict:
@@ -80,7 +89,8 @@ def report(compiled, facts: dict, config, devices) -> dict:
            "batch": config.train.batch_size, "seq_len": config.data.seq_len,
            "dtype": model_cfg.dtype, "attention": model_cfg.attention,
            "remat": model_cfg.remat, "scan_layers": model_cfg.scan_layers,
-           "model_flops_per_chip": model_flops}
+           "model_flops_per_chip": model_flops, "optimizer": config.optimizer.name,
+           "optimizer_state_bytes": facts["optimizer_state_bytes"]}
     if compiled is None:
         oom = facts["out_of_memory"]
         return {**out, "fits": False, "temporaries_bytes": oom["need"],

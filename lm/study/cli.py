@@ -2,12 +2,14 @@
 
     python -m lm.study --runs_dir=runs/study                     # tiny: <= 15 min on 2 CPU cores
     python -m lm.study --runs_dir=runs/study --dry_run           # runs, FLOPs, time estimate
+    python -m lm.study --dry-run --optimizers=adamw,nadamw,muon   # a new study's runs
     python -m lm.study --runs_dir=runs/study --optimizers=adamw,soap
     python -m lm.study --runs_dir=runs/compare --preset=compare  # the full protocol: hours
     python -m lm.study --runs_dir=runs/cbs --preset=cbs          # critical batch size
     python -m lm.study --runs_dir=/mnt/shared/study --preset=paper  # TPU pod launch scripts
 
-DIR is --runs_dir (its spelling before: --out, which still works).
+DIR is --runs_dir (its spelling before: --out, which still works). A dry run without it lists
+the runs of a new study (an empty directory).
 
 Phases (lm/study/presets.py sizes them; lm/study/phases.py builds them):
 1. DIR/tune/<size>: every optimizer tuned by coordinate descent over its search space (lr, b1,
@@ -26,6 +28,8 @@ unfinished runs is not trained here: DIR/launch_<phase>.sh gets one launch_tpu.s
 run, and the study goes on once they are finished in DIR (a shared directory).
 The cbs preset is its own job: DIR/cbs and DIR/report.md (lm/study/cbs.py).
 """
+import tempfile
+
 from absl import logging
 
 from core import cli
@@ -34,8 +38,9 @@ from lm.study import presets
 from lm.study.phases import run_study
 
 PARSER = cli.parser("python -m lm.study", __doc__)
-cli.add_path(PARSER, "runs_dir", required=True, old=("--out",),
-             use="the study's: its phases' runs, fits and report.md")
+cli.add_path(PARSER, "runs_dir", old=("--out",),
+             use="the study's: its phases' runs, fits and report.md (required, except that "
+                 "a dry run without it lists a new study's runs)")
 PARSER.add_argument("--preset", default="tiny", choices=presets.PRESETS,
                     help="the study's sizes and protocol (lm/study/presets.py)")
 PARSER.add_argument("--optimizers", default="",
@@ -66,5 +71,12 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)
     if args.processes < 0:
         raise cli.UsageError(f"--processes={args.processes}: give 0 (the preset's) or more")
+    if args.runs_dir is None:
+        if not args.dry_run:
+            raise cli.UsageError("--runs_dir is required: the directory of the study's runs "
+                                 "(a dry run without it lists a new study's runs)")
+        with tempfile.TemporaryDirectory() as empty:
+            args.runs_dir = empty
+            return run_study(args)
     return run_study(args)
 

@@ -18,8 +18,9 @@ skipped (flax's rule semantics): activations (batch, seq, embed) put fsdp on the
 
 Optimizer state follows its parameter: a state leaf shaped like its parameter gets the
 parameter's sharding; factor matrices (SOAP's and Shampoo's statistics and eigenbases) are
-declared by their state class (`factor_param_axis`: which parameter axis a factor belongs to)
-and have their rows split over the mesh axes of their parameter, so they take 1/n of the memory
+declared by their state class (`factor_param_axis`: which parameter axis a factor belongs to;
+square factors, or Dion's (d, r) ones whose d rows are that axis) and have their rows split over
+the mesh axes of their parameter, so they take 1/n of the memory
 on n devices like everything else (XLA gathers a factor where an eigendecomposition needs it
 whole); anything else (step counts, per-tensor scalars, Adafactor's factored moments) is
 replicated.
@@ -269,10 +270,13 @@ def opt_state_shardings(opt_state, params, param_shardings, sizes: dict):
         shape, sharding, stack_axes, index = found
         if tuple(leaf.shape) == tuple(shape) and not index:
             return sharding
-        if declared is not None and leaf.ndim >= 2 and leaf.shape[-1] == leaf.shape[-2] > 0:
+        if declared is not None and leaf.ndim >= 2:
             axis = declared(index)  # an axis of one layer's tensor
             axis = None if axis is None else axis + stack_axes
-            if axis is not None and axis < len(shape):
+            # A factor's rows belong to that axis: a (d, d) factor (of a block, or a whole
+            # axis), or a (d, r) one whose d rows are the axis (Dion's low-rank Q).
+            if axis is not None and axis < len(shape) and leaf.shape[-2] > 0 and (
+                    leaf.shape[-1] == leaf.shape[-2] or leaf.shape[-2] == shape[axis]):
                 spec = [None] * leaf.ndim
                 spec[-2] = _factor_rows(sharding.spec, axis, leaf.shape[-2], sizes)
                 return NamedSharding(mesh, PartitionSpec(*spec))

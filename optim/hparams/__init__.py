@@ -5,9 +5,24 @@ transform's signature, the registry, the config section, `python -m configs.help
 study's search space all read. JAX-free, so building a config loads no JAX.
 """
 from core.fields import Section
-from optim.hparams import adalayer, ademamix, from_optax, shampoo, soap, sophia
+from optim.hparams import (
+    adalayer,
+    adam_mini,
+    ademamix,
+    cautious,
+    dion,
+    from_optax,
+    kron,
+    mars,
+    normuon,
+    scion,
+    shampoo,
+    soap,
+    sophia,
+)
 
-_MODULES = (from_optax, soap, shampoo, ademamix, adalayer, sophia)
+_MODULES = (from_optax, soap, shampoo, ademamix, adalayer, sophia, cautious, mars, adam_mini,
+            scion, kron, dion, normuon)
 
 # optimizer name -> its hyperparameters.
 HYPERPARAMETERS: dict[str, Section] = {

@@ -23,11 +23,16 @@ SGD = Section("optimizer.sgd", "SGD with heavy-ball or Nesterov momentum (Sutske
     weight_decay=Field(0.0, "L2-style decay added to the gradient", minimum=0.0),
 ))
 
+# Lion's step is a sign (every entry +-lr): the paper's lr is 3-10x smaller than AdamW's.
+LION_SEARCH = dict(ADAM_LIKE_SEARCH, lr=((1e-4, 3e-4, 1e-3, 3e-3, 1e-2), 1e-3))
+
 LION = Section("optimizer.lion", "Lion (Chen et al. 2023, Algorithm 2)", dict(
-    b1=unit_interval(0.9, "interpolation of momentum and gradient for the sign"),
-    b2=unit_interval(0.99, "momentum decay"),
-    weight_decay=Field(0.1, "decoupled weight decay (the paper: 3-10x AdamW's)", minimum=0.0),
-))
+    b1=unit_interval(0.9, "interpolation of momentum and gradient for the sign",
+                     grid=(0.9, 0.95)),
+    b2=unit_interval(0.99, "momentum decay", grid=(0.95, 0.98, 0.99)),
+    weight_decay=Field(0.1, "decoupled weight decay (the paper: 3-10x AdamW's)", minimum=0.0,
+                       grid=(0.0, 0.1, 0.3, 1.0)),
+), search=LION_SEARCH)
 
 SIGNUM = Section("optimizer.signum", "Signum (Bernstein et al. 2018): sign of a gradient EMA",
                  dict(
@@ -46,17 +51,23 @@ ADAFACTOR = Section("optimizer.adafactor", "Adafactor (Shazeer & Stern 2018)", d
                                  minimum=1),
 ))
 
+# Muon's matrix step is orthogonal (spectral norm ~lr): Jordan et al. use lr 0.02-0.05, ~10x
+# AdamW's; the AdamW part runs at adam_lr_multiplier x lr.
+ORTHOGONAL_SEARCH = dict(ADAM_LIKE_SEARCH, lr=((3e-3, 1e-2, 2e-2, 5e-2, 1e-1), 2e-2))
+
 MUON = Section("optimizer.muon", "Muon (Jordan et al. 2024): orthogonalised momentum on weight "
                                  "matrices, AdamW on the rest", dict(
-    beta=unit_interval(0.95, "momentum decay"),
+    beta=unit_interval(0.95, "momentum decay", grid=(0.9, 0.95, 0.98)),
     ns_steps=Field(5, "Newton-Schulz iterations", minimum=1),
     nesterov=Field(True, "Nesterov momentum"),
-    weight_decay=Field(0.0, "decoupled weight decay of the matrices", minimum=0.0),
+    weight_decay=Field(0.0, "decoupled weight decay of the matrices", minimum=0.0,
+                       grid=(0.0, 0.01, 0.1)),
     adam_b1=unit_interval(0.9, "AdamW part: first-moment decay"),
     adam_b2=unit_interval(0.95, "AdamW part: second-moment decay"),
     adam_weight_decay=Field(0.0, "AdamW part: decoupled weight decay", minimum=0.0),
-    adam_lr_multiplier=Field(1.0, "AdamW part: lr multiplier", minimum=0.0),
-))
+    adam_lr_multiplier=Field(1.0, "AdamW part: lr multiplier", minimum=0.0,
+                             grid=(0.1, 0.3, 1.0)),
+), search=ORTHOGONAL_SEARCH)
 
 SCHEDULE_FREE_ADAMW = Section("optimizer.schedule_free_adamw",
                               "Schedule-free AdamW (Defazio et al. 2024, Algorithm 1)", dict(
@@ -74,4 +85,18 @@ ADOPT = Section("optimizer.adopt", "ADOPT (Taniguchi et al. 2024)", dict(
     weight_decay=Field(0.0, "decoupled weight decay", minimum=0.0),
 ))
 
-SECTIONS = (ADAMW, SGD, LION, SIGNUM, ADAFACTOR, MUON, SCHEDULE_FREE_ADAMW, ADOPT)
+# AlgoPerf's NAdamW (Dahl et al. 2023) with the setting Wen et al. 2025 tuned for LMs: b1 0.95
+# and b2 0.98 were their best at 130M-300M parameters and 1-8x Chinchilla data (b1 0.98 at
+# 520M), weight decay 0.1; eps 1e-8 is AlgoPerf's fixed value (Wen et al. found 1e-10 to
+# 1e-25 equal). The steps are Adam-sized, so AdamW's lr grid.
+NADAMW = Section("optimizer.nadamw", "NAdamW (Dozat 2016; AlgoPerf's baseline): Adam with "
+                                     "Nesterov momentum and decoupled weight decay", dict(
+    b1=unit_interval(0.95, "first-moment decay (also weights the Nesterov look-ahead)",
+                     grid=(0.9, 0.95, 0.98)),
+    b2=unit_interval(0.98, "second-moment decay", grid=(0.95, 0.98, 0.999)),
+    eps=Field(1e-8, "added to sqrt(v_hat)", minimum=0.0, grid=(1e-10, 1e-8, 1e-6)),
+    weight_decay=Field(0.1, "decoupled weight decay, scaled by the lr (PyTorch convention)",
+                       minimum=0.0, grid=(0.0, 0.1, 0.3)),
+), search=ADAM_LIKE_SEARCH)
+
+SECTIONS = (ADAMW, SGD, LION, SIGNUM, ADAFACTOR, MUON, SCHEDULE_FREE_ADAMW, ADOPT, NADAMW)

@@ -66,5 +66,5 @@ def test_state_size_is_what_the_memory_analysis_predicts(spec):
     opt = optim.build_from_config(config, params)
     state = jax.eval_shape(opt.tx.init, params)
     floats = sum(x.size for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating))
-    predicted = predicted_state_floats(name, config.optimizer[name], params)
+    predicted = predicted_state_floats(name, config.optimizer[name], params, config.model)
     assert abs(floats - predicted) <= 2 * len(jax.tree.leaves(params)) + 4, (floats, predicted)

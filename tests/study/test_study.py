@@ -27,7 +27,7 @@ def test_unknown_optimizer_missing_baseline_and_bad_grids_are_refused(tmp_path, 
     err = _fails(tmp_path, capsys, "--optimizers=adamw,adamm")
     assert "'adamm' is not a registered optimizer" in err and "soap" in err
     assert "keep it in --optimizers" in _fails(tmp_path, capsys, "--optimizers=soap,lion")
-    assert "no search space for 'lion'" in _fails(tmp_path, capsys, "--optimizers=adamw,lion")
+    assert "no search space for 'sophia'" in _fails(tmp_path, capsys, "--optimizers=adamw,sophia")
     assert "the grid is empty" in _fails(tmp_path, capsys, "--grid=soap:lr:")
     assert "give NAME:KEY:V,V" in _fails(tmp_path, capsys, "--grid=soap:3e-3")
     assert "has no 'b3'" in _fails(tmp_path, capsys, "--grid=soap:b3:0.9")
@@ -50,6 +50,34 @@ def _dry_run(tmp_path, capsys, preset: str) -> str:
     assert cli.main([f"--out={tmp_path / preset}", f"--preset={preset}", "--dry-run"]) == 0
     assert not (tmp_path / preset).exists()
     return capsys.readouterr().out
+
+
+FIELD_SET = "adamw,nadamw,muon,kron,mars,adam_mini,scion,dion,normuon,cautious_adamw"
+
+
+def test_a_dry_run_without_a_runs_dir_lists_a_new_study_of_the_fields_optimizers(
+        tmp_path, capsys, monkeypatch):
+    """The issue's command: every optimizer of the field's set gets tuning runs from its search
+    space's start point, and nothing is written (not even a runs directory)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([f"--optimizers={FIELD_SET}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for name in FIELD_SET.split(","):
+        start = presets.SEARCH[name]["start"]
+        assert re.search(rf"optimizer={name},lr={start['lr']},", out), name
+    assert re.search(r"tune/d48_l2: \d+ runs in the first round", out)
+    assert os.listdir(tmp_path) == []
+    assert "--runs_dir is required" in _fails_without_runs_dir(capsys)
+
+
+def _fails_without_runs_dir(capsys) -> str:
+    assert cli.main(["--optimizers=adamw"]) == 2
+    return capsys.readouterr().err
+
+
+def test_the_compare_preset_tunes_the_fields_optimizer_set():
+    assert set(FIELD_SET.split(",")) <= set(presets.get_preset("compare").optimizers)
+    assert set(presets.COMPARE_OPTIMIZERS) <= set(presets.SEARCH)
 
 
 def test_tiny_dry_run_lists_the_first_tuning_round_and_the_final_sweep(tmp_path, capsys):

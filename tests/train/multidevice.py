@@ -29,6 +29,7 @@ def small_config(optimizer: str, d_model: int = 32):
     c.optimizer.name = optimizer
     c.optimizer.soap.precondition_frequency = 2
     c.optimizer.shampoo.precondition_frequency = 2
+    c.optimizer.dion.rank_fraction = 0.5  # a low-rank (side, r) Q
     c.schedule.warmup_steps = 1
     c.train.update(dict(batch_size=BATCH, microbatches=2, steps=4))
     return c

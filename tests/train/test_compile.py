@@ -38,6 +38,9 @@ def test_the_1b_model_fits_a_v5p_slice_with_splash_attention(scan_layers):
     assert (record["attention"], record["dtype"]) == ("splash", "bfloat16")
     assert record["fits"] and record["total_bytes"] < record["hbm_bytes"]
     assert 1.0e9 < record["params"] < 1.01e9
+    # AdamW's two float32 moments, sharded over the 8 chips (norm scales replicated: ~0.1%).
+    assert record["optimizer"] == "adamw"
+    assert 1.0 <= record["optimizer_state_bytes"] / (2 * 4 * record["params"] / 8) < 1.01
     gathers = [c for c in record["collectives"] if c["kind"] == "all-gather"]
     assert gathers and {c["dtype"] for c in gathers} == {"bf16"}  # cast before gathering
     if not scan_layers:

@@ -152,7 +152,8 @@ def spec(entries):
 
 
 @pytest.mark.parametrize("optimizer", [pytest.param("adamw", marks=pytest.mark.slow), "soap",
-                                       pytest.param("shampoo", marks=pytest.mark.slow)])
+                                       pytest.param("shampoo", marks=pytest.mark.slow),
+                                       pytest.param("dion", marks=pytest.mark.slow)])
 def test_state_is_sharded_as_the_rules_say(optimizer):
     result = run_check("placement", optimizer, "fsdp8")
     specs = result["specs"]
@@ -172,6 +173,11 @@ def test_state_is_sharded_as_the_rules_say(optimizer):
                or "/roots/" in k}
     if optimizer == "adamw":
         assert not factors
+    elif optimizer == "dion":  # one low-rank Q, (256, 128), on axis 0 of these square kernels
+        for name, axes in (("block_0/attn/query/kernel", ["fsdp", "tensor"]),
+                           ("block_0/attn/out/kernel", ["tensor", "fsdp"])):
+            rows = [v for k, v in factors.items() if k.endswith(f"{name}/0")]
+            assert rows == [[axes, None]], (name, rows)
     else:  # factor rows are split over the parameter's mesh axes (its own axis's first)
         lead = [None] if optimizer == "soap" else []  # SOAP stacks blocks: (blocks, d, d)
         index = "0/" if optimizer == "soap" else ""   # SOAP: region 0 (the only one), then dim
