@@ -10,7 +10,10 @@ Each optimizer's hyperparameters are defined once in optim/hparams/ (JAX-free); 
 optimizer and schedule settings in optim/settings.py. The custom transforms are also usable
 alone, each an optax.GradientTransformation with the learning rate and weight decay included:
 `from optim.soap import soap`, likewise optim.shampoo.shampoo, optim.ademamix.ademamix and
-simplified_ademamix, optim.adalayer.adalayer, optim.sophia.sophia. Each implementation module
+simplified_ademamix, optim.adalayer.adalayer, optim.sophia.sophia, optim.from_optax.nadamw,
+optim.mars.mars, optim.cautious.cautious_adamw and cautious_lion (optim.cautious.cautious wraps
+any optimizer), optim.adam_mini.adam_mini, optim.scion.scion, optim.kron.kron, optim.dion.dion
+and optim.normuon.normuon. Each implementation module
 registers its optimizers on import (optim/registry.py imports it when `build` needs it).
 The names below load on first use, so `import optim.hparams` loads no JAX.
 """
