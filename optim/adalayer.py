@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.adalayer import ADALAYER
 from optim.masks import stacked_mask
 from optim.registry import register
@@ -134,8 +135,7 @@ def adalayer(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_decay
         checks.nonnegative(name, value)
     return optax.chain(scale_by_adalayer(b1=b1, b2=b2, eps=eps, per_coordinate=per_coordinate,
                                          stacked=stacked),
-                       optax.add_decayed_weights(weight_decay, mask),
-                       optax.scale_by_learning_rate(learning_rate))
+                       *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("adalayer")

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.adam_mini import ADAM_MINI
 from optim.masks import is_embedding, is_stacked, layer_ndim, path_name
 from optim.numerics import one_minus_power
@@ -216,9 +217,7 @@ def adam_mini(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_deca
     return optax.chain(
         scale_by_adam_mini(b1=b1, b2=b2, eps=eps, single_value_lr=single_value_lr,
                            n_heads=n_heads, n_kv_heads=n_kv_heads),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("adam_mini", needs_model=True)

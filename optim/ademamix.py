@@ -62,8 +62,9 @@ import optax
 from optax._src import numerics
 
 from optim import checks
-from optim.numerics import one_minus_power
+from optim.decay import decay_then_lr
 from optim.hparams.ademamix import ADEMAMIX, SIMPLIFIED_ADEMAMIX
+from optim.numerics import one_minus_power
 from optim.registry import register
 
 _HL_EPS = 1e-8  # the eps inside the references' half-life function f
@@ -202,9 +203,7 @@ def ademamix(learning_rate: Union[float, Callable], *, b1, b2, b3, alpha, eps,
     return optax.chain(
         scale_by_ademamix(b1=b1, b2=b2, b3=b3, alpha=alpha, eps=eps, b3_warmup=b3_warmup,
                           alpha_warmup=alpha_warmup),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 # --------------------------------------------------------------------------- Simplified
@@ -276,9 +275,7 @@ def simplified_ademamix(learning_rate: Union[float, Callable], *, b1, b2, alpha,
         scale_by_simplified_ademamix(b1=b1, b2=b2, alpha=alpha, eps=eps, b1_warmup=b1_warmup,
                                      min_b1=min_b1, bias_correction1=bias_correction1,
                                      bias_correction2=bias_correction2),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 def _warmups_off_at_zero(values: dict) -> dict:

@@ -43,8 +43,9 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.cautious import CAUTIOUS_ADAMW, CAUTIOUS_LION, NORMALIZATIONS
-from optim.masks import stacked_mask
+from optim.masks import stack_flags, stacked_mask
 from optim.registry import register
 
 _MEAN_FLOOR = 1e-3  # c_adamw.py: mask.mean().clamp(min=1e-3)
@@ -89,23 +90,11 @@ def cautious(inner: optax.GradientTransformation, *, normalization: str = "mean"
 
     def update_fn(updates, state, params=None, **extra):
         new, state = inner.update(updates, state, params, **extra)
-        flags = stacked(updates) if callable(stacked) else stacked
-        if flags is None:
-            flags = jax.tree.map(lambda _: False, updates)
         new = jax.tree.map(lambda u, g, s: _caution(u, g, s, normalization, steps),
-                           new, updates, flags)
+                           new, updates, stack_flags(stacked, updates))
         return new, state
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
-
-
-def _tail(learning_rate, weight_decay, mask):
-    """Decoupled decay of the parameters `mask` selects, then the learning rate:
-    p <- p (1 - lr wd) - lr u', as both references (and optax.adamw) order them."""
-    checks.learning_rate(learning_rate)
-    checks.nonnegative("weight_decay", weight_decay)
-    return (optax.add_decayed_weights(weight_decay, mask),
-            optax.scale_by_learning_rate(learning_rate))
 
 
 @CAUTIOUS_ADAMW.defaults_of()
@@ -118,9 +107,11 @@ def cautious_adamw(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight
     checks.in_unit_interval("b1", b1)
     checks.in_unit_interval("b2", b2)
     checks.nonnegative("eps", eps)
+    checks.learning_rate(learning_rate)
+    checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(cautious(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
                                 normalization=normalization, stacked=stacked),
-                       *_tail(learning_rate, weight_decay, mask))
+                       *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @CAUTIOUS_LION.defaults_of()
@@ -131,9 +122,11 @@ def cautious_lion(learning_rate: optax.ScalarOrSchedule, *, b1, b2, weight_decay
     cautious_adamw. State: Lion's (int32 count, one parameter-shaped momentum)."""
     checks.in_unit_interval("b1", b1)
     checks.in_unit_interval("b2", b2)
+    checks.learning_rate(learning_rate)
+    checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(cautious(optax.scale_by_lion(b1=b1, b2=b2),
                                 normalization=normalization, stacked=stacked),
-                       *_tail(learning_rate, weight_decay, mask))
+                       *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("cautious_adamw")

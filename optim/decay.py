@@ -1,8 +1,8 @@
-"""Decoupled weight decay applied after the step, in the order of SOAP's reference code.
+"""Decoupled weight decay, before the step (optax.adamw's order) or after it (SOAP's).
 
-optax.add_decayed_weights, chained before the learning rate, decays the parameters the step
-starts from: p' = p - lr (u + wd p). The SOAP reference (nikhilvyas/SOAP, soap.py) steps first
-and then decays the stepped parameters, p' = (p - lr u)(1 - lr wd), which is
+optax.add_decayed_weights, chained before the learning rate (`decay_then_lr`), decays the
+parameters the step starts from: p' = p - lr (u + wd p). The SOAP reference (nikhilvyas/SOAP,
+soap.py) steps first and then decays the stepped parameters, p' = (p - lr u)(1 - lr wd), which is
 `add_decayed_weights_after_step` chained after the learning rate.
 """
 from typing import NamedTuple
@@ -12,6 +12,17 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+
+
+def decay_then_lr(learning_rate: optax.ScalarOrSchedule, weight_decay: float,
+                  mask=None) -> tuple:
+    """The two transforms to chain after a direction u, `optax.chain(direction,
+    *decay_then_lr(...))`: decoupled weight decay of the parameters `mask` selects (optax's
+    `mask`; None: all), then the learning rate (a float or a schedule of the update count):
+    p <- p - lr_t (u + wd p), optax.adamw's order and PyTorch's convention. The caller checks
+    both arguments (optim.checks), with its others."""
+    return (optax.add_decayed_weights(weight_decay, mask),
+            optax.scale_by_learning_rate(learning_rate))
 
 
 class DecayAfterStepState(NamedTuple):

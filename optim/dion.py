@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.dion import DION, SCALAR_OPTS
 from optim.hparams.soap import PRECISIONS
 from optim.masks import (
@@ -193,7 +194,8 @@ def scale_by_dion(*, mu, rank_fraction, rank_multiple_of, power_iters, eps, seed
         if unknown:
             raise ValueError(f"initial_q names {sorted(unknown)}, not parameters of this tree")
         return DionState(momentum=jax.tree.map(jnp.zeros_like, params),
-                         q=jax.tree_util.tree_map_with_path(init_q, params, stack_flags(stacked, params)))
+                         q=jax.tree_util.tree_map_with_path(init_q, params,
+                                                            stack_flags(stacked, params)))
 
     def update_fn(updates, state, params=None):
         del params
@@ -230,8 +232,7 @@ def dion(learning_rate: optax.ScalarOrSchedule, *, weight_decay, mask=None, stac
     checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(
         scale_by_dion(stacked=stacked, initial_q=initial_q, **direction),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 def lm_head_multipliers(tree):

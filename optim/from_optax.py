@@ -12,6 +12,7 @@ import optax
 from optax import contrib
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.from_optax import NADAMW
 from optim.masks import is_matrix, is_stacked, layerwise
 from optim.registry import register
@@ -178,8 +179,7 @@ def nadamw(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_decay,
     checks.learning_rate(learning_rate)
     checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(scale_by_nadamw(b1=b1, b2=b2, eps=eps),
-                       optax.add_decayed_weights(weight_decay, mask),
-                       optax.scale_by_learning_rate(learning_rate))
+                       *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("nadamw")

@@ -84,6 +84,7 @@ import numpy as np
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.kron import KRON, MEMORY_SAVE_MODES, PRECISIONS
 from optim.masks import STACK, path_name, stack_flags, stacked_mask
 from optim.numerics import one_minus_power
@@ -473,8 +474,7 @@ def kron(learning_rate: optax.ScalarOrSchedule, *, weight_decay, mask=None, stac
     checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(
         scale_by_kron(stacked=stacked, hooks=hooks, **direction),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("kron", supports_mup=False)

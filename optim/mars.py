@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.mars import MARS
 from optim.masks import stack_flags, stacked_mask
 from optim.numerics import one_minus_power
@@ -164,12 +165,11 @@ def mars(learning_rate: optax.ScalarOrSchedule, *, b1, b2, gamma, eps, weight_de
     checks.nonnegative("weight_decay_1d", weight_decay_1d)
     matrices = optax.chain(
         scale_by_mars(b1=b1, b2=b2, gamma=gamma, eps=eps, stacked=stacked),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
     if optimize_1d:
         return matrices
-    rest = optax.adamw(scaled_learning_rate(learning_rate, lr_1d_factor), b1=b1_1d, b2=b2_1d, eps=eps, weight_decay=weight_decay_1d,
-                       mask=mask)
+    rest = optax.adamw(scaled_learning_rate(learning_rate, lr_1d_factor), b1=b1_1d, b2=b2_1d,
+                       eps=eps, weight_decay=weight_decay_1d, mask=mask)
 
     def labels(params):
         return jax.tree.map(lambda p, s: "mars" if jnp.ndim(p) - bool(s) == 2 else "adamw",

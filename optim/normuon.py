@@ -51,6 +51,7 @@ from optax import contrib
 from optax.contrib import _muon
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.normuon import NORMUON
 from optim.masks import matrices_and_rest
 from optim.registry import register
@@ -139,8 +140,7 @@ def normuon(learning_rate: optax.ScalarOrSchedule, *, weight_decay, mask=None,
     checks.learning_rate(learning_rate)
     checks.nonnegative("weight_decay", weight_decay)
     return optax.chain(scale_by_normuon(**direction),
-                       optax.add_decayed_weights(weight_decay, mask),
-                       optax.scale_by_learning_rate(learning_rate))
+                       *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @NORMUON.defaults_of()

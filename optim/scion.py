@@ -83,6 +83,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.scion import INPUT_NORMS, NS_DTYPES, SCION
 from optim.masks import is_embedding, layer_ndim, path_name, stacked_mask
 from optim.registry import register
@@ -302,8 +303,7 @@ def scion(learning_rate: optax.ScalarOrSchedule, *, momentum, scale, output_scal
     return optax.chain(
         scale_by_scion(lmos, momentum=momentum, ns_steps=ns_steps, ns_dtype=ns_dtype,
                        stacked=stacked),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("scion", supports_mup=False)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.shampoo import GRAFTS, SHAMPOO
 from optim.masks import matrices_and_rest, stack_flags, stacked_mask
 from optim.registry import register
@@ -189,7 +190,8 @@ def scale_by_shampoo(*, b1, b2, eps, precondition_frequency, start_preconditioni
         return out, ScaleByShampooState(count=count, mu=mu, nu=nu, stats=stats, roots=roots)
 
     return optax.GradientTransformation(
-        lambda params: _init_state(params, graft, max_precond_dim, stack_flags(stacked, params)), update_fn)
+        lambda params: _init_state(params, graft, max_precond_dim,
+                                   stack_flags(stacked, params)), update_fn)
 
 
 @SHAMPOO.defaults_of(exclude=("exponent", "rest_lr_multiplier"))
@@ -242,8 +244,7 @@ def shampoo(learning_rate: optax.ScalarOrSchedule, *, b1, b2, eps, weight_decay,
                          max_precond_dim=int(max_precond_dim), graft=graft,
                          graft_eps=graft_eps, matrix_eps=matrix_eps,
                          statistics_frequency=int(statistics_frequency), stacked=stacked),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("shampoo")

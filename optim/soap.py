@@ -303,7 +303,8 @@ def scale_by_soap(*, b1, b2, shampoo_beta, eps, precondition_frequency, max_prec
         branch = jnp.where(first, 0, jnp.where(count % precondition_frequency == 0, 1, 2))
         treedef = jax.tree.structure(grads)
         columns = zip(*(treedef.flatten_up_to(tree) for tree in (
-            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q, stack_flags(stacked, grads))))
+            grads, state.exp_avg, state.exp_avg_sq, state.gg, state.q,
+            stack_flags(stacked, grads))))
         out, exp_avg, exp_avg_sq, gg, q = ([] for _ in range(5))
         for g, m, *rest in columns:
             direction, m_new, v, stats, bases = _tensor_update(h, branch, g, m, *rest)

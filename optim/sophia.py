@@ -30,6 +30,7 @@ from optax import contrib
 from optax.contrib._sophia import scale_by_sophia  # not re-exported by optax.contrib
 
 from optim import checks
+from optim.decay import decay_then_lr
 from optim.hparams.sophia import ESTIMATORS, SOPHIA
 from optim.registry import register
 
@@ -76,8 +77,7 @@ def sophia(learning_rate: optax.ScalarOrSchedule, *, b1, b2, rho, eps, weight_de
     return optax.chain(
         scale_by_sophia(b1=b1, b2=b2, eps=eps, gamma=rho, clip_threshold=1.0,
                                 update_interval=update_interval, hessian_diagonal_fn=hessian),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate))
+        *decay_then_lr(learning_rate, weight_decay, mask))
 
 
 @register("sophia")

@@ -5,11 +5,12 @@
         --config.model.max_seq_len=2048 --config.train.batch_size=32
 
 Needs the `tpu` extra (libtpu), no TPU. Prints one JSON object: the mesh, parameters and
-settings; the optimizer and the bytes of its state each chip holds; bytes per chip (arguments, outputs, aliased, temporaries, total) against the chip's
-HBM with a `fits` verdict (a program XLA cannot fit reports "does not fit" with its numbers);
-model FLOPs per chip per step and XLA's own count; the collectives by kind and dtype with their
-bytes; XLA's estimated step time and the MFU it implies. "auto" settings resolve for TPU: bf16
-compute, splash attention. Exit status 2 for bad input, 1 when the program does not fit.
+settings; the optimizer and the bytes of its state each chip holds; bytes per chip (arguments,
+outputs, aliased, temporaries, total) against the chip's HBM with a `fits` verdict (a program
+XLA cannot fit reports "does not fit" with its numbers); model FLOPs per chip per step and
+XLA's own count; the collectives by kind and dtype with their bytes; XLA's estimated step time
+and the MFU it implies. "auto" settings resolve for TPU: bf16 compute, splash attention. Exit
+status 2 for bad input, 1 when the program does not fit.
 """
 import json
 
