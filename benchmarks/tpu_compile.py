@@ -16,6 +16,7 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import optim  # noqa: E402
 from benchmarks.optimizers import parse_variant  # noqa: E402
 from configs import base  # noqa: E402
 from core import cli  # noqa: E402
@@ -55,6 +56,12 @@ PARSER.add_argument("--optimizers", default="adamw",
 @cli.main()
 def main(argv) -> None:
     args = PARSER.parse_args(argv)
+    registered = optim.registered_optimizers()
+    for spec in args.optimizers.split(","):
+        if parse_variant(spec)[0] not in registered:
+            raise cli.UsageError(f"--optimizers: {spec!r} names no registered optimizer; use "
+                                 f"NAME or NAME/key=value/... with NAME one of "
+                                 f"{', '.join(registered)}")
     names = [n for n in args.only.split(",") if n] or list(SETTINGS)
     for topology in args.topologies.split(","):
         devices = topology_devices(topology)

@@ -73,6 +73,13 @@ def test_bad_input_is_a_clear_error(flag, message):
     assert "Traceback" not in done.stderr
 
 
+def test_an_unregistered_optimizer_is_refused_before_any_compile(capsys):
+    from benchmarks import tpu_compile
+    assert tpu_compile.main(["--optimizers=adamw,adamw_typo/b1=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "'adamw_typo/b1=0.9' names no registered optimizer" in err and "nadamw" in err
+
+
 def test_collectives_are_counted_by_kind_and_dtype_with_their_bytes():
     hlo = "\n".join([
         "%ag = bf16[8,1024]{1,0} all-gather(bf16[1,1024]{1,0} %p), dimensions={0}",
