@@ -5,6 +5,7 @@ the model's (lm/model/settings.py), the data's (data/settings.py), the optimizer
     python -m configs.help                          # configs/base.py's defaults
     python -m configs.help configs/quickstart.py    # another config file's values
     python -m configs.help --match=soap             # fields whose name or doc match
+    python -m configs.help --import=examples/laprop.py --match=laprop  # a module's optimizer
 """
 import os
 import re
@@ -13,16 +14,16 @@ import sys
 
 import ml_collections
 
-from core import cli
+from core import cli, user_modules
 from lm.model.settings import MODEL
-from lm.train.settings import SECTIONS
+from lm.train.settings import sections
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 
 
 def field_docs() -> dict[str, str]:
     """Dotted field name -> its doc, for every defined field of a run config."""
-    return {name: doc for section in (MODEL, *SECTIONS) for name, _, doc in section.rows()}
+    return {name: doc for section in (MODEL, *sections()) for name, _, doc in section.rows()}
 
 
 def rows(config: ml_collections.ConfigDict, docs: dict, prefix: str = "") -> list:
@@ -43,11 +44,13 @@ PARSER.add_argument("config", nargs="?", default=BASE,
                     help="a config file with get_config()")
 PARSER.add_argument("--match", default="", help="only fields whose name or doc match this "
                                                 "regular expression")
+user_modules.add_flag(PARSER)
 
 
 @cli.main()
 def main(argv=None) -> int:
     args = PARSER.parse_args(argv)
+    user_modules.import_modules(args.imports)
     if not os.path.exists(args.config):
         raise cli.UsageError(f"config file {args.config!r} does not exist")
     config = runpy.run_path(args.config)["get_config"]()

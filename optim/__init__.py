@@ -21,6 +21,6 @@ from core import lazy
 
 __getattr__, __dir__ = lazy.exports(__name__, {
     "Optimizer": ".registry", "build": ".registry", "build_from_config": ".registry",
-    "registered_optimizers": ".registry",
+    "registered_optimizers": ".registry", "register": ".registry",
     "make_schedule": ".schedules", "lr_multipliers": ".masks", "matrix_mask": ".masks",
     "weight_decay_mask": ".masks"})

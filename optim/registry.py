@@ -119,7 +119,8 @@ def build(optimizer_cfg, schedule: optax.Schedule, params,
     name = optimizer_cfg.name
     if name not in HYPERPARAMETERS:
         raise ValueError(f"optimizer.name={name!r} is not a registered optimizer; use one of "
-                         f"{', '.join(registered_optimizers())}")
+                         f"{', '.join(registered_optimizers())}, or --import the module of "
+                         "your own that registers it (docs/optimizers.md)")
     entry = _entry(name)
     if name not in optimizer_cfg:
         raise ValueError(f"config.optimizer has no section {name!r} with the hyperparameters of "

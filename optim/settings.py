@@ -32,8 +32,13 @@ SHARED = Section("optimizer", "the keys every optimizer shares", dict(
                                        "weight_decay", dict(embeddings=EMBEDDINGS_GROUP)),
 ))
 
-OPTIMIZER = Section("optimizer", "the update rule", {
-    **SHARED.fields, **{name: section for name, section in sorted(HYPERPARAMETERS.items())}})
+
+
+def optimizer_section() -> Section:
+    """`config.optimizer`: the shared keys and one section per registered optimizer, those a
+    user's module registered with its own hyperparameters (core/user_modules.py) included."""
+    return Section("optimizer", "the update rule", {
+        **SHARED.fields, **{name: section for name, section in sorted(HYPERPARAMETERS.items())}})
 
 
 SCHEDULE = Section("schedule", "the learning-rate schedule (optim/schedules.py)", dict(

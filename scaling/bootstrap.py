@@ -52,15 +52,17 @@ def resample_indices(n: int, rng: np.random.Generator, strata: np.ndarray | None
 
 def bootstrap(fit: Callable[[np.ndarray], np.ndarray], n_items: int, *, n_resamples: int,
               seed: int, strata: np.ndarray | None = None,
-              groups: np.ndarray | None = None) -> np.ndarray:
+              groups: np.ndarray | None = None, label: str = "") -> np.ndarray:
     """(n_resamples, k) refitted values: row i is fit(indices of resample i), drawn by
-    `resample_indices` (`groups`: resample whole groups).
+    `resample_indices` (`groups`: resample whole groups). A progress bar on stderr names the
+    fit (`label`): live on a terminal, a line a minute in a log (core.cli.progress).
 
     A resample the fit rejects (ValueError: e.g. it drew a single model size) gives a NaN row;
     the intervals use the others and a warning says how many were lost."""
     rng = np.random.default_rng(seed)
     rows = []
-    for _ in cli.progress(range(n_resamples), desc="bootstrap", unit="fit", leave=False):
+    for _ in cli.progress(range(n_resamples), desc=f"bootstrap {label}".strip(), unit="fit",
+                          leave=False):
         try:
             rows.append(np.atleast_1d(np.asarray(
                 fit(resample_indices(n_items, rng, strata, groups)), dtype=float)))

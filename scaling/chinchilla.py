@@ -45,6 +45,7 @@ BESIROGLU_GRID = np.array(list(itertools.product(
     np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))), dtype=float)  # rows: a, b, e, alpha, beta
 
 PARAMS = ["A", "B", "E", "alpha", "beta"]
+LOWER_BOUNDS = {"E": 0.0}  # E = e^e: a fit without a resolved floor drives E onto 0
 ALLOCATION = ["a", "b", "G"]
 
 
@@ -139,7 +140,8 @@ def fit_approach3(n, d, loss, *, heldout=None, n_bootstrap: int = 1000, seed: in
     full = minimize_multistart(full_objective, grid, keep_best=keep_best)
     resample_from = np.vstack([full.x, best_starts(full_objective, grid, resample_starts)])
     samples = bootstrap(lambda idx: _with_allocation(_natural(solve(idx, resample_from).x)),
-                        len(fit_n), n_resamples=n_bootstrap, seed=seed)
+                        len(fit_n), n_resamples=n_bootstrap, seed=seed,
+                        label="Chinchilla approach 3")
     point = _natural(full.x)
     fit = ChinchillaFit(params=estimates(PARAMS + ALLOCATION, _with_allocation(point), samples,
                                          level),
@@ -259,7 +261,8 @@ def fit_approach2(n, d, compute, loss, *, budgets=None, heldout=None, n_bootstra
 
     point = solve(np.arange(len(fit_n)))
     budgets_, minima, parabolas = _budget_minima(fit_n, fit_d, fit_loss, fit_labels)
-    samples = bootstrap(solve, len(fit_n), n_resamples=n_bootstrap, seed=seed, strata=fit_labels)
+    samples = bootstrap(solve, len(fit_n), n_resamples=n_bootstrap, seed=seed, strata=fit_labels,
+                        label="Chinchilla approach 2")
     fit = IsoFlopFit(params=estimates(["a", "b", "N_coef", "D_coef"], point, samples, level),
                      point=point, samples=samples, budgets=budgets_, n_opt=minima[:, 0],
                      d_opt=minima[:, 1], loss_min=minima[:, 2], parabolas=parabolas, heldout=[],

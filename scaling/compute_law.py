@@ -34,6 +34,9 @@ from scaling.objective import (
 from scaling.validation import HeldOut
 
 PARAMS = ["E", "A", "alpha"]
+# E = e^e is positive by construction: when the runs do not pin a floor, L-BFGS drives e to
+# -inf and E onto this bound (scaling/guardrails.py warns).
+LOWER_BOUNDS = {"E": 0.0}
 
 
 def compute_frontier(compute, loss) -> np.ndarray:
@@ -111,7 +114,8 @@ def fit_compute_law(compute, loss, *, heldout=None, n_bootstrap: int = 1000, see
             huber_log_objective(_log_prediction(x[idx]), frontier_loss[idx]), resample_from).x,
             c_ref),
         len(x), n_resamples=n_bootstrap, seed=seed,
-        groups=None if groups is None else np.asarray(groups)[~held][on])
+        groups=None if groups is None else np.asarray(groups)[~held][on],
+        label="compute law")
     fit = ComputeLawFit(params=estimates(PARAMS, point, samples, level), point=point,
                         samples=samples, frontier=on, heldout=[], level=level)
     targets = held & compute_frontier(compute, loss)

@@ -147,7 +147,8 @@ def fit_critical_batch(n, batch, steps, *, heldout=None, overhead: float = OVERH
                                rows[:, 2], rows[:, 3]])
 
     point = solve(np.arange(len(fit_n)))
-    samples = bootstrap(solve, len(fit_n), n_resamples=n_bootstrap, seed=seed, strata=fit_n)
+    samples = bootstrap(solve, len(fit_n), n_resamples=n_bootstrap, seed=seed, strata=fit_n,
+                        label="critical batch")
     rows = _size_results(fit_n, fit_b, fit_s, sizes, overhead)
     k = len(sizes)
     sweeps = [SizeSweep(n=float(size), batch=fit_b[fit_n == size], steps=fit_s[fit_n == size],

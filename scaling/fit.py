@@ -22,6 +22,12 @@ Held-out validation is on by default: runs within --holdout_factor (2x) of the l
 supplies held-out runs instead; --holdout_factor=0 turns it off. Run directories whose run did
 not finish (no final eval) are skipped with a warning, except for cbs, which reads their
 loss curves up to where they stopped.
+
+Guardrails (scaling/guardrails.py): stderr gets a line per fitted data set naming the runs and
+points fitted and held out, and a `warning: ` line for a degenerate fit (an estimate at its
+interval's edge or on a bound) or a validation that predicted nothing; report.md and fit.json
+hold the same. Fewer than 3 runs left to fit after the hold-out is refused (exit 2), with the
+fix. stdout lists the files written.
 """
 import re
 import sys
@@ -183,6 +189,8 @@ def run(argv) -> list[str]:
     inputs = {"source": source, "law": args.law, "rows": len(table),
               "bootstrap resamples": args.bootstrap, "interval level": args.level,
               "seed": args.seed}
+    lines = [u.summary() for u in fitted.usage] + [f"warning: {w}" for w in fitted.warnings]
+    print("\n".join(in_flag_names(line) for line in lines), file=sys.stderr, flush=True)
     return laws.write(fitted, args.report_dir, inputs)
 
 

@@ -12,7 +12,13 @@ names its model size, tokens, FLOPs and loss columns; D = C / 6N or C = 6ND when
 absent. `FitOptions` sets the bootstrap and the held-out runs: by default those within 2x of
 the largest compute (for cbs: of the largest model size) are left out of the fit and predicted.
 `python -m scaling.fit` (scaling/fit.py) is the command line over these functions.
+
+Every law goes through scaling/guardrails.py: it refuses (ValueError) fewer than 3 runs left to
+fit after the hold-out, and `Fitted.usage` (the runs and points fitted and held out) and
+`Fitted.warnings` ("degenerate fit: ...", a validation that predicted nothing) are in the
+report and in `record`.
 """
+import collections
 import dataclasses
 import os
 import warnings
@@ -21,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from scaling import chinchilla as chinchilla_law
-from scaling import compute_law, critical_batch, plots, report
+from scaling import compute_law, critical_batch, guardrails, plots, report
 from scaling import loss_to_loss as loss_to_loss_law
 from scaling.inputs import bootstrap_settings
 from scaling.table import Table
@@ -51,13 +57,16 @@ class FitOptions:
 
 class Fitted(NamedTuple):
     """One law's fit: the report's title, tables, held-out predictions, plot paths and notes,
-    and the fit object itself (its point estimate and bootstrap draws, for predictions)."""
+    the fit object itself (its point estimate and bootstrap draws, for predictions), what it
+    used (guardrails.Usage, one per fitted data set) and its guardrails' warnings."""
     title: str
     tables: dict
     heldout: Any
     plots: list
     fit: Any
     notes: list
+    usage: list
+    warnings: list
 
 
 def sizes(table: Table, columns: Columns, notes: list | None = None) -> dict[str, np.ndarray]:
@@ -74,6 +83,47 @@ def sizes(table: Table, columns: Columns, notes: list | None = None) -> dict[str
     return {"n": n, "d": d, "c": c}
 
 
+def run_names(table: Table, fallback: list[str]) -> np.ndarray:
+    """Each row's run, as the report names it: its `run` (learning-curve points), else its
+    `name` (run directories, tables with names), else `fallback` (e.g. "N=1e+06 D=2e+07"),
+    a repeat numbered ("#2"), since each row of such a table is a run of its own."""
+    for column in ("run", "name"):
+        if column in table:
+            return np.asarray(table[column]).astype(str)
+    seen = collections.Counter()
+    names = []
+    for name in fallback:
+        seen[name] += 1
+        names.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return np.asarray(names, dtype=str)
+
+
+def _size_names(table: Table, cols: dict) -> np.ndarray:
+    return run_names(table, [f"N={n:.3g} D={d:.3g}" for n, d in zip(cols["n"], cols["d"])])
+
+
+def _usage(fit: str, names: np.ndarray, mask: np.ndarray, size: np.ndarray,
+           options: FitOptions, ranked_by: str) -> guardrails.Usage:
+    """What a fit uses, refused (ValueError) when fewer than guardrails.MIN_RUNS runs are left
+    to fit; `size` (compute or model size, `ranked_by`) is what the hold-out ranks runs by."""
+    factor = options.holdout_factor
+    if options.heldout is not None:
+        how = "the held-out table"
+    elif factor:
+        how = f"holdout_factor={factor:g} (runs within {factor:g}x of the largest {ranked_by})"
+    else:
+        how = "holdout_factor=0"
+    by_factor = options.heldout is None and bool(factor)
+    used = guardrails.usage_of(fit, names, mask, size, how, by_factor)
+    guardrails.require_runs(used)
+    return used
+
+
+def _validated(options: FitOptions) -> bool:
+    """Whether held-out validation was asked for."""
+    return options.heldout is not None or bool(options.holdout_factor)
+
+
 def run_labels(table: Table) -> np.ndarray | None:
     """The run of each row of a learning-curve table (scaling.runs.curve_points), else None
     (one row per run): fits resample and hold out whole runs by it."""
@@ -81,13 +131,15 @@ def run_labels(table: Table) -> np.ndarray | None:
 
 
 def _combined(table: Table, columns: Columns, options: FitOptions, notes: list, key: str):
-    """Columns of the fitting and held-out rows stacked, and the held-out mask: rows of
-    options.heldout, or those within options.holdout_factor of the largest `key` (c or n),
-    whole runs for learning curves."""
+    """Columns of the fitting and held-out rows stacked (with "name", each row's run), and the
+    held-out mask: rows of options.heldout, or those within options.holdout_factor of the
+    largest `key` (c or n), whole runs for learning curves."""
     cols = {**sizes(table, columns, notes), "loss": table.numeric(columns.loss)}
+    cols["name"] = _size_names(table, cols)
     if options.heldout is not None:
         held = options.heldout
         extra = {**sizes(held, columns), "loss": held.numeric(columns.loss)}
+        extra["name"] = _size_names(held, extra)
         mask = np.r_[np.zeros(len(table), bool), np.ones(len(held), bool)]
         return {k: np.r_[cols[k], extra[k]] for k in cols}, mask
     if options.holdout_factor == 0:
@@ -108,6 +160,7 @@ def compute(table: Table, columns: Columns = Columns(),
     bootstrap_settings(options.bootstrap, options.level)
     notes = []
     cols, mask = _combined(table, columns, options, notes, "c")
+    used = [_usage("compute law", cols["name"], mask, cols["c"], options, "compute")]
     runs = run_labels(table)
     if runs is not None and options.heldout is not None:
         runs = np.r_[runs, np.full(len(options.heldout), "held out")]
@@ -116,10 +169,16 @@ def compute(table: Table, columns: Columns = Columns(),
                                       level=options.level, groups=runs)
     png = _plot(options, plots.plot_compute_law, fit, cols["c"][~mask], cols["loss"][~mask],
                 name="compute_law.png")
-    notes.append(f"{fit.frontier.sum()} of {(~mask).sum()} fitted runs lie on the compute "
-                 "frontier.")
+    frontier_c, frontier_runs = (cols[k][~mask][fit.frontier] for k in ("c", "name"))
+    on_frontier = list(dict.fromkeys(frontier_runs[np.argsort(frontier_c, kind="stable")]))
+    notes.append(f"{fit.frontier.sum()} of {(~mask).sum()} fitted points lie on the compute "
+                 f"frontier, from {guardrails.named_runs(on_frontier)}.")
+    warnings_ = guardrails.check(
+        used, [(fit.params, "", compute_law.LOWER_BOUNDS)], _validated(options),
+        len(fit.heldout), "the compute law predicts the held-out points on the compute "
+        "frontier of all runs")
     return Fitted("Compute law L(C) = E + A C^-alpha", {"parameters": fit.params}, fit.heldout,
-                  png, fit, notes)
+                  png, fit, notes, used, warnings_)
 
 
 def chinchilla(table: Table, columns: Columns = Columns(), options: FitOptions = FitOptions(),
@@ -131,6 +190,8 @@ def chinchilla(table: Table, columns: Columns = Columns(), options: FitOptions =
     bootstrap_settings(options.bootstrap, options.level)
     notes = []
     cols, mask = _combined(table, columns, options, notes, "c")
+    used = [_usage(f"Chinchilla approach {approach}", cols["name"], mask, cols["c"], options,
+                   "compute")]
     resampling = dict(n_bootstrap=options.bootstrap, seed=options.seed, level=options.level)
     if approach == 2:
         held = options.heldout
@@ -141,8 +202,11 @@ def chinchilla(table: Table, columns: Columns = Columns(), options: FitOptions =
         labels = chinchilla_law.group_budgets(cols["c"]) if budgets is None else budgets
         png = _plot(options, plots.plot_isoflop, fit, cols["n"][~mask], cols["loss"][~mask],
                     labels[~mask], name="chinchilla_approach2.png")
+        warnings_ = guardrails.check(used, [(fit.params, "", None)], _validated(options),
+                                     len(fit.heldout), "approach 2 predicts N_opt and D_opt "
+                                     "at the held-out FLOP budgets")
         return Fitted("Chinchilla Approach 2 (IsoFLOP parabolas)", {"allocation": fit.params},
-                      fit.heldout, png, fit, notes)
+                      fit.heldout, png, fit, notes, used, warnings_)
     fit = chinchilla_law.fit_approach3(cols["n"], cols["d"], cols["loss"], heldout=mask,
                                        keep_best=grid_starts, **resampling)
     png = _plot(options, plots.plot_chinchilla, fit, cols["n"][~mask], cols["d"][~mask],
@@ -152,24 +216,29 @@ def chinchilla(table: Table, columns: Columns = Columns(), options: FitOptions =
     notes.append(f"L-BFGS ran from {fit.n_starts} grid starts; {fit.n_agree} reached the "
                  "optimum. Bootstrap resamples start from the full-data optimum and the best grid "
                  "starts.")
+    parameters = {k: v for k, v in fit.params.items() if k in chinchilla_law.PARAMS}
+    warnings_ = guardrails.check(used, [(parameters, "", chinchilla_law.LOWER_BOUNDS)],
+                                 _validated(options), len(fit.heldout),
+                                 "approach 3 predicts every held-out run")
     return Fitted(
         "Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta",
-        {"parameters": {k: v for k, v in fit.params.items() if k in chinchilla_law.PARAMS},
+        {"parameters": parameters,
          "compute-optimal exponents (N* = G (C/6)^a, D* = (C/6)^b / G)":
              {k: v for k, v in fit.params.items() if k in chinchilla_law.ALLOCATION},
          "compute-optimal allocation": {f"{k} at C={c:.3g}": v[i] for k, v in allocation.items()
                                         for i, c in enumerate(budgets)}},
-        fit.heldout, png, fit, notes)
+        fit.heldout, png, fit, notes, used, warnings_)
 
 
 class _Side(NamedTuple):
-    """One side of a loss-to-loss fit: its runs' N, D, C and loss, and each row's run (for
-    learning-curve points; None for one row per run)."""
+    """One side of a loss-to-loss fit: its runs' N, D, C and loss, each row's run (for
+    learning-curve points; None for one row per run) and each row's run name (run_names)."""
     n: np.ndarray
     d: np.ndarray
     c: np.ndarray
     loss: np.ndarray
     run: np.ndarray | None
+    name: np.ndarray
 
     def rows(self, selection) -> "_Side":
         return _Side(*(None if a is None else a[selection] for a in self))
@@ -182,7 +251,18 @@ def _side(table: Table, columns: Columns, dataset_col: str, data: str, loss_col:
         raise ValueError(f"no rows with {dataset_col}={data!r}; values: "
                          f"{', '.join(np.unique(table[dataset_col].astype(str)))}")
     cols = sizes(rows, columns, notes)
-    return _Side(cols["n"], cols["d"], cols["c"], rows.numeric(loss_col), run_labels(rows))
+    return _Side(cols["n"], cols["d"], cols["c"], rows.numeric(loss_col), run_labels(rows),
+                 _size_names(rows, cols))
+
+
+def _side_usage(fit: str, side: _Side, held: np.ndarray, options: FitOptions,
+                extra: _Side | None) -> guardrails.Usage:
+    """`_usage` of one side: its rows, `held` among them, and the held-out table's rows of
+    that side (`extra`), if any."""
+    if extra is None:
+        return _usage(fit, side.name, held, side.c, options, "compute")
+    return _usage(fit, np.r_[side.name, extra.name], np.r_[held, np.ones(len(extra.n), bool)],
+                  np.r_[side.c, extra.c], options, "compute")
 
 
 def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
@@ -210,6 +290,10 @@ def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
     y = _side(table, columns, dataset_col, y_data, y_loss, notes)
     x_held, y_held, held = _loss_to_loss_holdout(x, y, (x_data, y_data), (x_loss, y_loss),
                                                  dataset_col, columns, options)
+    labels = (f"{x_loss} ({x_data})", f"{y_loss} ({y_data})")
+    extras = held if options.heldout is not None else (None, None)
+    used = [_side_usage(f"offset law of {label}", side, mask, options, extra)
+            for label, side, mask, extra in zip(labels, (x, y), (x_held, y_held), extras)]
 
     def pair(a: _Side, b: _Side):
         if same_runs:
@@ -232,18 +316,25 @@ def loss_to_loss(table: Table, x_data: str | None, y_data: str | None = None,
         heldout = dict(heldout_x=hx.loss[hix], heldout_y=hy.loss[hiy],
                        heldout_labels=[f"N={n:.3g}, D={d:.3g}" for n, d in
                                        zip(hx.n[hix], hx.d[hix])])
-    labels = (f"{x_loss} ({x_data})", f"{y_loss} ({y_data})")
     fit = loss_to_loss_law.fit_loss_to_loss(
         fit_x.loss[ix], y.rows(~y_held).loss[iy], *offsets, kind=kind, labels=labels,
         groups=None if fit_x.run is None else fit_x.run[ix], **heldout)
     png = _plot(options, plots.plot_loss_to_loss, fit, name="loss_to_loss.png")
     notes.append(f"{len(ix)} fitted pairs; E_x from {offsets[0].n_points} runs, E_y from "
                  f"{offsets[1].n_points} runs.")
+    shift = {k: v for k, v in fit.params.items() if k in ("K", "kappa")}  # E's: the offsets'
+    checked = [(shift, "", None)] + [
+        (offset.params, f"offset law of {label}: ", loss_to_loss_law.OFFSET_LOWER_BOUNDS)
+        for offset, label in zip(offsets, labels)]
+    warnings_ = guardrails.check(used, checked, _validated(options), len(fit.heldout),
+                                 "loss-to-loss predicts the held-out "
+                                 + ("runs' y losses" if same_runs else "x and y runs of equal "
+                                    "N and D"))
     return Fitted(f"Loss-to-loss ({kind}): L_y = K (L_x - E_x)^kappa + E_y",
                   {"shifted power law": fit.params,
                    f"offset law, x = {labels[0]}": offsets[0].params,
                    f"offset law, y = {labels[1]}": offsets[1].params}, fit.heldout, png, fit,
-                  notes)
+                  notes, used, warnings_)
 
 
 def _loss_to_loss_holdout(x: _Side, y: _Side, data: tuple, losses: tuple, dataset_col: str,
@@ -298,15 +389,35 @@ def cbs(table: Table, batch_col: str, steps_col: str, n_col: str = "params_non_e
     n, batch, steps = (table.numeric(k) for k in (n_col, batch_col, steps_col))
     mask = (largest_runs(n, options.holdout_factor) if options.holdout_factor
             else np.zeros(len(n), bool))
+    names = run_names(table, [f"N={size:.3g} B={b:.3g}" for size, b in zip(n, batch)])
+    used = [_usage("critical batch", names, mask, n, options, "model size")]
     fit = critical_batch.fit_critical_batch(n, batch, steps, heldout=mask,
                                             n_bootstrap=options.bootstrap, seed=options.seed,
                                             level=options.level)
     png = _plot(options, plots.plot_critical_batch, fit, name="critical_batch.png")
     per_size = {f"B* at N={s.n:.3g}": s.cbs for s in fit.sweeps}
     per_size.update({f"D* at N={s.n:.3g}": s.tokens for s in fit.sweeps})
+    warnings_ = guardrails.check(used, [(fit.params, "", None)], _validated(options),
+                                 len(fit.heldout), "the critical batch size is predicted at "
+                                 "held-out model sizes") + _outside_batches(fit.sweeps)
     return Fitted(f"Critical batch size ({fit.overhead:.0%} over linear scaling)",
                   {"power laws (B* = N_coef N^N_exponent = D_coef D*^D_exponent)": fit.params,
-                   "per model size": per_size}, fit.heldout, png, fit, list(notes or []))
+                   "per model size": per_size}, fit.heldout, png, fit, list(notes or []), used,
+                  warnings_)
+
+
+def _outside_batches(sweeps) -> list[str]:
+    """A warning for each model size whose B* lies outside the batch sizes it was measured at:
+    S(B) = a + b/B is extrapolated there, and B* is a bound more than a measurement."""
+    found = []
+    for s in sweeps:
+        low, high = float(np.min(s.batch)), float(np.max(s.batch))
+        if not low <= s.cbs.value <= high:
+            side = "below the smallest" if s.cbs.value < low else "above the largest"
+            found.append(f"B* at N={s.n:.3g} = {s.cbs.value:.4g} lies {side} batch measured "
+                         f"({low:.4g} to {high:.4g}): an extrapolation of S(B). Fix: train "
+                         f"batch sizes on both sides of it")
+    return found
 
 
 def write(fitted: Fitted, out_dir: str, inputs: dict) -> list[str]:
@@ -314,13 +425,15 @@ def write(fitted: Fitted, out_dir: str, inputs: dict) -> list[str]:
     written, the plots included."""
     return report.write_report(out_dir, title=fitted.title, inputs=inputs,
                                tables=fitted.tables, heldout=fitted.heldout,
-                               plots=fitted.plots, notes=fitted.notes) + fitted.plots
+                               plots=fitted.plots, notes=fitted.notes, usage=fitted.usage,
+                               warnings=fitted.warnings) + fitted.plots
 
 
 def record(fitted: Fitted) -> dict:
-    """What fit.json holds, as plain data (parameters with their intervals, held-out errors)."""
-    return report.to_jsonable({**fitted.tables, "heldout_summary":
-                               summarize(fitted.heldout)})
+    """What fit.json holds, as plain data (parameters with their intervals, held-out errors,
+    the runs used and held out, and the guardrails' "warnings", a list of lines)."""
+    return report.to_jsonable({**fitted.tables, "heldout_summary": summarize(fitted.heldout),
+                               "usage": fitted.usage, "warnings": fitted.warnings})
 
 
 def warn_unfinished(table: Table, notes: list) -> Table:

@@ -36,6 +36,10 @@ from scaling.validation import HeldOut
 OFFSET_PARAMS = ["A", "B", "E", "alpha", "beta"]
 SHIFT_PARAMS = ["K", "kappa", "E_x", "E_y"]
 _EXPONENT_BOUNDS = [(None, None)] * 3 + [(1e-3, None)] * 2  # alpha/beta divides
+# The optimizer's bounds in natural units (A, B, E = e^a, e^b, e^e are positive by
+# construction), for scaling/guardrails.py's "on a bound" warning.
+OFFSET_LOWER_BOUNDS = {"E": 0.0, **{name: low for name, (low, _) in
+                                    zip(OFFSET_PARAMS, _EXPONENT_BOUNDS) if low is not None}}
 
 
 def offset_law(n, d, theta) -> np.ndarray:
@@ -115,7 +119,8 @@ def fit_offset_law(n, d, loss, *, n_bootstrap: int = 1000, seed: int = 0, level:
         return _natural(minimize_multistart(objective, resample_from,
                                             bounds=_EXPONENT_BOUNDS).x)
 
-    samples = bootstrap(refit, len(n), n_resamples=n_bootstrap, seed=seed, groups=groups)
+    samples = bootstrap(refit, len(n), n_resamples=n_bootstrap, seed=seed, groups=groups,
+                        label="loss-to-loss offset law")
     point = _natural(full.x)
     return OffsetLawFit(params=estimates(OFFSET_PARAMS, point, samples, level), point=point,
                         samples=samples, n_points=len(n), seed=seed, level=level)
@@ -195,7 +200,7 @@ def fit_loss_to_loss(x_loss, y_loss, x_offset: OffsetLawFit, y_offset: OffsetLaw
         return fit_shift(x_loss[idx], y_loss[idx], draw_x, draw_y)
 
     samples = bootstrap(refit, len(x_loss), n_resamples=len(x_offset.samples),
-                        seed=x_offset.seed, groups=groups)
+                        seed=x_offset.seed, groups=groups, label="loss-to-loss")
     fit = LossToLossFit(kind=kind, x_label=labels[0], y_label=labels[1],
                         params=estimates(SHIFT_PARAMS, point, samples, x_offset.level),
                         point=point, samples=samples, x_loss=x_loss, y_loss=y_loss, heldout=[],

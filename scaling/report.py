@@ -1,17 +1,19 @@
 """A fit's results on disk: fit.json (every number with its interval) and report.md (the same as
-tables, the held-out errors, notes and the plots)."""
+tables, the runs used and held out, the guardrails' warnings, the held-out errors, notes and the
+plots)."""
 import json
 import os
 
 import numpy as np
 
 from scaling.bootstrap import Estimate
+from scaling.guardrails import Usage
 from scaling.validation import HeldOut, summarize
 
 
 def to_jsonable(value):
     """Estimates, held-out checks, NumPy scalars and arrays, nested in dicts and lists."""
-    if isinstance(value, (Estimate, HeldOut)):
+    if isinstance(value, (Estimate, HeldOut, Usage)):
         return value.to_dict()
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
@@ -48,19 +50,24 @@ def heldout_table(heldout: list[HeldOut]) -> str:
 
 
 def write_report(out_dir: str, *, title: str, inputs: dict, tables: dict[str, dict],
-                 heldout: list[HeldOut], plots: list[str], notes: list[str]) -> list[str]:
-    """Writes fit.json and report.md into `out_dir`; returns their paths."""
+                 heldout: list[HeldOut], plots: list[str], notes: list[str],
+                 usage: list[Usage], warnings: list[str]) -> list[str]:
+    """Writes fit.json and report.md into `out_dir`; returns their paths. The warnings come
+    first in report.md, each a paragraph starting "warning: "."""
     os.makedirs(out_dir, exist_ok=True)
     record = {"title": title, "inputs": inputs, **tables, "heldout": heldout,
-              "heldout_summary": summarize(heldout),
+              "heldout_summary": summarize(heldout), "usage": usage, "warnings": warnings,
               "plots": [os.path.basename(p) for p in plots], "notes": notes}
     json_path = os.path.join(out_dir, "fit.json")
     with open(json_path, "w") as f:
         json.dump(to_jsonable(record), f, indent=2)
     parts = [f"# {title}", "\n".join(f"- {k}: {v}" for k, v in inputs.items())]
+    if warnings:
+        parts.append("## Warnings\n\n" + "\n\n".join(f"warning: {w}" for w in warnings))
+    parts.append("## Runs used\n\n" + "\n".join(f"- {u.summary()}" for u in usage))
     parts += [f"## {name}\n\n{estimates_table(table)}" for name, table in tables.items()]
     parts.append("## Held-out validation\n\n" + (heldout_table(heldout) if heldout else
-                                                 "No held-out runs."))
+                                                 "No held-out predictions."))
     if notes:
         parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in notes))
     parts += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]

@@ -104,6 +104,22 @@ def load_run(path: Path) -> dict:
     }
 
 
+def _unique_names(paths: list[Path]) -> list[str]:
+    """The shortest path suffix of each of `paths` that no other path shares."""
+    depth = {path: 1 for path in paths}
+    while True:
+        names = {path: "/".join(path.parts[-depth[path]:]) for path in paths}
+        taken = {}
+        for path, name in names.items():
+            taken.setdefault(name, []).append(path)
+        clashes = [path for same in taken.values() if len(same) > 1 for path in same
+                   if depth[path] < len(path.parts)]
+        if not clashes:
+            return [names[path] for path in paths]
+        for path in clashes:
+            depth[path] += 1
+
+
 def _curves(rows: list[dict]) -> dict:
     keys = sorted({k for row in rows for k in row if k.endswith("loss")})
     curves = {}
@@ -140,7 +156,13 @@ def curve_points(table: Table) -> Table:
 
 
 def load_runs(paths: list[str]) -> Table:
-    """All runs under `paths` as one Table; eval sets missing from a run read NaN."""
-    records = [load_run(path) for path in find_run_dirs(paths)]
+    """All runs under `paths` as one Table; eval sets missing from a run read NaN. Each run's
+    name is its directory's name, or as many of its last path parts as tell it apart from the
+    others' (a study's tune/d32_l2/X and tune/d48_l2/X): fits resample and hold out runs by
+    name."""
+    found = find_run_dirs(paths)
+    records = [load_run(path) for path in found]
+    for record, name in zip(records, _unique_names(found)):
+        record["name"] = name
     names = list(dict.fromkeys(k for record in records for k in record))
     return Table({name: [record.get(name, np.nan) for record in records] for name in names})

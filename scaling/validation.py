@@ -48,9 +48,10 @@ def largest_runs(compute: np.ndarray, factor: float = 2.0,
         compute = np.array([final[run] for run in runs])
     mask = compute >= np.nanmax(compute) / factor
     if mask.all():
-        raise ValueError(f"all {len(compute)} runs are within {factor}x of the largest compute, "
-                         "so none would be left to fit; lower the holdout factor or add smaller "
-                         "runs")
+        count = len(np.unique(runs)) if runs is not None else len(compute)
+        raise ValueError(f"all {count} runs are within {factor:g}x of the largest, so none "
+                         "would be left to fit. Fix: a holdout_factor closer to 1, or "
+                         "holdout_factor=0 (no validation), or add smaller runs")
     return mask
 
 

@@ -201,13 +201,15 @@ def overrides_of(args):
 
 
 def config_spec_of(args):
-    """The `--config` value of `args` (`--config=X` or `--config X`), else configs/base.py."""
+    """(the `--config` value of `args` (`--config=X` or `--config X`), else configs/base.py;
+    the modules its `--import=M` flags import first, which may add config keys)."""
+    spec = "configs/base.py"
     for i, arg in enumerate(args):
         if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(args):
-            return args[i + 1]
-    return "configs/base.py"
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(args):
+            spec = args[i + 1]
+    return spec, tuple(a.split("=", 1)[1] for a in args if a.startswith("--import="))
 
 
 def listed(flag, help_text):
@@ -230,6 +232,8 @@ def module_exists(module):
 CONFIG_KEYS = r"""
 import importlib.util, json, sys
 sys.path.insert(0, sys.argv[1])
+from core import user_modules
+user_modules.import_modules(sys.argv[3:])
 path, _, arg = sys.argv[2].partition(":")
 spec = importlib.util.spec_from_file_location("doc_config", path)
 module = importlib.util.module_from_spec(spec)
@@ -352,13 +356,15 @@ class Checker:
         given = any(a in ("--dry_run", "--dry-run") for a in command.args)
         return (command.target, *command.args, *(() if given else (flag,)))
 
-    def config_keys(self, spec):
-        status, output = self.run([sys.executable, "-c", CONFIG_KEYS, REPO, spec])
+    def config_keys(self, source):
+        spec, imports = source
+        status, output = self.run([sys.executable, "-c", CONFIG_KEYS, REPO, spec, *imports])
         if status != 0:
             return None, output
         config = json.loads(output.strip().splitlines()[-1])
-        with self.lock:
-            self.configs[spec] = config["jax"]
+        if not imports:  # a module of the user's may import JAX; the config alone should not
+            with self.lock:
+                self.configs[spec] = config["jax"]
         return config, ""
 
     def problems(self, command):
@@ -391,12 +397,13 @@ class Checker:
         keys = overrides_of(command.args)
         if not keys:
             return []
-        spec = config_spec_of(command.args)
-        config, error = self.config_keys(spec)
+        spec, imports = source = config_spec_of(command.args)
+        config, error = self.config_keys(source)
         if config is None:
             return [f"config {spec} did not load: {tail(error)}"]
         known, free = set(config["keys"]), config["free"]
-        return [f"--config.{key}: no such key in {spec}" for key in keys
+        return [f"--config.{key}: no such key in {spec}" + (
+                    f" with {', '.join(imports)} imported" if imports else "") for key in keys
                 if key not in known and not any(key.startswith(f + ".") for f in free)]
 
 
@@ -421,12 +428,12 @@ def test_every_command_in_the_docs_runs(scratch, capsys):
     checker = Checker(scratch)
     modules = sorted({c.target for c in commands
                       if c.kind == "module" and module_exists(c.target)})
-    specs = sorted({config_spec_of(c.args) for c in commands if overrides_of(c.args)})
+    sources = sorted({config_spec_of(c.args) for c in commands if overrides_of(c.args)})
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         # 1. every module's --help, in two batches, and the configs, at once
         helps = [[m, "--help"] for m in modules]
         waiting = [pool.submit(checker.batch, helps[i::2]) for i in range(2)]
-        waiting += [pool.submit(checker.config_keys, spec) for spec in specs]
+        waiting += [pool.submit(checker.config_keys, source) for source in sources]
         concurrent.futures.wait(waiting)
         # 2. the dry runs of the tools that have one, in two batches
         dry = sorted({d for d in pool.map(checker.dry_run, [c for c in commands
@@ -440,7 +447,7 @@ def test_every_command_in_the_docs_runs(scratch, capsys):
     with capsys.disabled():
         with_jax = sorted(spec for spec, jax in checker.configs.items() if jax)
         print(f"\ntest_docs: checked {len(commands)} commands in {len(DOC_FILES)} files "
-              f"({len(modules)} modules, {len(dry)} dry runs, {len(specs)} configs; "
+              f"({len(modules)} modules, {len(dry)} dry runs, {len(sources)} configs; "
               f"{checker.processes} processes); configs whose get_config() imported JAX: "
               f"{', '.join(with_jax) or 'none'}")
     assert not failures, f"{len(failures)} of {len(commands)} commands fail:\n" + "\n".join(

@@ -6,6 +6,8 @@
     tune.py        coordinate descent: a pure function of the losses measured so far
     runs.py        study points as lm.sweep runs, their losses, TPU launch scripts
     fits.py        compute laws and loss-to-loss fits (through scaling/)
+    hyperparameter_laws.py  lr(N), lr(N, D) from the per-size lr optima; the lr proposed at
+                   the sizes not tuned (through scaling/hyperparameters.py)
     step_times.py  step-time ratios timed alone after training
     cbs.py         the cbs preset: critical batch size (Zhang et al. 2024)
     report.py      DIR/report.md with its tables, intervals, claims and plots

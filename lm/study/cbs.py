@@ -88,6 +88,7 @@ def run(preset, out: str, args, executor, claim_out, context: dict) -> int:
              f"{preset.run.schedule.warmup_fraction:.0%} warmup, weight averaging with decay "
              f"{preset.run.optimizer.weight_average_decay}, {preset.tokens_per_param:g} tokens "
              "per non-embedding parameter for every batch size; losses of the averaged weights",
+             f"- training corpus {catalog.corpus(preset.prose)}",
              "", "| size | batch (sequences) | best lr | target loss | steps to target |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['size']} | {r['batch']} | {r['lr']:g} | {r['target']:.4f} | "
@@ -105,6 +106,7 @@ def run(preset, out: str, args, executor, claim_out, context: dict) -> int:
                 lines += [f"{title}:", ""] + [
                     f"- {k}: {v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]"
                     for k, v in params.items()] + [""]
+        lines += [f"- **warning**: {w}" for w in record.get("warnings", [])]
         lines.append("![critical batch](fits/cbs/critical_batch.png)")
     except (ValueError, IndexError) as err:
         lines += ["", f"The fit failed: {err}"]

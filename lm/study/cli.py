@@ -4,6 +4,8 @@
     python -m lm.study --runs_dir=runs/study --dry_run           # runs, FLOPs, time estimate
     python -m lm.study --dry-run --optimizers=adamw,nadamw,muon   # a new study's runs
     python -m lm.study --runs_dir=runs/study --optimizers=adamw,soap
+    python -m lm.study --runs_dir=runs/mine --corpus='jsonl:notes/*.jsonl'  # your data
+    python -m lm.study --runs_dir=runs/mine --import=my_opt.py --optimizers=adamw,my_opt
     python -m lm.study --runs_dir=runs/compare --preset=compare  # the full protocol: hours
     python -m lm.study --runs_dir=runs/cbs --preset=cbs          # critical batch size
     python -m lm.study --runs_dir=/mnt/shared/study --preset=paper  # TPU pod launch scripts
@@ -32,7 +34,7 @@ import tempfile
 
 from absl import logging
 
-from core import cli
+from core import cli, user_modules
 from lm.errors import SweepError
 from lm.study import presets
 from lm.study.phases import run_study
@@ -47,8 +49,32 @@ PARSER.add_argument("--optimizers", default="",
                     help="comma-separated registry names (default: the preset's, "
                          f"{','.join(presets.OPTIMIZERS)}); adamw is the baseline")
 PARSER.add_argument("--grid", action="append", default=[], metavar="NAME:KEY:V,V,...",
-                    help="replace one grid of an optimizer's search space (repeatable), "
-                         "e.g. soap:lr:3e-3,1e-2,3e-2; lm/study/presets.py SEARCH has them")
+                    help="replace one grid of an optimizer's search space (repeatable, after "
+                         "--search), e.g. soap:lr:3e-3,1e-2,3e-2; the spaces are in the "
+                         "optimizers' definitions, optim/hparams/")
+PARSER.add_argument("--search", default="", metavar="FILE",
+                    help="a JSON file of search spaces that change or add optimizers' spaces "
+                         "(the form: lm/study/overrides.py)")
+user_modules.add_flag(PARSER)
+PARSER.add_argument("--corpus", default="",
+                    help="the training corpus, any source lm.train takes (a registered corpus, "
+                         "jsonl:GLOB, parquet:GLOB, text:GLOB, hf:NAME); default: the preset's")
+PARSER.add_argument("--pair_corpus", default="",
+                    help="the second corpus AdamW trains on at every size, for the "
+                         "loss-to-loss fits (default: the preset's, code_py)")
+PARSER.add_argument("--eval_corpora", default="", metavar="SOURCE,...",
+                    help="more validation sets (the training and pair corpora are always "
+                         "evaluated)")
+PARSER.add_argument("--tokenizer", default="",
+                    help="byte | bpe | hf:PATH (default: the preset's); bpe is trained on the "
+                         "study's corpora when --corpus is given")
+PARSER.add_argument("--vocab_size", type=int, default=0, help="bpe: the vocabulary size")
+PARSER.add_argument("--sizes", default="", metavar="SIZE,...",
+                    help="the ladder (python -m lm.model.ladder lists the sizes); default: the "
+                         "preset's")
+PARSER.add_argument("--tune_sizes", default="", metavar="SIZE,...",
+                    help="the sizes tuned by coordinate descent (default: the preset's that "
+                         "are on the ladder)")
 PARSER.add_argument("--dry_run", action="store_true",
                     help="list the runs, their FLOPs and estimated time; train nothing")
 PARSER.add_argument("--launch", choices=("here", "tpu"), default=None,

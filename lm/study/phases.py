@@ -3,11 +3,13 @@ then the `final` sweep built from the tuned settings, then the analysis and repo
 
 The final sweep, DIR/final, holds
 - the ladder: every size that was not tuned, each optimizer at its nearest tuning size's
-  settings with the lr re-tuned over that lr and its two grid neighbours;
+  settings with the lr re-tuned over a centre lr and its two grid neighbours: with 2 or more
+  tuning sizes, the lr that lr(N) = a N^b through their tuned lrs predicts (snapped to the
+  grid; the launch scripts say so), else the nearest tuning size's lr;
 - seeds: every tuned point again with `seeds` more seeds (the noise bands);
 - budgets: AdamW at `data_multipliers` x the steps at `budget_sizes`, from its nearest tuned
-  settings with the lr re-tuned the same way (its loss-vs-data curve, for the effective-data
-  speedups of Wen et al. 2025);
+  settings with the lr re-tuned the same way (the same centre at a size not tuned; its
+  loss-vs-data curve, for the effective-data speedups of Wen et al. 2025);
 - anneal: the other optimizers' tuned points trained (and annealed) on `anneal_fractions` of
   the steps (steps to AdamW's loss, the SOAP paper's method);
 - code: AdamW on the code corpus at every size, at its tuned settings (loss-to-loss pairs).
@@ -21,29 +23,32 @@ import sys
 import time
 
 import optim
+from core import user_modules
 from lm.errors import SweepError
-from lm.study import cbs, presets, runs, tuning
+from lm.study import cbs, hyperparameter_laws, overrides, presets, runs, tuning
 from lm.study import report as study_report
 from lm.study.tune import Result, point_id
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import OPTIMIZER_STEP_COST, duration, estimate_seconds
 from lm.sweep.spec import expand
 from lm.train import workdir as run_files
+from lm.train.config_flag import import_into
 
 MANIFEST = "study.json"
 BASELINE = "adamw"
 
 
 def load_preset(args):
-    """The preset with the command line's optimizers; errors name the fix."""
+    """The preset with the command line's changes (lm/study/overrides.py), after the user's
+    modules (--import) are imported; errors name the fix."""
+    user_modules.import_modules(args.imports)
     try:
         preset = presets.get_preset(args.preset)
     except ValueError as err:
         raise SweepError(str(err)) from err
-    if args.optimizers:
-        preset.optimizers = [name for name in args.optimizers.split(",") if name]
-    for spec in args.grid:
-        _set_grid(preset, spec)
+    import_into(preset.run, args.imports)
+    overrides.apply(preset, args)
+    overrides.check_sources(preset, args.dry_run)
     if BASELINE not in preset.optimizers:
         raise SweepError(f"the study measures every optimizer against {BASELINE}; keep it in "
                          f"--optimizers (got {', '.join(preset.optimizers)})")
@@ -51,10 +56,12 @@ def load_preset(args):
     for name in preset.optimizers:
         if name not in registered:
             raise SweepError(f"--optimizers: {name!r} is not a registered optimizer; use some "
-                             f"of {', '.join(registered)}")
+                             f"of {', '.join(registered)}, or --import the module of your own "
+                             "that registers it (docs/optimizers.md)")
         if preset.kind == "compare" and name not in preset.search:
-            raise SweepError(f"no search space for {name!r} in lm/study/presets.py SEARCH; add "
-                             "one (its hyperparameters' grids and start point)")
+            raise SweepError(f"no search space for {name!r}: give its hyperparameters grids in "
+                             "its definition (core.fields.Field(grid=...), Section(search=...)) "
+                             "or in a --search=FILE (lm/study/overrides.py)")
     if preset.kind == "compare":
         extra = set(preset.seed_sizes) - set(preset.tune_sizes)
         if extra:
@@ -64,33 +71,6 @@ def load_preset(args):
             print(f"warning: {len(preset.sizes)} sizes; the compute law holds out the largest "
                   "runs and needs at least 4 sizes to fit the rest", file=sys.stderr)
     return preset
-
-
-def _set_grid(preset, spec: str) -> None:
-    """--grid=NAME:KEY:V,V,...: one grid of an optimizer's search space."""
-    parts = spec.split(":")
-    if len(parts) != 3 or preset.kind != "compare":
-        raise SweepError(f"--grid={spec}: give NAME:KEY:V,V,... (e.g. soap:lr:3e-3,1e-2), "
-                         "for a preset that tunes (not cbs)")
-    name, key, values = parts
-    if name not in preset.search:
-        raise SweepError(f"--grid={spec}: no search space for {name!r}; lm/study/presets.py "
-                         f"SEARCH has {', '.join(preset.search)}")
-    grids = preset.search[name].grids
-    if key not in grids:
-        raise SweepError(f"--grid={spec}: {name}'s search space has no {key!r}; it has "
-                         f"{', '.join(grids)}")
-    kind = type(grids[key][0])
-    try:
-        grid = [kind(float(v)) if kind is int else kind(v) for v in values.split(",") if v]
-    except ValueError:
-        raise SweepError(f"--grid={spec}: the values must be {kind.__name__}s")
-    if not grid:
-        raise SweepError(f"--grid={spec}: the grid is empty")
-    grids[key] = grid
-    start = preset.search[name].start
-    if start[key] not in grid:
-        start[key] = grid[len(grid) // 2]
 
 
 def claim_out(out: str, preset_name: str, preset) -> None:
@@ -117,41 +97,81 @@ def nearest_tune_size(preset, size: str) -> str:
 
 
 def lr_neighbourhood(preset, optimizer: str, lr: float) -> list[float]:
-    """`lr` and its neighbours on the optimizer's lr grid (the per-size and per-budget lr
-    re-tuning of Wen et al. 2025)."""
+    """The optimizer's grid lr nearest `lr` (in log) and its neighbours on the grid (the
+    per-size and per-budget lr re-tuning of Wen et al. 2025)."""
     grid = list(preset.search[optimizer].grids.lr)
-    i = min(range(len(grid)), key=lambda j: abs(math.log(grid[j] / lr)))
+    i = grid.index(hyperparameter_laws.nearest_grid_value(grid, lr))
     return grid[max(0, i - 1):i + 2]
 
 
+def lr_centre(preset, tuned: dict, optimizer: str, size: str) -> tuple[float, str]:
+    """(lr, law): the grid lr the final phase centres `size`'s lr on, and the text of the law
+    that predicted it ("" when none did). At a size not tuned, with 2 or more tuning sizes,
+    the grid lr nearest the one lr(N) through their lr optima predicts
+    (lm/study/hyperparameter_laws.py); else the nearest tuning size's tuned lr (the tiny
+    preset: one tuning size)."""
+    nearest = tuned[nearest_tune_size(preset, size)].results[optimizer].best["lr"]
+    proposal = None if size in preset.tune_sizes else hyperparameter_laws.proposed_lr(
+        preset, tuned, optimizer, size)
+    if proposal is None:
+        return nearest, ""
+    lr, law = proposal
+    return hyperparameter_laws.nearest_grid_value(preset.search[optimizer].grids.lr, lr), law
+
+
 def final_points(preset, tuned: dict) -> dict[str, list[dict]]:
-    """The final sweep's points by role (module docstring), from the tuned settings."""
+    """The final sweep's points by role (module docstring), from the tuned settings: the
+    nearest tuning size's, with the lr centred by `lr_centre` (the code runs at the centre: the
+    twins of a ladder run)."""
     best = {(size, o): tuned[size].results[o].best for size in tuned for o in preset.optimizers}
     roles = {"ladder": [], "seeds": [], "budgets": [], "anneal": [], "code": []}
     for size in preset.sizes:
         for optimizer in preset.optimizers:
             settings = best[(nearest_tune_size(preset, size), optimizer)]
             if size not in preset.tune_sizes:
+                centre, _ = lr_centre(preset, tuned, optimizer, size)
                 roles["ladder"] += [runs.point(preset, size, optimizer, {**settings, "lr": lr})
-                                    for lr in lr_neighbourhood(preset, optimizer,
-                                                               settings["lr"])]
+                                    for lr in lr_neighbourhood(preset, optimizer, centre)]
     for size in preset.seed_sizes:
         roles["seeds"] += [runs.point(preset, size, o, best[(size, o)], seed=s)
                            for o in preset.optimizers for s in range(1, preset.seeds + 1)]
     for size in preset.budget_sizes:
         settings = best[(nearest_tune_size(preset, size), BASELINE)]
+        centre, _ = lr_centre(preset, tuned, BASELINE, size)
         roles["budgets"] += [runs.point(preset, size, BASELINE, {**settings, "lr": lr},
                                         multiplier=m)
                              for m in preset.data_multipliers
-                             for lr in lr_neighbourhood(preset, BASELINE, settings["lr"])]
+                             for lr in lr_neighbourhood(preset, BASELINE, centre)]
     for size in preset.tune_sizes:
         roles["anneal"] += [runs.point(preset, size, o, best[(size, o)], multiplier=f)
                             for o in preset.optimizers if o != BASELINE
                             for f in preset.anneal_fractions]
     for size in preset.code_sizes:
         settings = best[(nearest_tune_size(preset, size), BASELINE)]
-        roles["code"].append(runs.point(preset, size, BASELINE, settings, dataset=preset.code))
+        centre, _ = lr_centre(preset, tuned, BASELINE, size)
+        roles["code"].append(runs.point(preset, size, BASELINE, {**settings, "lr": centre},
+                                        dataset=preset.code))
     return roles
+
+
+def launch_notes(preset, tuned: dict) -> dict:
+    """point_id -> the launch script's comment on each final-phase run: its role and where its
+    settings come from; a predicted lr says so, with its law and the tuning sizes' optima."""
+    centres = {(o, s): lr_centre(preset, tuned, o, s)
+               for o in preset.optimizers for s in preset.sizes}
+    notes = {}
+    for role, points in final_points(preset, tuned).items():
+        for p in points:
+            optimizer, size = p["optimizer"], p["size"]
+            centre, law = centres[(optimizer, size)]
+            source = (f"lr predicted by {law}; the grid lr nearest it {centre:.3g}" if law
+                      else f"the tuned settings of {nearest_tune_size(preset, size)}")
+            if role in ("ladder", "budgets"):
+                tried = lr_neighbourhood(preset, optimizer, centre)
+                source += f"; the lr re-tuned over {', '.join(f'{lr:.3g}' for lr in tried)}"
+            steps = f", {p['steps']} steps" if role in ("budgets", "anneal") else ""
+            notes[point_id(p)] = f"{role}: {optimizer} at {size}{steps}, {source}"
+    return notes
 
 
 def final_sweep(preset, tuned: dict, catalog: runs.Catalog):
@@ -207,7 +227,8 @@ def run_study(args) -> int:
         return 0
     catalog = tune_catalog(preset, out)
     final = final_sweep(preset, tuned, catalog)
-    if not runs.run_phase(final, out, "final", args, executor):
+    if not runs.run_phase(final, out, "final", args, executor,
+                          notes=launch_notes(preset, tuned)):
         return 0
     catalog.add(os.path.join(out, "final"), final)
     report = study_report.write(out, preset, tuned, final_points(preset, tuned), catalog,

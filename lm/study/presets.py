@@ -28,19 +28,27 @@ from optim.hparams import HYPERPARAMETERS
 
 OPTIMIZERS = ("adamw", "soap", "simplified_ademamix")
 # The compare preset's set: the optimizers Wen et al. 2025 tune and compare (AdamW, NAdamW, MARS,
-# Cautious, Lion, Adam-mini, Muon, Scion, Kron, SOAP; not Sophia, which has no search space
-# yet), Dion and NorMuon, and Simplified-AdEMAMix (this project's third).
+# Cautious, Lion, Adam-mini, Muon, Scion, Kron, SOAP, Sophia), Dion and NorMuon, and
+# Simplified-AdEMAMix (this project's third).
 COMPARE_OPTIMIZERS = ("adamw", "nadamw", "mars", "cautious_adamw", "lion", "adam_mini",
-                      "muon", "scion", "kron", "soap", "dion", "normuon", "simplified_ademamix")
+                      "muon", "scion", "kron", "soap", "sophia", "dion", "normuon",
+                      "simplified_ademamix")
 PRESETS = ("tiny", "compare", "cbs", "small", "paper")
 
-# Search spaces, from the optimizers' definitions (optim/hparams/: each hyperparameter's ordered
-# grid and start value, and the protocol keys `lr`, `warmup` (fraction of the steps) and
-# `grad_clip`), at the tiny scale (widths 32-96, 1024-token batches; larger presets divide the
-# lrs by `lr_divisor`). Only optimizers whose definition has an lr grid can be tuned.
-SEARCH = {name: space for name, space in
-          ((name, section.search_space()) for name, section in HYPERPARAMETERS.items())
-          if "lr" in space["grids"]}
+
+
+def search_spaces() -> dict:
+    """Search spaces from the optimizers' definitions (optim/hparams/, or a user's module's
+    Section: each hyperparameter's ordered grid and start value, and the protocol keys `lr`,
+    `warmup` (fraction of the steps) and `grad_clip`), at the tiny scale (widths 32-96,
+    1024-token batches; larger presets divide the lrs by `lr_divisor`). Only optimizers whose
+    definition has an lr grid can be tuned; --search=FILE adds or changes spaces
+    (lm/study/overrides.py)."""
+    return {name: space for name, space in
+            ((name, section.search_space()) for name, section in HYPERPARAMETERS.items())
+            if "lr" in space["grids"]}
+
+
 # The tiny preset's budget: the hyperparameters the review found mistuned (AdamW's b2, warmup and
 # weight decay; SOAP's weight decay and the lr of its AdamW part; S-AdEMAMix's alpha and b1).
 TINY_KEYS = {"adamw": ("lr", "b2", "weight_decay", "warmup"),
@@ -60,9 +68,9 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
             "paper": _paper}[name]()
 
 
-def search_space(name: str, keys=None, lr_divisor: float = 1.0) -> dict:
-    """SEARCH[name] restricted to `keys` (None: all), lrs divided by `lr_divisor`."""
-    space = SEARCH[name]
+def search_space(space: dict, keys=None, lr_divisor: float = 1.0) -> dict:
+    """An optimizer's search `space` restricted to `keys` (None: all), lrs divided by
+    `lr_divisor`."""
     keys = tuple(space["grids"]) if keys is None else keys
     grids = {k: list(space["grids"][k]) for k in keys}
     start = {k: space["start"][k] for k in keys}
@@ -83,8 +91,8 @@ def _study(run, sizes, *, tune_sizes, steps=0, tokens_per_param=0.0, keys=None, 
         tokens_per_param=tokens_per_param,  # > 0: steps = this x N_non-embedding / batch tokens
         tune_sizes=list(tune_sizes),  # coordinate descent here; other sizes re-tune the lr only
         optimizers=list(optimizers),  # tuned and compared (--optimizers replaces them)
-        search={name: search_space(name, (keys or {}).get(name), lr_divisor)
-                for name in SEARCH},
+        search={name: search_space(space, (keys or {}).get(name), lr_divisor)
+                for name, space in search_spaces().items()},
         max_moves=max_moves,      # coordinate-descent moves per optimizer and size
         noise_seeds=2,            # extra seeds of AdamW's start point: the tuning threshold
         seeds=seeds,              # extra seeds of every tuned point, at seed_sizes

@@ -11,6 +11,9 @@ and final phases (lm/study/phases.py).
 - Steps to AdamW's loss from annealed shortened runs (Vyas et al. 2024), and step-time ratios
   timed in isolation after training (lm/study/step_times.py).
 - Compute laws and loss-to-loss fits (lm/study/fits.py), resampled and held out run by run.
+- Hyperparameter laws (lm/study/hyperparameter_laws.py): the lr optimum per size and budget,
+  lr(N) per optimizer and AdamW's lr(N, D) with t intervals, the lr predicted at the sizes not
+  tuned and the next size up; DIR/fits/hyperparameters.json.
 - What the numbers support, and what they do not.
 """
 import datetime
@@ -25,11 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from lm.study import fits, runs  # noqa: E402
+from lm.study import fits, hyperparameter_laws, runs  # noqa: E402
 from lm.study.step_times import step_time_ratios  # noqa: E402
 from lm.study.tune import point_id, seed_noise, sensitivity  # noqa: E402
 from lm.study.tuning import pooled_noise  # noqa: E402
 from lm.sweep.spec import format_value  # noqa: E402
+from lm.train import workdir as run_files  # noqa: E402
 from scaling import speedup  # noqa: E402
 from scaling.runs import curve_points, load_runs  # noqa: E402
 
@@ -61,6 +65,10 @@ def write(out: str, preset, tuned: dict, roles: dict, catalog: runs.Catalog, *, 
         out, fits.fit_specs(preset, best_dirs, pairs), preset.bootstrap,
         processes=min(preset.processes, os.cpu_count() or 1))
     problems += fit_problems
+    laws = hyperparameter_laws.analyse(preset, tuned, roles, catalog)
+    os.makedirs(os.path.join(out, "fits"), exist_ok=True)
+    run_files.write_json(os.path.join(out, "fits", "hyperparameters.json"),
+                         hyperparameter_laws.record(laws))
     times = {size: step_time_ratios(
         {o: catalog.configs[point_id(best[(o, size)][0])] for o in preset.optimizers
          if (o, size) in best}, BASELINE) for size in preset.tune_sizes
@@ -78,6 +86,7 @@ def write(out: str, preset, tuned: dict, roles: dict, catalog: runs.Catalog, *, 
         _step_time_section(times),
         _compute_table(preset, records),
         _loss_to_loss_table(records),
+        hyperparameter_section(preset, laws),
         _claims(preset, best, seeds, speedups),
         "## Plots\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots + [
             f"tune/{s}/sensitivity.png" for s in preset.tune_sizes] + [
@@ -179,8 +188,9 @@ def _header(preset, command, seconds, machine, catalog) -> str:
         f"- runs: {counts}; their wall times add up to {wall / 60:.1f} min; this invocation "
         f"took {sum(seconds) / 60:.1f} min ({seconds[0] / 60:.1f} training, "
         f"{seconds[1] / 60:.1f} analysis, fits and step timing)",
-        f"- training corpus `{preset.prose}` (the code corpus `{preset.code}` for the "
-        f"loss-to-loss pairs), batches of {preset.run.train.batch_size} x "
+        f"- training corpus {catalog.corpus(preset.prose)}; the pair corpus for the "
+        f"loss-to-loss fits {catalog.corpus(preset.code)}; batches of "
+        f"{preset.run.train.batch_size} x "
         f"{preset.run.data.seq_len} tokens, {preset.run.data.tokenizer} tokenizer, cosine "
         "schedule annealed to 10% of the peak lr",
         f"- losses are nats per token on fixed validation windows "
@@ -411,7 +421,23 @@ def _compute_table(preset, records) -> str:
     lines.append("\nC counts model FLOPs only (6ND plus attention). The bootstrap resamples "
                  "whole runs, and the runs within 2x of the largest compute are held out whole "
                  "(a prediction beyond the fitted runs, not along one run's curve).")
-    return "\n".join(lines)
+    return "\n".join(lines + _fit_notes(records, "compute_"))
+
+
+def _fit_notes(records, prefix: str) -> list[str]:
+    """The runs each fit used and held out, and its warnings (scaling/guardrails.py:
+    degenerate estimates, a hold-out that validates nothing)."""
+    lines = []
+    for name, fit in records.items():
+        if not name.startswith(prefix):
+            continue
+        for u in fit.get("usage", []):
+            held = ", ".join(u["held_out"])
+            lines.append(f"- {name}, {u['fit']}: {u['fitted_runs']} runs fitted "
+                         f"({u['fitted_points']} points), {u['held_out_runs']} held out"
+                         + (f" ({held})" if held else ""))
+        lines += [f"- **warning** ({name}): {w}" for w in fit.get("warnings", [])]
+    return [""] + lines if lines else []
 
 
 def _loss_to_loss_table(records) -> str:
@@ -428,6 +454,99 @@ def _loss_to_loss_table(records) -> str:
                      f"{_estimate(p['E_y'])} | {_held(fit['heldout_summary'])} |")
     lines.append("\nAdamW runs at equal settings per size on each corpus; every validation "
                  "point of their curves, resampled run by run, the largest size held out.")
+    return "\n".join(lines + _fit_notes(records, "loss_to_loss"))
+
+
+def hyperparameter_section(preset, laws: hyperparameter_laws.Laws) -> str:
+    """The lr laws with their intervals, the per-size optima they come from, the lr predicted
+    at the sizes not tuned and the next size up, and the other tuned hyperparameters' laws."""
+    lines = ["## Hyperparameter laws (the tuned lr against N and D)", "",
+             "Each line of lrs tried with the other settings fixed (coordinate descent at the "
+             "tuning sizes, the lr re-tuning at the other sizes and at AdamW's data budgets) "
+             "gives an optimum: its lowest loss, refined to the vertex of the parabola in log lr "
+             "through it and its two neighbours. An optimum at the edge of its line is only a "
+             "bound and is left out of the fits. log lr = log a + b log N (+ c log D) by least "
+             "squares; intervals are 95% t intervals with n - p degrees of freedom "
+             "(scaling/hyperparameters.py), predictions' the t prediction interval of one more "
+             "size's optimum. Every number is in `fits/hyperparameters.json`.", "",
+             "| optimizer | law | a [95%] | b, exponent of N [95%] | c, exponent of D [95%] | "
+             "residual std of log lr | optima fitted | left out: bounds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for optimizer, found in laws.lr.items():
+        for fit in found:
+            fitted = ", ".join(_line_label(line) for line in fit.fitted) or "none"
+            bounds = ", ".join(f"{_line_label(line)} ({line.optimum.status})"
+                               for line in fit.bounds) or "none"
+            if fit.law is None:
+                lines.append(f"| {optimizer} | {fit.name} | not fitted: {fit.problem} | | | | "
+                             f"{fitted} | {bounds} |")
+                continue
+            d = fit.law.exponents.get("D", "")
+            lines.append(f"| {optimizer} | {fit.name} | {fit.law.coefficient} | "
+                         f"{fit.law.exponents['N']} | {d} | {fit.law.residual_std:.3f} | "
+                         f"{fitted} | {bounds} |")
+    one_x = {line.tokens for line in laws.lines if line.multiplier == 1.0}
+    lines += ["", "At 1x every size trains on the same tokens, so lr(N) holds D fixed." if
+              len(one_x) <= 1 else "At 1x the data grows with N, so lr(N)'s exponent carries "
+              "the data's effect as well as the size's; lr(N, D) separates them where AdamW "
+              "has budgets.", "", _optima_table(laws), "", _prediction_table(laws), "",
+              _other_hyperparameters(preset, laws)]
+    return "\n".join(lines)
+
+
+def _line_label(line) -> str:
+    return line.size if line.multiplier == 1.0 else f"{line.size} at {line.multiplier:g}x"
+
+
+def _optima_table(laws) -> str:
+    lines = ["Per-size optima:", "",
+             "| optimizer | size | N | tokens | from | lrs tried: loss | optimum | status |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for line in laws.lines:
+        tried = ", ".join(f"{format_value(lr)}: {loss:.4f}" for lr, loss in line.tried)
+        found = line.optimum
+        optimum, status = ("-", "every run diverged or failed") if found is None else (
+            f"{found.value:.3g}", {"vertex": f"vertex (best on the grid {found.grid_value:g})",
+                                   "grid": "the grid's best (a neighbour diverged)",
+                                   "low edge": f"<= {found.value:g}: at the low edge",
+                                   "high edge": f">= {found.value:g}: at the high edge",
+                                   "single value": "one lr only"}[found.status])
+        lines.append(f"| {line.optimizer} | {_line_label(line)} | {line.n:,} | "
+                     f"{line.tokens:,} | {line.source} | {tried} | {optimum} | {status} |")
+    return "\n".join(lines)
+
+
+def _prediction_table(laws) -> str:
+    if not laws.predictions:
+        return "No lr law was fitted, so no lr is predicted."
+    lines = ["Predicted lr at 1x data (sizes not tuned and the next size up):", "",
+             "| optimizer | law | size | N | tokens | lr [95% prediction interval] | nearest "
+             "grid lr | measured optimum |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in laws.predictions:
+        measured = row["measured"]
+        measured = "not run" if measured is None else (
+            f"{measured.value:.3g}" + ("" if measured.bracketed else f" ({measured.status})"))
+        size = row["size"] + (" (extrapolated)" if row["extrapolated"] else "")
+        lines.append(f"| {row['optimizer']} | {row['law']} | {size} | {row['n']:,} | "
+                     f"{row['tokens']:,} | {row['lr']} | {format_value(row['grid_lr'])} | "
+                     f"{measured} |")
+    return "\n".join(lines)
+
+
+def _other_hyperparameters(preset, laws) -> str:
+    if len(preset.tune_sizes) < 3:
+        return (f"The other hyperparameters were searched at {len(preset.tune_sizes)} tuning "
+                "size(s) only; a law with an interval needs 3 or more (their tuned values: the "
+                "tuning table above, `tune/<size>/tuned.json`).")
+    lines = ["The other tuned hyperparameters (grid values) against N:", "",
+             "| optimizer | hyperparameter | tuned value by size | law [95%] |",
+             "| --- | --- | --- | --- |"]
+    for optimizer, keys in laws.others.items():
+        for key, (values, fit) in keys.items():
+            cells = ", ".join(f"{s}: {format_value(v)}" for s, v in values.items())
+            law = (f"not fitted: {fit.problem}" if fit.law is None else
+                   f"{fit.law.formula(key)}, exponent {fit.law.exponents['N']}")
+            lines.append(f"| {optimizer} | {key} | {cells} | {law} |")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from lm.study.tune import point_id
 from lm.sweep.runner import run_sweep
 from lm.sweep.spec import Sweep, evaluations, expand, run_length, run_model_info
 from lm.sweep.state import progress, read_record
+from lm.train import workdir as run_files
 from lm.train.settings import run_config
 
 # Keys that identify a run apart from the optimizer's hyperparameters.
@@ -108,6 +109,17 @@ class Catalog:
             return value if math.isfinite(value) else math.inf
         return math.inf if state.status in ("failed", "diverged") else None
 
+    def corpus(self, name: str) -> str:
+        """Corpus `name` for a report: its source and the fingerprint of the prepared data the
+        runs read (their data.json), so that a study names exactly what it trained on."""
+        for key, workdir in self.workdirs.items():
+            record = run_files.read_json(os.path.join(workdir, run_files.DATA)).get(name)
+            if record:
+                source = dict(self.configs[key].data.sources or {}).get(name, record["source"])
+                named = f"`{name}`" + (f" (`{source}`)" if source != name else "")
+                return f"{named}, fingerprint {record['fingerprint']}"
+        return f"`{name}` (no finished run read it)"
+
     def summary(self) -> tuple[dict, float]:
         """(status -> run count, the runs' summed wall seconds over their attempts)."""
         counts, wall = {}, 0.0
@@ -119,15 +131,16 @@ class Catalog:
 
 
 def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
-              only: set | None = None) -> bool:
+              only: set | None = None, notes: dict | None = None) -> bool:
     """Trains (or lists, or writes launch commands for) one phase's runs into DIR/<phase>;
     True once they are all finished or ended (failed and diverged runs are reported, not
-    retried forever). `only`: the names to train (the others are left as they are)."""
+    retried forever). `only`: the names to train (the others are left as they are); `notes`:
+    comments for the launch script (`launch_commands`)."""
     root = os.path.join(out, phase)
     command = f"python -m lm.study --preset={args.preset} --runs_dir={out}"
     if args.launch == "tpu":
         script = os.path.join(out, f"launch_{phase.replace('/', '_')}.sh")
-        commands = launch_commands(phase_sweep, root, only)
+        commands = launch_commands(phase_sweep, root, only, notes)
         if args.dry_run:
             print(f"{phase}: {len(commands)} runs to train on TPU; without --dry_run they go to "
                   f"{script}")
@@ -149,22 +162,27 @@ def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
     return True
 
 
-def launch_commands(phase_sweep: Sweep, root: str, only: set | None = None) -> list[str]:
+def launch_commands(phase_sweep: Sweep, root: str, only: set | None = None,
+                    notes: dict | None = None) -> list[str]:
     """One launch_tpu.sh command per unfinished run of `phase_sweep` (overrides relative to
-    configs/base.py)."""
+    configs/base.py); a run with a note (`notes`: point_id -> text) gets a "# note" line
+    before its command where the note differs from the previous command's."""
     defaults = _flat(run_config())
-    commands = []
-    for run in expand(phase_sweep):
+    commands, previous = [], ""
+    for run, found in zip(expand(phase_sweep), phase_sweep.points):
         workdir = os.path.join(root, run.name)
         if progress(workdir, run.config.train.steps).finished or (
                 only is not None and run.name not in only):
             continue
         overrides = [f"--config.{key}={_flag_value(value)}"
                      for key, value in _flat(run.config).items() if defaults.get(key) != value]
-        commands.append(" ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
-                                  '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
-                                  "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
-                                  "--", *map(shlex.quote, overrides)]))
+        command = " ".join(["./launch_tpu.sh", '--name "$TPU_NAME"', '--zone "$ZONE"',
+                            '--project "$PROJECT"', '--accelerator "$ACCELERATOR"',
+                            "--config configs/base.py", f"--workdir {shlex.quote(workdir)}",
+                            "--", *map(shlex.quote, overrides)])
+        note = (notes or {}).get(point_id(found), "")
+        commands.append(f"# {note}\n{command}" if note and note != previous else command)
+        previous = note
     return commands
 
 

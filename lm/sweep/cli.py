@@ -14,6 +14,8 @@ finished runs and resumes interrupted ones from their checkpoints. A run that cr
 or whose loss turns non-finite (diverged) is recorded and the sweep goes on; the next invocation
 retries failed runs, and diverged ones only with --retry_diverged (they would diverge again).
 SIGINT / SIGTERM stop the sweep: running runs save a checkpoint, no new run starts.
+`--import=MODULE` imports a module of your own first (an optimizer it registers can be swept;
+core/user_modules.py), and every run imports it too (config.train.imports).
 
 RUNS_DIR/results.csv (one row per run, see lm/sweep/results.py) is rewritten as each run ends,
 and RUNS_DIR/best_lr.csv holds the best learning rate of each (size, optimizer, ...) grid.
@@ -26,7 +28,7 @@ import os
 
 from absl import logging
 
-from core import cli
+from core import cli, user_modules
 from lm.errors import SweepError
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import (
@@ -35,6 +37,7 @@ from lm.sweep.runner import (
     load_sweep,
     run_sweep,
 )
+from lm.train.config_flag import import_into
 
 PARSER = cli.parser("python -m lm.sweep", __doc__)
 PARSER.add_argument("--sweep", required=True, old=("--config",), metavar="FILE",
@@ -57,6 +60,7 @@ PARSER.add_argument("--flops_per_second", type=float, default=DEFAULT_FLOPS_PER_
                     help="--dry_run's time estimate: training FLOP/s of one process")
 PARSER.add_argument("--seconds_per_run", type=float, default=DEFAULT_SECONDS_PER_RUN,
                     help="--dry_run's time estimate: start-up and compilation per run")
+user_modules.add_flag(PARSER)
 
 
 @cli.main(SweepError)
@@ -69,7 +73,9 @@ def main(argv) -> int:
         executor = RayCluster(args.address, args.cpus_per_run, args.gpus_per_run)
     else:
         executor = LocalProcesses(args.processes) if args.processes > 1 else InProcess()
+    user_modules.import_modules(args.imports)
     sweep = load_sweep(args.sweep)
+    import_into(sweep.base, args.imports)
     return run_sweep(sweep, args.runs_dir, name=os.path.splitext(os.path.basename(args.sweep))[0],
                      config_path=args.sweep, executor=executor, dry_run=args.dry_run,
                      retry_diverged=args.retry_diverged, flops_per_second=args.flops_per_second,

@@ -2,14 +2,17 @@
 python file with get_config(), and its argument: configs/base.py:d256_l4) and any number of
 `--config.KEY=VALUE` overrides (`python -m configs.help` lists the keys).
 
-The tool's core.cli parser takes --config and the tool's own flags. The overrides go to
+`--import=MODULE` (repeatable, comma-separated; core/user_modules.py) imports a user's module
+first, so its optimizer's keys are known to the overrides; the run records it in
+config.train.imports. The tool's core.cli parser takes --config, --import and the tool's own
+flags. The overrides go to
 ml_collections' config_flags, parsed on a FlagValues of their own (absl's global flags are not
 involved), once `check_override_keys` has refused an unknown key by name with its close matches.
 """
 from absl import flags
 from ml_collections import config_flags
 
-from core import cli
+from core import cli, user_modules
 from lm.train.config_checks import check_override_keys
 
 
@@ -19,12 +22,14 @@ def add_config(parser: cli.Parser, default: str) -> None:
                         help="the run config: a python file with get_config(), ':ARG' its "
                              "argument; --config.KEY=VALUE sets a field (`python -m "
                              "configs.help` lists them)")
+    user_modules.add_flag(parser)
 
 
 def parse(parser: cli.Parser, argv: list[str]):
     """(the tool's flags, the run config with the overrides applied). ConfigError: the config
     cannot be loaded or an override names no field; cli.UsageError: any other bad flag."""
     args, overrides = parser.parse_known_args(argv)
+    user_modules.import_modules(args.imports)
     absl_argv = [parser.prog, f"--config={args.config}", *overrides]
     check_override_keys(absl_argv[1:])
     values = flags.FlagValues()
@@ -36,4 +41,12 @@ def parse(parser: cli.Parser, argv: list[str]):
         raise cli.UsageError(f"{err} (`{parser.prog} --help` lists the flags)") from err
     if positional:
         parser.error(f"unrecognized arguments: {' '.join(positional)}")
+    import_into(config.value, args.imports)
     return args, config.value
+
+
+def import_into(config, imports: list[str]) -> None:
+    """Imports the modules of config.train.imports and `imports` (--import) and records them all
+    in config.train.imports, so that every process building the run imports them."""
+    config.train.imports = ",".join(user_modules.import_modules(
+        [config.train.imports, *imports]))

@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 import jax
 
 import optim
+from core import cli, user_modules
 from data.tokenizer import ByteTokenizer
 from lm.errors import ConfigError
 from lm.model import (
@@ -37,8 +38,14 @@ class Runtime(NamedTuple):
 
 def build_optimizer(config) -> optim.Optimizer:
     """The run's optimizer, checked against the model's parameter shapes before any data is
-    prepared or anything compiles (ConfigError otherwise). Which parameters exist does not
-    depend on the vocabulary, so the byte tokenizer's size stands in for it here."""
+    prepared or anything compiles (ConfigError otherwise), after the run's own modules
+    (config.train.imports: an optimizer registered outside optiscale) are imported, as every
+    process that builds the run (a sweep's workers, a resume, lm.sample) must. Which parameters
+    exist does not depend on the vocabulary, so the byte tokenizer's size stands in for it."""
+    try:
+        user_modules.import_modules(config.train.get("imports", ""))
+    except cli.UsageError as err:
+        raise ConfigError(str(err)) from err
     model = Transformer(ModelConfig.from_config(config.model, ByteTokenizer.vocab_size,
                                                 "float32"))
     params = jax.eval_shape(functools.partial(init_params, model, jax.random.PRNGKey(0), 1))

@@ -15,7 +15,7 @@ from lm.model.settings import (
     NORM_AFFINE,
     model_config_dict,
 )
-from optim.settings import OPTIMIZER, SCHEDULE
+from optim.settings import SCHEDULE, optimizer_section
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -55,6 +55,9 @@ TRAIN = Section("train", "the training loop (lm/train/loop.py and its hooks)", d
                           "copies its metrics up to there; config changes apply from then on"),
     branch_step=Field(-1, "the step branch_from starts at; -1: its newest checkpoint",
                       minimum=-1),
+    imports=Field("", "python modules imported before the run is built, comma-separated: "
+                      "dotted names or .py paths (--import; core/user_modules.py), e.g. one "
+                      "registering an optimizer defined outside optiscale"),
 ), rules=(_microbatches_divide,))
 
 # Logical axis -> comma-separated mesh axes ("" = unsharded), in rule priority order
@@ -115,8 +118,11 @@ PRECISION = Section("precision", "compute dtype and MX (OCP Microscaling) matmul
                                  "a different model, fixed for the run)", choices=NORM_AFFINE),
 ))
 
-# The sections of a run config, in the order configs.help lists them.
-SECTIONS = (DATA, OPTIMIZER, SCHEDULE, TRAIN, MESH, PRECISION)
+
+def sections() -> tuple:
+    """The sections of a run config, in the order configs.help lists them (the optimizers' as
+    registered now: a user's module may have added one)."""
+    return (DATA, optimizer_section(), SCHEDULE, TRAIN, MESH, PRECISION)
 
 
 def run_config(size: str = "") -> ml_collections.ConfigDict:
@@ -124,6 +130,6 @@ def run_config(size: str = "") -> ml_collections.ConfigDict:
     (lm/model/ladder.py; "" keeps the default d128_l4 shape)."""
     config = ml_collections.ConfigDict()
     config.model = model_config_dict(size)
-    for section in SECTIONS:
+    for section in sections():
         config[section.name] = section.config_dict()
     return config

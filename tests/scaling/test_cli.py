@@ -48,6 +48,9 @@ def test_chinchilla_holds_out_the_largest_run_by_default(tmp_path):
         pytest.approx(2.0774, abs=1e-4)
     assert abs(held["relative_error"]) < 0.05
     assert "Mean |relative error|" in markdown
+    assert record["warnings"] == []  # a fit the 239 runs pin down: no guardrail fires
+    [used] = record["usage"]
+    assert (used["fitted_runs"], used["held_out"]) == (239, ["N=6.8e+09 D=3.18e+11"])
     allocation = record["compute-optimal allocation"]
     assert len(allocation) == 9 and all(v["low"] <= v["value"] <= v["high"]
                                         for v in allocation.values())
@@ -66,6 +69,7 @@ def test_loss_to_loss_table_with_heldout_table(tmp_path):
     assert held["label"] == "N=3.31e+09, D=5.04e+10"
     assert held["actual"] == pytest.approx(0.9477, abs=1e-4)
     assert abs(held["relative_error"]) < 0.03
+    assert record["warnings"] == []
     assert (out / "loss_to_loss.png").stat().st_size > 10_000
 
 
@@ -108,6 +112,7 @@ def test_approach2_on_the_isoflop_sweep(tmp_path):
     exponents = record["allocation"]
     assert exponents["a"]["low"] < exponents["a"]["value"] < exponents["a"]["high"]
     assert 0.3 < exponents["a"]["value"] < 0.7 and 0.3 < exponents["b"]["value"] < 0.7
+    assert record["warnings"] == []
     n_check = next(h for h in record["heldout"] if h["label"].startswith("N_opt"))
     assert abs(n_check["relative_error"]) < 0.5
     assert (out / "chinchilla_approach2.png").exists()
@@ -130,6 +135,9 @@ def test_critical_batch_from_a_table(tmp_path):
     assert law["N_exponent"]["value"] == pytest.approx(0.4, abs=0.1)
     assert record["heldout"][0]["label"] == "CBS at N=6.4e+07"
     assert "B* at N=1.6e+07" in markdown
+    assert record["warnings"] == []
+    assert sorted(record["usage"][0]["held_out"]) == sorted(
+        f"N=6.4e+07 B={b:.3g}" for b in 2.0 ** np.arange(8, 15))
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -3,7 +3,8 @@ batch size and its power laws in N and D, on synthetic sweeps with known answers
 import numpy as np
 import pytest
 
-from scaling import critical_batch
+from scaling import critical_batch, laws
+from scaling.table import Table
 
 BATCHES = 2.0 ** np.arange(8, 16)  # tokens per step, 256 .. 32768
 
@@ -80,3 +81,21 @@ def test_degenerate_sweeps_get_a_clear_error():
     with pytest.raises(ValueError, match="steps are non-finite"):
         critical_batch.fit_critical_batch(n, batch, np.where(n == 1e6, np.nan, steps),
                                           n_bootstrap=1)
+
+
+@pytest.mark.filterwarnings("ignore:.*bootstrap resamples could not be fitted")
+def test_a_critical_batch_outside_the_batches_measured_is_called_an_extrapolation():
+    """B* = 409.6 and 713 tokens at N = 1e6 and 4e6 lie inside 256..32768 but below batches
+    from 1024 up: the fit warns at those two sizes (not at 1.6e7, B* 1242), naming the fix."""
+    n, batch, steps = sweep(0, sizes=(1e6, 4e6, 1.6e7), noise=0.0)
+    table = Table({"params_non_embedding": n, "batch_tokens": batch, "steps": steps})
+    options = laws.FitOptions(bootstrap=50, holdout_factor=0)
+    assert not [w for w in laws.cbs(table, "batch_tokens", "steps", options=options).warnings
+                if "extrapolation" in w]
+    keep = batch >= 1024
+    cut = Table({k: np.asarray(table[k])[keep] for k in table.names})
+    found = [w for w in laws.cbs(cut, "batch_tokens", "steps", options=options).warnings
+             if "extrapolation" in w]
+    assert [w.split(" = ")[0] for w in found] == ["B* at N=1e+06", "B* at N=4e+06"]
+    assert found[0].startswith("B* at N=1e+06 = 409.6 lies below the smallest batch measured "
+                               "(1024 to 3.277e+04)")

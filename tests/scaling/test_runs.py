@@ -160,6 +160,7 @@ def test_cli_compute_law_on_a_ladder_of_run_directories(tmp_path):
     assert held["x"] == pytest.approx(6 * 3.2e6 * 80 * 3.2e6, rel=0.01)
     assert abs(held["relative_error"]) < 0.05
     assert "Held-out validation" in (out / "report.md").read_text()
+    assert record["warnings"] == []
 
 
 def test_cli_chinchilla_on_run_directories_recovers_the_ladder_law(tmp_path):
@@ -174,6 +175,7 @@ def test_cli_chinchilla_on_run_directories_recovers_the_ladder_law(tmp_path):
     assert record["parameters"]["E"]["value"] == pytest.approx(TRUE["E"], rel=0.1)
     assert abs(record["heldout_summary"]["mean_abs_relative_error"]) < 0.02
     assert (out / "chinchilla.png").stat().st_size > 10_000
+    assert record["warnings"] == []
 
 
 def test_cli_skips_unfinished_runs_and_refuses_too_few(tmp_path, capsys):
@@ -220,3 +222,23 @@ def test_cli_critical_batch_from_loss_curves(tmp_path):
     [held] = record["heldout"]
     assert held["x"] == 6.4e6 and held["actual"] == pytest.approx(0.2 * 1024 * 8, rel=0.25)
     assert abs(held["relative_error"]) < 0.3
+    # B* ~ 0.2 x 1024 tokens at N = 1e5 lies below its smallest batch, 4 x 64 = 256 tokens
+    [warning] = record["warnings"]
+    assert warning.startswith("B* at N=1e+05 = ") and " lies below the smallest batch " \
+        "measured (256 to 8192): an extrapolation" in warning
+    assert sorted(record["usage"][0]["held_out"]) == sorted(
+        f"n3_b{b}" for b in (4, 8, 16, 32, 64, 128))
+
+
+def test_runs_with_one_directory_name_in_different_folders_stay_apart(tmp_path):
+    """A study's tune/d32_l2/X and tune/d48_l2/X: fits resample and hold out runs by name, so
+    the two must not merge into one run."""
+    for folder, n in (("d32_l2", 2e5), ("d48_l2", 4e5)):
+        write_run(tmp_path / "tune" / folder, "optimizer=adamw,lr=0.01", n=n, steps=100,
+                  batch_size=32, loss_at=lambda step, n=n: ladder_loss(n, 4096 * step))
+    write_run(tmp_path, "other", n=8e5, steps=100, batch_size=32,
+              loss_at=lambda step: ladder_loss(8e5, 4096 * step))
+    table = load_runs([str(tmp_path / "tune" / "d32_l2"), str(tmp_path / "tune" / "d48_l2"),
+                       str(tmp_path)])
+    assert sorted(table["name"]) == ["d32_l2/optimizer=adamw,lr=0.01",
+                                     "d48_l2/optimizer=adamw,lr=0.01", "other"]

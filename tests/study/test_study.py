@@ -27,8 +27,7 @@ def test_unknown_optimizer_missing_baseline_and_bad_grids_are_refused(tmp_path, 
     err = _fails(tmp_path, capsys, "--optimizers=adamw,adamm")
     assert "'adamm' is not a registered optimizer" in err and "soap" in err
     assert "keep it in --optimizers" in _fails(tmp_path, capsys, "--optimizers=soap,lion")
-    assert "no search space for 'sophia'" in _fails(tmp_path, capsys, "--optimizers=adamw,sophia")
-    assert "the grid is empty" in _fails(tmp_path, capsys, "--grid=soap:lr:")
+    assert "the grid of 'lr' is empty" in _fails(tmp_path, capsys, "--grid=soap:lr:")
     assert "give NAME:KEY:V,V" in _fails(tmp_path, capsys, "--grid=soap:3e-3")
     assert "has no 'b3'" in _fails(tmp_path, capsys, "--grid=soap:b3:0.9")
     assert "must be floats" in _fails(tmp_path, capsys, "--grid=soap:lr:fast")
@@ -63,7 +62,7 @@ def test_a_dry_run_without_a_runs_dir_lists_a_new_study_of_the_fields_optimizers
     assert cli.main([f"--optimizers={FIELD_SET}", "--dry-run"]) == 0
     out = capsys.readouterr().out
     for name in FIELD_SET.split(","):
-        start = presets.SEARCH[name]["start"]
+        start = presets.search_spaces()[name]["start"]
         assert re.search(rf"optimizer={name},lr={start['lr']},", out), name
     assert re.search(r"tune/d48_l2: \d+ runs in the first round", out)
     assert os.listdir(tmp_path) == []
@@ -77,7 +76,7 @@ def _fails_without_runs_dir(capsys) -> str:
 
 def test_the_compare_preset_tunes_the_fields_optimizer_set():
     assert set(FIELD_SET.split(",")) <= set(presets.get_preset("compare").optimizers)
-    assert set(presets.COMPARE_OPTIMIZERS) <= set(presets.SEARCH)
+    assert set(presets.COMPARE_OPTIMIZERS) <= set(presets.search_spaces())
 
 
 def test_tiny_dry_run_lists_the_first_tuning_round_and_the_final_sweep(tmp_path, capsys):
@@ -211,8 +210,14 @@ def test_miniature_study_end_to_end(tmp_path, monkeypatch, capsys):
     for section in ("## Regime", "## Tuning", "Sensitivity", "## Final losses",
                     "## Effective-data speedup", "## Steps to AdamW's final loss",
                     "## Step time", "## Compute laws", "## Loss-to-loss",
-                    "## What these numbers support", "## Commands"):
+                    "## Hyperparameter laws", "## What these numbers support", "## Commands"):
         assert section in report, section
+    # The lr optimum of every size's line of lrs, in the report and fits/hyperparameters.json
+    laws = json.loads((out / "fits" / "hyperparameters.json").read_text())
+    assert {(line["optimizer"], line["size"]) for line in laws["lr_lines"]
+            if line["multiplier"] == 1.0} == {(o, s) for o in ("adamw", "soap")
+                                              for s in ("d32_l2", "d48_l2", "d64_l2", "d96_l2")}
+    assert {f["law"] for f in laws["lr_laws"]["adamw"]} == {"lr(N)", "lr(N, D)"}
     for size in ("d32_l2", "d48_l2"):
         tuned = json.loads((out / "tune" / size / "tuned.json").read_text())
         assert set(tuned["optimizers"]) == {"adamw", "soap"}

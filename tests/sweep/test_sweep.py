@@ -310,3 +310,31 @@ def test_a_sweep_through_a_local_ray_instance(data_root, tmp_path, monkeypatch):
     row = read_csv(tmp_path / "root" / "results.csv")["lr=0.003"]
     assert (row["status"], row["step"]) == ("finished", "16")
     assert "done: 16 steps" in (tmp_path / "root" / "lr=0.003" / "train.log").read_text()
+
+
+def test_a_users_optimizer_module_is_swept_and_recorded_in_every_run(tmp_path, capsys,
+                                                                      monkeypatch):
+    """--import before the sweep file loads: its optimizer's section is in the base config and
+    its name is accepted; every run's config carries the module (config.train.imports) so that
+    worker processes import it. A module that fails to import is named with its error."""
+    example = os.path.join(REPO, "examples", "laprop.py")
+    sweep_file = tmp_path / "laprop_sweep.py"
+    sweep_file.write_text(
+        "from configs import base\nfrom lm.sweep.spec import Sweep\n\n\n"
+        "def get_sweep():\n"
+        "    config = base.get_config()\n"
+        "    config.optimizer.laprop.b1 = 0.8\n"
+        "    return Sweep(config, [{'optimizer': 'laprop', 'lr': lr} for lr in (1e-3, 1e-2)])\n")
+    argv = [f"--sweep={sweep_file}", f"--runs_dir={tmp_path / 'runs'}", "--dry_run"]
+    assert sweep_cli.main([*argv, f"--import={example}"]) == 0
+    assert re.search(r"lr=0.001 .*\n.*lr=0.01 ", capsys.readouterr().out)
+    swept = []
+    monkeypatch.setattr(sweep_cli, "run_sweep", lambda sweep, *a, **k: swept.append(sweep) or 0)
+    assert sweep_cli.main([*argv, f"--import={example}"]) == 0
+    configs = [run.config for run in expand(swept[0])]
+    assert [(c.optimizer.name, c.optimizer.laprop.b1, c.train.imports) for c in configs] == [
+        ("laprop", 0.8, example)] * 2
+    broken = tmp_path / "broken_opt.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    assert sweep_cli.main([*argv, f"--import={broken}"]) == 2
+    assert "broken_opt.py' failed to import: ModuleNotFoundError" in capsys.readouterr().err
