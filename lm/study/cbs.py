@@ -106,7 +106,8 @@ def run(preset, out: str, args, executor, claim_out, context: dict) -> int:
                 lines += [f"{title}:", ""] + [
                     f"- {k}: {v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]"
                     for k, v in params.items()] + [""]
-        lines += [f"- **warning**: {w}" for w in record.get("warnings", [])]
+        warned = [f"- **warning**: {w}" for w in record.get("warnings", [])]
+        lines += warned + ([""] if warned else [])
         lines.append("![critical batch](fits/cbs/critical_batch.png)")
     except (ValueError, IndexError) as err:
         lines += ["", f"The fit failed: {err}"]

@@ -87,7 +87,7 @@ def write(out: str, preset, tuned: dict, roles: dict, catalog: runs.Catalog, *, 
         _compute_table(preset, records),
         _loss_to_loss_table(records),
         hyperparameter_section(preset, laws),
-        _claims(preset, best, seeds, speedups),
+        _claims(preset, best, seeds, speedups, records),
         "## Plots\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots + [
             f"tune/{s}/sensitivity.png" for s in preset.tune_sizes] + [
             f"fits/{n}/loss_to_loss.png" for n in records if n.startswith("loss_to_loss")]),
@@ -550,7 +550,7 @@ def _other_hyperparameters(preset, laws) -> str:
     return "\n".join(lines)
 
 
-def _claims(preset, best, seeds, speedups) -> str:
+def _claims(preset, best, seeds, speedups, records) -> str:
     lines = ["## What these numbers support", ""]
     ratios = [runs.steps_at(preset, s) * runs.batch_tokens(preset)
               / runs.non_embedding_params(preset, s) for s in preset.sizes]
@@ -582,6 +582,12 @@ def _claims(preset, best, seeds, speedups) -> str:
                     else "measured (interpolated) within")
             lines.append(f"- {o}'s effective-data speedup at {size}, {_speed(s.estimate)}, is "
                          f"{kind} AdamW's budgets ({budgets}).")
+    warned = sorted(name for name, fit in records.items() if fit.get("warnings"))
+    if warned:
+        lines.append(f"- {len(warned)} of {len(records)} scaling-law fits carry warnings "
+                     f"({', '.join(warned)}; listed under their tables): parameters these runs "
+                     "do not pin down, or a hold-out that validated nothing. Their numbers are "
+                     "not claims.")
     return "\n".join(lines)
 
 
