@@ -1,6 +1,7 @@
 """lm.study's command line on a preset (lm/study/overrides.py): a user's optimizer module and
 search file, the user's own corpus, tokenizer and ladder; each bad value refused by name before
 anything is planned."""
+import glob
 import json
 import os
 import re
@@ -128,8 +129,8 @@ def test_a_users_optimizer_on_a_users_corpus_through_the_protocol(tmp_path, monk
     config.train.imports)."""
     corpus = tmp_path / "notes"
     corpus.mkdir()
-    paragraphs = [p for doc in sorted(os.listdir(os.path.join(REPO, "docs")))
-                  for p in open(os.path.join(REPO, "docs", doc)).read().split("\n\n") if p]
+    docs = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+    paragraphs = [p for doc in docs for p in open(doc).read().split("\n\n") if p]
     with open(corpus / "docs.jsonl", "w") as f:
         f.writelines(json.dumps({"text": p}) + "\n" for p in paragraphs)
     monkeypatch.setattr(presets, "get_preset", _micro_tiny)
