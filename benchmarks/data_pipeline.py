@@ -17,9 +17,16 @@
    8M tokens, 8K-token chunks) and in the old one (zarr v2, 1M-token chunks), on the same
    tokens, and times --config's jitted train step on this machine (benchmarks.host_loop).
 
+4. Times training's data check (data/integrity.py) on the prepared 1 GB train split: every
+   shard checked once, against its file hash (what training does) and against its token hash
+   (a preparation from before file hashes), and batches read from a fresh split with and
+   without the check; the check's whole cost is set against a run of configs/quickstart.py
+   (its steps times its step, timed here) and against one of --config.
+
 Prints one JSON line per measurement; `read_s / step_s` < 1 means the reads keep up (the loop
 reads the next batch on a background thread while the step runs).
 """
+import dataclasses
 import json
 import os
 import random
@@ -29,14 +36,17 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorstore as ts
 
 from benchmarks.host_loop import bare_step_seconds
+from configs import quickstart as quickstart_config
 from core import cli
 from data import dataset, documents, fetch, prepare, sampling, store
+from data.integrity import BlockCheck
 from lm.errors import ConfigError
 from lm.train import config_flag
 
@@ -120,12 +130,14 @@ def timed_prepare(root: str, args: list[str]) -> dict:
 
 
 def prepared_split(root: str, spec: str, tokenizer: str) -> dataset.Split:
-    """The train split of `spec`, always through TensorStore (whatever its size)."""
+    """The train split of `spec`, always through TensorStore (whatever its size), with its block
+    check."""
     prepared = prepare.ensure_prepared(root, spec, tokenizer=tokenizer, vocab_size=4096,
                                        workers=1, read=False)
     tokens = store.open_tokens(store.join(prepared.path, "train.zarr"))
     s = prepared.train
-    return dataset.Split(s.corpus, "train", tokens, s.num_docs, s.num_tokens, s.num_bytes)
+    return dataset.Split(s.corpus, "train", tokens, s.num_docs, s.num_tokens, s.num_bytes,
+                         s.check)
 
 
 def old_layout_copy(split: dataset.Split, path: str, num_tokens: int) -> dataset.Split:
@@ -154,6 +166,23 @@ def read_seconds(split: dataset.Split, batch_size: int, seq_len: int, batches: i
         sampling.mixture_batch([split], [1.0], seed=1, step=step, batch_size=batch_size,
                                seq_len=seq_len)
     return (time.perf_counter() - start) / batches
+
+
+def fresh_check(split: dataset.Split, by_file: bool) -> BlockCheck:
+    """`split`'s check with no block checked yet, as in a new process, against the shard file
+    hashes (`by_file`, what training does) or the token hashes of its meta.json."""
+    c = split.check
+    return BlockCheck(c.array_path, c.preparation, c.block_hashes, c.num_tokens,
+                      c.shard_hashes if by_file else None)
+
+
+def check_seconds(split: dataset.Split, by_file: bool) -> float:
+    """Seconds to check every shard of `split` once (`fresh_check`)."""
+    check = fresh_check(split, by_file)
+    start = time.perf_counter()
+    for block in range(len(check.block_hashes)):
+        check.windows(split.tokens, np.array([block * store.SHARD]), 1)
+    return time.perf_counter() - start
 
 
 def emit(record: dict) -> None:
@@ -215,6 +244,9 @@ def main(argv) -> None:
              for name, s in (("zarr3, 8M-token shards of 8K-token chunks", new),
                              ("zarr v2, 1M-token chunks (before)", old),
                              ("zarr3, whole 1 GB array", split))}
+    checked_reads = {by_file: read_seconds(dataclasses.replace(split, check=fresh_check(
+        split, by_file)), batch_size, seq_len, args.read_batches) for by_file in (True, False)}
+    checks = {by_file: check_seconds(split, by_file) for by_file in (True, False)}
     config.data.update(dict(root=root, corpus="en_docs", eval_corpora=("en_docs",)))
     step_s = bare_step_seconds(config, 20)
     for layout, seconds in reads.items():
@@ -222,6 +254,20 @@ def main(argv) -> None:
                   seq_len=seq_len, read_s=round(seconds, 5),
                   tokens_per_s=round(batch_size * (seq_len + 1) / seconds),
                   step_s=round(step_s, 4), read_s_over_step_s=round(seconds / step_s, 4)))
+    quickstart = quickstart_config.get_config()
+    quickstart.data.update(dict(root=root, corpus="en_docs", eval_corpora=("en_docs",)))
+    quickstart_step_s = bare_step_seconds(quickstart, 20)
+    for by_file in (True, False):
+        runs = {"configs/quickstart.py": (quickstart.train.steps, quickstart_step_s),
+                args.config: (config.train.steps, step_s)}
+        emit(dict(bench="data_check", hashes="shard files" if by_file else "tokens",
+                  shards=len(split.check.block_hashes), check_all_s=round(checks[by_file], 3),
+                  read_s_unchecked=round(reads["zarr3, whole 1 GB array"], 5),
+                  read_s_checked_from_cold=round(checked_reads[by_file], 5),
+                  read_batches=args.read_batches,
+                  **{f"check_all_over_run[{name}: {steps} steps of {step:.4f} s]":
+                     round(checks[by_file] / (steps * step), 4)
+                     for name, (steps, step) in runs.items()}))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ from data.tokenizer import HF_META, read_hf_tokenizer, tokenizer_dir
 
 def training_mixture(data_config) -> dict:
     """{source: weight} of the training data: data.mixture, else {data.corpus: 1}; weights are
-    checked before any data is read."""
-    mixture = dict(data_config.mixture or {}) or {data_config.corpus: 1.0}
+    checked before any data is read. A mixture that is not a {source: weight} mapping (a
+    command-line value that is no dict literal arrives as a string) is refused by name."""
+    given = data_config.mixture or {}
+    if not hasattr(given, "items"):
+        raise ValueError(f"data.mixture={given!r} is not a {{source: weight}} mapping; write "
+                         "it as --config.data.mixture='{\"a\": 0.7, \"b\": 0.3}'")
+    mixture = dict(given) or {data_config.corpus: 1.0}
     for source, weight in mixture.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ValueError(f"data.mixture[{source!r}]={weight!r}: weights must be numbers >= 0")
@@ -184,14 +189,14 @@ def _prepared_meta(root, source: sources.Source, tokenizer_id: str, fetch_root
         pattern = rf"{re.escape(source.name)}-[0-9a-f]{{12}}/meta\.json"
         for key in sorted(k for k in store.list_keys(base) if re.fullmatch(pattern, k)):
             name = key.split("/")[0]
-            meta = dataset.read_meta(root, name, tokenizer_id)
+            meta = dataset.read_meta(root, name, tokenizer_id, source.spec)
             if meta is not None and meta.get("source") == source.spec:
                 return dataset.prepared_path(root, tokenizer_id, name), meta
         return dataset.prepared_path(root, tokenizer_id, f"{source.name}-..."), None
     else:
         name = prepare.prepared_name(source, sources.fingerprint(source, fetch_root))
     return dataset.prepared_path(root, tokenizer_id, name), dataset.read_meta(
-        root, name, tokenizer_id)
+        root, name, tokenizer_id, source.spec)
 
 
 def check(data_config, root) -> Report:

@@ -45,6 +45,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from core import cli
+from core.processes import die_with_parent
 from data import (
     atomic,
     bpe_training,
@@ -197,8 +198,11 @@ def _prepare_shard(job: _Job) -> dict:
     return record
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    """Sets up a worker of the pool: one tokenizer thread, and an end when `parent` (the pid of
+    python -m data.prepare) dies, so that killing it leaves no worker tokenizing on."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+    die_with_parent(parent)
 
 
 def _run_jobs(jobs: list[_Job], workers: int, desc: str) -> Iterator[dict]:
@@ -222,7 +226,8 @@ def _run_jobs(jobs: list[_Job], workers: int, desc: str) -> Iterator[dict]:
             return
         context = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                    initializer=_init_worker) as pool:
+                                                    initializer=_init_worker,
+                                                    initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_prepare_shard, job) for job in jobs]
             try:
                 for future in concurrent.futures.as_completed(futures):
@@ -292,6 +297,7 @@ def _concatenate(path: str, work: str, records: list[dict], dtype, moved) -> dic
                     writer.append(_select(tokens, offset, moved, record, stream, name))
         writer.close()
         counts[name]["block_sha256"] = writer.block_hashes
+        counts[name]["shard_sha256"] = writer.shard_hashes
     return counts
 
 
@@ -434,9 +440,9 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
     name = prepared_name(source, fingerprint)
     path = dataset.prepared_path(root, tok.name, name)
     _set_aside_outdated(path, source)
-    if dataset.read_meta(root, name, tok.name) is None:
+    if dataset.read_meta(root, name, tok.name, source.spec) is None:
         def build():
-            if dataset.read_meta(root, name, tok.name) is None:  # not built meanwhile
+            if dataset.read_meta(root, name, tok.name, source.spec) is None:  # not built meanwhile
                 _prepare(path, source, fingerprint or sources.fingerprint(source, fetch_root),
                          fetch_root, root, tok, val_fraction, workers, shard_bytes)
         if store.is_local(path):
@@ -444,7 +450,7 @@ def ensure_prepared(root, corpus: str, *, tokenizer: str = DEFAULTS.tokenizer,
                 build()
         else:
             build()
-    prepared = dataset.open_prepared(root, name, tok.name, read)
+    prepared = dataset.open_prepared(root, name, tok.name, read, source.spec)
     _check_current(prepared, fetch_root, val_fraction)
     return prepared
 

@@ -21,12 +21,16 @@ so that preparation streams and runs in parallel; the documents of the shards in
 documents of the source. Its fingerprint (names, sizes and modification times or checksums of
 its files; the manifest's sha256 for a registered corpus) changes whenever its input does.
 """
+import contextlib
 import dataclasses
 import functools
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -260,9 +264,23 @@ def _decode(data: bytes, where: str) -> str:
                           "file as UTF-8 or remove it from the pattern") from err
 
 
-def _jsonl_documents(shard: Shard, field: str) -> Iterator[str]:
+@contextlib.contextmanager
+def _open_compressed(path: str):
+    """The file at `path`, decompressed as its suffix says; a SourceError naming it for a
+    truncated or corrupt compressed file (gzip's EOFError and BadGzipFile, zlib's and lzma's
+    errors), which would otherwise end a preparation with a traceback."""
     import fsspec
-    with fsspec.open(shard.path, "rb", compression="infer") as f:
+    try:
+        with fsspec.open(path, "rb", compression="infer") as f:
+            yield f
+    except (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as err:
+        raise SourceError(f"{path} is damaged: a truncated or corrupt compressed file "
+                          f"({type(err).__name__}: {err}); replace it with a whole copy or "
+                          "remove it from the pattern") from err
+
+
+def _jsonl_documents(shard: Shard, field: str) -> Iterator[str]:
+    with _open_compressed(shard.path) as f:
         position = shard.start
         if shard.start:  # this piece begins after the line that straddles its start
             f.seek(shard.start - 1)
@@ -298,8 +316,7 @@ def _parquet_documents(shard: Shard, field: str) -> Iterator[str]:
 
 
 def _text_documents(shard: Shard) -> Iterator[str]:
-    import fsspec
-    with fsspec.open(shard.path, "rb", compression="infer") as f:
+    with _open_compressed(shard.path) as f:
         yield _check_text(_decode(f.read(), shard.path), shard.path, "text")
 
 

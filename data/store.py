@@ -68,9 +68,11 @@ def _array_spec(path: str, length: int, dtype: np.dtype) -> dict:
 class TokenWriter:
     """Writes a new 1-D token array of known `length` at `path` from pieces appended in order,
     one whole shard at a time (memory: one shard), and hashes each shard's tokens
-    (`block_hashes`, for meta.json). An array left there by a killed writer is replaced."""
+    (`block_hashes`) and, once closed, each shard file's bytes (`shard_hashes`), for meta.json.
+    An array left there by a killed writer is replaced."""
 
     def __init__(self, path: str, length: int, dtype):
+        self.path = path
         self.dtype = np.dtype(dtype)
         self.length = length
         self._array = ts.open(_array_spec(path, length, self.dtype), create=True,
@@ -79,6 +81,7 @@ class TokenWriter:
         self._pending_size = 0
         self._written = 0
         self.block_hashes: list[str] = []
+        self.shard_hashes: list[str] = []
 
     def append(self, tokens: np.ndarray) -> None:
         self._pending.append(tokens.astype(self.dtype, copy=False))
@@ -90,6 +93,7 @@ class TokenWriter:
         self._flush(whole_shards_only=False)
         if self._written != self.length:
             raise RuntimeError(f"token array got {self._written} tokens, expected {self.length}")
+        self.shard_hashes = [shard_sha256(self.path, i) for i in range(-(-self.length // SHARD))]
 
     def _flush(self, whole_shards_only: bool) -> None:
         tokens = np.concatenate(self._pending) if self._pending else np.zeros(0, self.dtype)
@@ -117,6 +121,13 @@ def block_sha256(tokens: np.ndarray) -> str:
     """The content hash of one SHARD-token block (little-endian bytes), as meta.json records."""
     return hashlib.sha256(tokens.astype(tokens.dtype.newbyteorder("<"), copy=False)
                           .tobytes()).hexdigest()
+
+
+def shard_sha256(path: str, block: int) -> str:
+    """The sha256 of the stored bytes of shard `block` of the zarr3 token array at `path` (its
+    file c/<block>; a shard of fill values only is not stored: the hash of no bytes). Checking
+    these, as training does, costs a read of the compressed file, not a decode of its tokens."""
+    return hashlib.sha256(read_bytes(join(path, "c", str(block))) or b"").hexdigest()
 
 
 def _kvstore(directory: str) -> ts.KvStore:

@@ -5,14 +5,15 @@
 PATH is a preparation (ROOT/prepared/<tokenizer>/<corpus>) or a data root (every preparation
 under ROOT/prepared). Each split is read block by block (`data.store.SHARD` tokens) and each
 block's sha256 compared with meta.json's `block_sha256`. `data.prepare` runs this check on
-every preparation before it writes meta.json; opening prepared data checks only sizes and
-counts (and a missing chunk is an error), so run this when a disk or a copy is suspect. Exit
-status 1 when anything is damaged.
+every preparation before it writes meta.json, and training checks each block it reads
+(data/integrity.py) and stops at the first damaged one; run this to list every damaged block,
+e.g. when a disk or a copy is suspect. Exit status 1 when anything is damaged.
 """
 import sys
 
 from core import cli
 from data import dataset, store
+from data.integrity import block_bounds
 
 
 def damaged_blocks(path: str, meta: dict) -> list[str]:
@@ -32,7 +33,7 @@ def damaged_blocks(path: str, meta: dict) -> list[str]:
             problems.append(f"{array_path}: cannot be opened ({err})")
             continue
         for i, want in enumerate(hashes):
-            start, stop = i * store.SHARD, min((i + 1) * store.SHARD, info["num_tokens"])
+            start, stop = block_bounds(i, info["num_tokens"])
             try:
                 got = store.block_sha256(tokens[start:stop].read().result())
             except ValueError as err:  # a missing or undecodable chunk
@@ -51,6 +52,21 @@ def _preparations(path: str) -> list[str]:
                    if k.count("/") == 2 and k.endswith("/meta.json")})
 
 
+def _read_meta(path: str) -> dict:
+    """The meta.json of the preparation at `path`; UsageError naming the file and the fix if it
+    is damaged (it records the hashes, so nothing can be checked without it)."""
+    try:
+        meta = store.read_json(store.join(path, "meta.json"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("splits"), dict):
+            raise ValueError("it has no counts for the splits")
+    except ValueError as err:  # a JSONDecodeError or UnicodeDecodeError too
+        raise cli.UsageError(f"{path}/meta.json is damaged ({type(err).__name__}: {err}); "
+                             f"delete {path} and prepare it again with the `python -m "
+                             "data.prepare` command that made it (`python -m "
+                             "lm.train.prepare_data --config=...` for a run's data)") from err
+    return meta
+
+
 PARSER = cli.parser("python -m data.verify", __doc__)
 PARSER.add_argument("paths", nargs="+", metavar="PATH",
                     help="a data root or one preparation in it")
@@ -66,7 +82,7 @@ def main(argv) -> int:
             print(f"{root}: no preparation (no meta.json) found")
             damaged = True
         for path in found:
-            meta = store.read_json(store.join(path, "meta.json"))
+            meta = _read_meta(path)
             problems = damaged_blocks(path, meta)
             print(f"{path}: {'damaged' if problems else 'ok'}")
             for problem in problems:

@@ -9,7 +9,8 @@ it on the same line (thread or stream), so a kernel inside an executor call coun
 it runs. An XLA op is named with its program (jit_train_step:fusion.12), whose ops' self times
 are also summed. Python frames ("$..." events) and the profiler's own bookkeeping are left out;
 the per-line totals say how the window's time divides between compiling, executing, waiting
-and the rest.
+and the rest. A trace that does not read whole (a run is writing it) is skipped, with a
+warning, for the one before.
 TensorBoard's profile plugin and xprof show the same trace interactively.
 """
 import collections
@@ -18,23 +19,48 @@ import json
 import os
 import sys
 
+from jax.profiler import ProfileData
+
 from core import cli
+from core.run_format import DamagedFile, damaged
 from lm.train import workdir as run_files
 
 BOOKKEEPING = ("ThreadpoolListener::",)
+TRACE_FIX = ("if a run is profiling, wait for its profile window (train.profile_steps) to end; "
+             "else profile again")
 
 
-def newest_trace(path: str) -> str:
-    """`path` if it is a trace file, else the newest *.xplane.pb under it (a workdir's
-    profile/ included); FileNotFoundError names what to run when there is none."""
+def read_newest(path: str) -> tuple[str, ProfileData]:
+    """(trace file, its ProfileData): `path` if it is a trace file, else the newest *.xplane.pb
+    under it (a workdir's profile/ included) that reads whole; a newer one that does not (a run
+    is writing it, or it is damaged) is skipped with a warning. FileNotFoundError names what to
+    run when there is none; DamagedFile, a trace file given that does not read."""
     if os.path.isfile(path):
-        return path
-    traces = glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True)
+        return path, read_trace(path)
+    traces = sorted(glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True),
+                    key=os.path.getmtime, reverse=True)
     if not traces:
         raise FileNotFoundError(f"no *.xplane.pb under {path}: train with "
                                 "--config.train.profile_steps=FIRST:LAST (e.g. 20:25) to write "
                                 f"one to WORKDIR/{run_files.PROFILE}")
-    return max(traces, key=os.path.getmtime)
+    for trace in traces[:-1]:
+        try:
+            return trace, read_trace(trace)
+        except DamagedFile as err:
+            print(f"warning: {err}; reading the one before", file=sys.stderr)
+    return traces[-1], read_trace(traces[-1])
+
+
+def read_trace(trace: str) -> ProfileData:
+    """The trace file `trace`; DamagedFile if it does not parse or holds no plane (a run's
+    profile window is writing it, or it is damaged)."""
+    try:
+        data = ProfileData.from_file(trace)
+    except RuntimeError as err:  # "Failed to parse XSpace from array"
+        raise damaged(trace, str(err), TRACE_FIX) from err
+    if not list(data.planes):
+        raise damaged(trace, "it holds no plane", TRACE_FIX)
+    return data
 
 
 def self_times(events) -> tuple[dict, dict, dict]:
@@ -60,14 +86,12 @@ def _op_key(event) -> tuple[str, str]:
     return next((value for key, value in event.stats if key == "hlo_module"), ""), event.name
 
 
-def summarize(trace: str, top: int) -> list[dict]:
+def summarize(trace: ProfileData, top: int) -> list[dict]:
     """One dict per plane with events: its name, the span from its first event's start to its
     last one's end, the busy time of each line, the self time of each XLA program's ops, and the
     `top` event names by self time (ms), with their total time and count."""
-    from jax.profiler import ProfileData
-
     planes = []
-    for plane in ProfileData.from_file(trace).planes:
+    for plane in trace.planes:
         own, total, count, lines = (collections.Counter(), collections.Counter(),
                                     collections.Counter(), {})
         first, last = float("inf"), 0
@@ -105,8 +129,8 @@ PARSER.add_argument("--json", action="store_true", help="one JSON line per plane
 @cli.main(FileNotFoundError)
 def main(argv) -> int:
     args = PARSER.parse_args(argv)
-    trace = newest_trace(args.path)
-    print(f"trace: {trace}", file=sys.stderr)
+    path, trace = read_newest(args.path)
+    print(f"trace: {path}", file=sys.stderr)
     for plane in summarize(trace, args.top):
         if args.json:
             print(json.dumps(plane))

@@ -5,8 +5,9 @@
         --samples=3 --tokens=100
 
 Loads the run's config.json, its tokenizer (the one its prepared data was tokenized with, found
-through data.json) and its newest checkpoint (--step picks another), and evaluates the
-parameters the run evaluates with (an optimizer's weight average or schedule-free point, see
+through data.json) and its newest checkpoint that restores (--step picks another; one being
+written or damaged is skipped, with a warning naming it), and evaluates the parameters the run
+evaluates with (an optimizer's weight average or schedule-free point, see
 optim.Optimizer.eval_params). Each sample starts a new document: EOS, then the prompt, as the
 training data separates documents. Decoding uses a KV cache (lm/model/decode.py); a sample ends
 at the first EOS or after --tokens new tokens. The prompt and the new tokens must fit in the
@@ -39,23 +40,35 @@ from lm.train.step import init_state
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A run's model, tokenizer and checkpoint step. `params` reads the checkpoint on first use,
-    so that a request is checked before that read (long for a large run)."""
+    """A run's model and tokenizer, and the checkpoint step asked for (-1: the newest that
+    restores). `params` reads the checkpoint on first use, so that a request is checked before
+    that read (long for a large run); `step` is the step read."""
     workdir: str
     config: ml_collections.ConfigDict
     model: Transformer
     tokenizer: Tokenizer
-    step: int
+    requested_step: int
 
     @property
     def trained_length(self) -> int:
         """data.seq_len: the positions the model saw in training."""
         return self.config.data.seq_len
 
+    @property
+    def step(self) -> int:
+        """The checkpoint's step: the one asked for, else the newest that restored."""
+        return self.requested_step if self.requested_step != -1 else self._restored[0]
+
     @functools.cached_property
     def params(self) -> dict:
-        """The parameters the run evaluates (optim.Optimizer.eval_params) at `step`, on this
-        process's first device whatever mesh it trained on (Orbax reshards on restore)."""
+        """The parameters the run evaluates (optim.Optimizer.eval_params) at `step`."""
+        return self._restored[1]
+
+    @functools.cached_property
+    def _restored(self) -> tuple[int, dict]:
+        """(step, parameters) on this process's first device whatever mesh the run trained on
+        (Orbax reshards on restore). A checkpoint being written or damaged is skipped, with a
+        warning, for the one before (Checkpointer.restore_readable)."""
         optimizer = runtime.build_optimizer(self.config)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
@@ -63,9 +76,11 @@ class TrainedModel:
             jax.eval_shape(lambda: init_state(init_params(self.model, jax.random.PRNGKey(0), 1),
                                               optimizer.tx)))
         checkpointer = Checkpointer(self.workdir, 1, read_only=True)
-        state, _ = checkpointer.restore(self.step, abstract)
-        checkpointer.close()
-        return jax.jit(optimizer.eval_params)(state.opt_state, state.params)
+        try:
+            step, state, _ = checkpointer.restore_readable(abstract, self.requested_step)
+        finally:
+            checkpointer.close()
+        return step, jax.jit(optimizer.eval_params)(state.opt_state, state.params)
 
 
 def load(workdir: str, step: int = -1) -> TrainedModel:
@@ -92,7 +107,7 @@ def load(workdir: str, step: int = -1) -> TrainedModel:
     vocab_size = run_files.read_json(os.path.join(workdir, run_files.MODEL))["model"][
         "vocab_size"]
     model = Transformer(ModelConfig.for_run(config, vocab_size))
-    return TrainedModel(workdir, config, model, tokenizer, steps[-1] if step == -1 else step)
+    return TrainedModel(workdir, config, model, tokenizer, step)
 
 
 def sample(trained: TrainedModel, prompt: str, *, tokens: int, samples: int = 1,

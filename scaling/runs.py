@@ -20,17 +20,17 @@ Columns of the table `load_runs` returns:
     history                 a History: per-step curves, for steps-to-target (critical batch)
 
 Unfinished runs (crashed, killed, still training) stay in the table with finished=False and NaN
-final eval losses, so the caller decides: the fits on final losses skip them with a warning
+final eval losses, as of their last complete row (a row being written is not read), so the
+caller decides: the fits on final losses skip them with a warning
 (scaling/fit.py); the critical-batch fit still reads their history up to where they stopped.
 """
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.run_format import CONFIG, METRICS, MODEL, RUN_FILES, parse_metrics
+from core.run_format import CONFIG, METRICS, MODEL, RUN_FILES, parse_json, parse_metrics
 from data import sources
 from scaling.table import Table
 
@@ -62,25 +62,30 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
 
 
 def read_metrics_rows(path: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn last line is dropped with a warning, so that one crashed run
-    does not stop the loading of a whole ladder."""
-    rows, torn = parse_metrics(path.read_text(), path)
+    """metrics.jsonl rows; a torn last line is dropped with a warning, so that one crashed run,
+    or a run writing a row as it is read, does not stop the loading of a whole ladder."""
+    rows, torn = parse_metrics(path.read_text(errors="replace"), path)  # bad bytes: bad JSON
     if torn:
-        warnings.warn(f"{path}: last line is incomplete (run killed mid-write); dropped")
+        warnings.warn(f"{path}: last line is incomplete (the run was killed, or is writing it); "
+                      "dropped")
     return rows
 
 
-def load_run(path: Path) -> dict:
-    """One run directory as a table row (see the module docstring for the columns)."""
+def load_run(path: Path) -> dict | None:
+    """One run directory as a table row (see the module docstring for the columns); None, with
+    a warning, for a run with no complete metrics row yet (starting, or killed before its first
+    log), which has nothing to fit. A damaged config.json or model.json is DamagedFile."""
     for name in RUN_FILES:
         if not (path / name).exists():
             raise ValueError(f"{path}: missing {name}; a run directory from lm.train has "
                              f"{', '.join(RUN_FILES)}")
-    config = json.loads((path / CONFIG).read_text())
-    model = json.loads((path / MODEL).read_text())
+    config = parse_json((path / CONFIG).read_bytes(), path / CONFIG)
+    model = parse_json((path / MODEL).read_bytes(), path / MODEL)
     rows = read_metrics_rows(path / METRICS)
     if not rows:
-        raise ValueError(f"{path}: metrics.jsonl has no rows (the run never logged a step)")
+        warnings.warn(f"{path}: no complete row in metrics.jsonl yet (the run is starting, or "
+                      "was killed before its first log); left out")
+        return None
     last = rows[-1]
     evals = {k: v for k, v in last.items() if k.startswith("eval/") and k.endswith("/loss")}
     corpus = sources.display_name(config["data"]["corpus"], config["data"].get("sources"))
@@ -159,9 +164,9 @@ def load_runs(paths: list[str]) -> Table:
     """All runs under `paths` as one Table; eval sets missing from a run read NaN. Each run's
     name is its directory's name, or as many of its last path parts as tell it apart from the
     others' (a study's tune/d32_l2/X and tune/d48_l2/X): fits resample and hold out runs by
-    name."""
-    found = find_run_dirs(paths)
-    records = [load_run(path) for path in found]
+    name. A run with no complete metrics row yet is left out (load_run)."""
+    loaded = [(path, load_run(path)) for path in find_run_dirs(paths)]
+    found, records = [p for p, r in loaded if r], [r for _, r in loaded if r]
     for record, name in zip(records, _unique_names(found)):
         record["name"] = name
     names = list(dict.fromkeys(k for record in records for k in record))

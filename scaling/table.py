@@ -9,6 +9,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from core.run_format import damaged
+
+CSV_FIX = ("restore it from a copy, or write it again (a sweep's results.csv: rerun the same "
+           "lm.sweep command, which rewrites it)")
+
 
 class Table:
     """Named columns of equal length; rows are selected with boolean masks or index arrays."""
@@ -68,11 +73,21 @@ def _as_column(values: Sequence) -> np.ndarray:
 
 
 def read_csv(path: str) -> Table:
-    """A CSV file with a header row as a Table (numeric columns as floats)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        records = list(reader)
-        header = reader.fieldnames or []
+    """A CSV file with a header row as a Table (numeric columns as floats). DamagedFile, naming
+    the file and the line, for one that is not UTF-8 text or has a row whose cells do not match
+    the header (torn by a kill mid-write, or edited): a shifted cell would be fitted silently."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            records = []
+            for row in filter(None, reader):  # blank lines are no rows
+                if len(row) != len(header):
+                    raise damaged(path, f"line {reader.line_num} has {len(row)} cells, the "
+                                        f"header {len(header)}", CSV_FIX)
+                records.append(dict(zip(header, row)))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise damaged(path, f"{type(err).__name__}: {err}", CSV_FIX) from err
     if not records:
         raise ValueError(f"{path}: no data rows")
     return Table({name: [record[name] for record in records] for name in header})

@@ -30,10 +30,16 @@ _OOM = re.compile(r"memory required for HLO temporaries \((?P<need>[\d.]+)G\) ex
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
+_TOPOLOGY_FIX = "give a topology such as v5p:2x2x2, v4:2x2x1, v5e:4x4 or v6e:2x2"
+
 
 def topology_devices(name: str) -> list:
     """Compile-only devices of TPU topology `name`: "v5p:2x2x2", "v4:2x2x1", "v5e:4x4",
-    "v6e:2x2", ... (up to 512 chips; v4 is laid out as megacore chips)."""
+    "v6e:2x2", ... (up to 512 chips; v4 is laid out as megacore chips). An empty name is
+    refused here: libtpu would take it for its default topology, and the compile would fail
+    deep in Mosaic."""
+    if not name.strip():
+        raise ConfigError(f"--topology={name!r} is empty: {_TOPOLOGY_FIX}")
     extra = {"chip_config_name": "megacore"} if name.startswith("v4") else {}
     # Compile-only devices hold no chip: several processes (a training run's and this one, or
     # parallel tests) may load libtpu at once.
@@ -43,8 +49,7 @@ def topology_devices(name: str) -> list:
                                                  **extra).devices)
     except Exception as err:  # libtpu missing, or a name it does not know
         raise ConfigError(f"--topology={name!r}: {err}. Install the tpu extra (pip install -e "
-                          "'.[tpu]') and give a topology such as v5p:2x2x2, v4:2x2x1, v5e:4x4 "
-                          "or v6e:2x2") from None
+                          f"'.[tpu]') and {_TOPOLOGY_FIX}") from None
 
 
 def compile_train_step(config, devices):

@@ -50,7 +50,7 @@ def _read_search_file(path: str) -> dict:
     except OSError as err:
         raise SweepError(f"--search={path}: cannot be read ({err.strerror}); give a JSON "
                          "file of search spaces (lm/study/overrides.py shows the form)")
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # a JSONDecodeError, or a UnicodeDecodeError (not UTF-8)
         raise SweepError(f"--search={path}: not valid JSON ({err}); lm/study/overrides.py "
                          "shows the form")
     if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):

@@ -20,16 +20,24 @@ import os
 import platform
 import shlex
 import sys
+import threading
 import time
 
 import optim
 from core import user_modules
-from lm.errors import SweepError
+from core.run_format import damaged
+from lm.errors import ConfigError, SweepError
 from lm.study import cbs, hyperparameter_laws, overrides, presets, runs, tuning
 from lm.study import report as study_report
 from lm.study.tune import Result, point_id
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
-from lm.sweep.runner import OPTIMIZER_STEP_COST, duration, estimate_seconds
+from lm.sweep.runner import (
+    OPTIMIZER_STEP_COST,
+    duration,
+    estimate_seconds,
+    owned,
+    stop_on_signals,
+)
 from lm.sweep.spec import expand
 from lm.train import workdir as run_files
 from lm.train.config_flag import import_into
@@ -77,12 +85,13 @@ def claim_out(out: str, preset_name: str, preset) -> None:
     """`out` is new, empty, or a study of the same preset; records the study in DIR/study.json."""
     path = os.path.join(out, MANIFEST)
     if os.path.exists(path):
-        with open(path) as f:
-            owner = json.load(f)
+        owner = run_files.read_json(path)
+        if not isinstance(owner.get("preset"), str):
+            raise damaged(path, "it lacks the preset's name")
         if owner["preset"] != preset_name:
             raise SweepError(f"{out} holds a study of preset {owner['preset']!r}, not "
                              f"{preset_name!r}; give this one its own --runs_dir")
-    elif os.path.isdir(out) and os.listdir(out):
+    elif os.path.isdir(out) and set(os.listdir(out)) - {run_files.LOCK}:
         raise SweepError(f"{out} is not empty and holds no {MANIFEST}: it is not a study "
                          "directory; use a new or empty --runs_dir")
     os.makedirs(out, exist_ok=True)
@@ -199,10 +208,27 @@ def tune_catalog(preset, out: str) -> runs.Catalog:
 
 
 def run_study(args) -> int:
+    """Runs (or, with --dry_run, lists) the study into --runs_dir. A study holds its directory
+    for the whole invocation (a second one on it is refused, naming the holder) and stops as a
+    whole on SIGINT / SIGTERM: the running runs save a checkpoint, no new run starts, and the
+    same command resumes it (args.stop, the event the phases' sweeps share)."""
     start = time.perf_counter()
-    preset = load_preset(args)
     out = os.path.abspath(args.runs_dir)
+    try:
+        run_files.check_directory(out, "--runs_dir")
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     args.runs_dir = out
+    if args.dry_run:  # reads only: a study running in `out` does not stop it
+        return _study(out, args, start)
+    args.stop = threading.Event()
+    with owned(out, "study"), stop_on_signals(args.stop, "study"):
+        return _study(out, args, start)
+
+
+def _study(out: str, args, start: float) -> int:
+    """run_study's phases, once `out` is checked and (unless a dry run) held."""
+    preset = load_preset(args)
     if preset.kind == "cbs":
         return cbs.run(preset, out, args, _executor(args, preset), claim_out,
                        _report_context(args, start))

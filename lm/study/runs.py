@@ -153,13 +153,32 @@ def run_phase(phase_sweep: Sweep, out: str, phase: str, args, executor,
         return True
     if not args.dry_run:  # the sweep's progress bar follows, named after the phase
         print(f"study phase {phase}: {root}", flush=True)
+    stop = getattr(args, "stop", None)
     status = run_sweep(phase_sweep, root, name=f"study_{phase.replace('/', '_')}",
                        config_path=command, executor=executor, dry_run=args.dry_run,
-                       only=only, select_lr=False)
+                       only=only, select_lr=False, stop=stop)
+    if args.dry_run:
+        return True
+    left = unended(phase_sweep, root, only)
+    if (stop and stop.is_set()) or left:
+        print(f"study stopped in phase {phase} ({len(left)} runs not ended: stopped, or another "
+              f"trainer holds their workdirs); rerun the same command to resume it",
+              file=sys.stderr, flush=True)
+        return False
     if status:
         print(f"{phase}: some runs failed (see {os.path.join(root, 'results.csv')}); the "
               "study goes on without them", file=sys.stderr)
     return True
+
+
+def unended(phase_sweep: Sweep, root: str, only: set | None = None) -> list[str]:
+    """The names of the runs (of `only`, if given) that have neither finished nor ended in
+    failure or divergence: stopped, or left as they were because another trainer held them.
+    The study does not go on without them (it would tune on a partial round)."""
+    return [run.name for run in expand(phase_sweep)
+            if (only is None or run.name in only) and progress(
+                os.path.join(root, run.name), run.config.train.steps).status
+            in ("pending", "stopped")]
 
 
 def launch_commands(phase_sweep: Sweep, root: str, only: set | None = None,

@@ -6,12 +6,10 @@ dict, so a crash or a divergence is a result, not an exception. Once the `stop` 
 a checkpoint and the next invocation of the sweep resumes them.
 """
 import contextlib
-import ctypes
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -21,13 +19,13 @@ from typing import Iterator
 
 import ml_collections
 
+from core.processes import die_with_parent as _die_with_parent
 from lm import train
 from lm.train import workdir as run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACEBACK_CHARS = 4000  # the tail of a crash's traceback kept in its record
 POLL_S = 1.0  # how often a waiting executor looks at the stop event
-PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +37,9 @@ class Task:
 
 def execute_run(task: Task, log_to_file: bool = False) -> dict:
     """Trains (or resumes) `task` with lm.train.run and says how it ended: {status, error,
-    traceback, wall_s}, status one of finished, stopped (by a signal; resumable), diverged (a
-    non-finite loss: FloatingPointError) or failed (any other exception). `log_to_file` sends
+    traceback, wall_s}, status one of finished, stopped (by a signal; resumable), busy (another
+    trainer holds the workdir: not the run's failure), diverged (a non-finite loss:
+    FloatingPointError) or failed (any other exception). `log_to_file` sends
     this process's output to WORKDIR/train.log (runs that execute away from the console)."""
     if log_to_file:
         with _output_to(os.path.join(task.workdir, run_files.TRAIN_LOG)):
@@ -53,6 +52,8 @@ def execute_run(task: Task, log_to_file: bool = False) -> dict:
             status, error = "stopped", f"stopped by {summary['stopped']}; resumable"
     except KeyboardInterrupt:
         status, error = "stopped", "KeyboardInterrupt"
+    except run_files.InUse as err:
+        status, error = "busy", str(err)
     except FloatingPointError as err:
         status, error = "diverged", str(err)
     except Exception as err:
@@ -165,15 +166,6 @@ def core_share(slot: int, processes: int) -> set[int] | None:
     per_slot = max(1, len(cores) // processes)
     first = slot * per_slot % len(cores)
     return set(cores[first:first + per_slot])
-
-
-def _die_with_parent(parent: int) -> None:
-    """Asks Linux to send this process SIGTERM when the sweep dies (even by kill -9), so that no
-    orphaned run trains on; lm.train then saves a checkpoint and stops."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the sweep died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child_main(task: Task, sender, cores: set[int] | None, parent: int) -> None:

@@ -58,18 +58,29 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
               dry_run: bool = False, retry_diverged: bool = False,
               flops_per_second: float = DEFAULT_FLOPS_PER_SECOND,
               seconds_per_run: float = DEFAULT_SECONDS_PER_RUN, only: set | None = None,
-              select_lr: bool = True) -> int:
+              select_lr: bool = True, stop: threading.Event | None = None) -> int:
     """Runs (or, with `dry_run`, lists) the sweep's runs into `root`; returns the exit status.
     Every check happens before the first run starts; SweepError reports a bad sweep.
     `only`: names of the runs to train (the others are listed and left as they are, e.g. a
     tuner's earlier failed runs); `select_lr`: write ROOT/best_lr.csv per group of the other
-    axes (off where the caller selects, as lm.study's tuner does)."""
+    axes (off where the caller selects, as lm.study's tuner does); `stop`: the caller's stop
+    event, which it sets on signals (lm.study's, over its phases); else this sweep stops on
+    SIGINT / SIGTERM. Unless `dry_run`, the root is held (`owned`) while the sweep runs."""
     runs = expand(sweep)
     try:
         run_files.check_filesystems(root)
+        run_files.check_directory(root, "--runs_dir")
     except ConfigError as err:
         raise SweepError(f"--runs_dir: {err}") from err
     root = run_files.absolute(root)
+    with contextlib.nullcontext() if dry_run else owned(root, "sweep"):
+        return _run(sweep, runs, root, name, config_path, executor, dry_run, retry_diverged,
+                    flops_per_second, seconds_per_run, only, select_lr, stop)
+
+
+def _run(sweep, runs, root, name, config_path, executor, dry_run, retry_diverged,
+         flops_per_second, seconds_per_run, only, select_lr, stop) -> int:
+    """run_sweep's work, once the root is checked and (unless `dry_run`) held."""
     for stale in claim_root(root, name, config_path, runs, write=not dry_run):
         print(f"warning: {os.path.join(root, stale)} is not a run of this sweep (left by an "
               "earlier version of it?); results.csv leaves it out", file=sys.stderr)
@@ -89,18 +100,20 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     write_results(results_path, list(rows.values()), axes)
     by_name = {run.name: run for run in runs}
     tasks = [Task(run.name, run.config, workdirs[run.name]) for run in todo]
-    stop = threading.Event()
-    with _stop_on_signals(stop), cli.progress(total=len(runs), initial=len(skipped), desc=name,
-                                              unit="run") as bar:
+    signals = contextlib.nullcontext() if stop else stop_on_signals(stop := threading.Event())
+    with signals, cli.progress(total=len(runs), initial=len(skipped), desc=name,
+                               unit="run") as bar:
         for task, outcome in (executor or InProcess()).run(tasks, stop):
-            write_record(task.workdir, outcome)
+            if outcome["status"] != "busy":  # another trainer's run is not this one's result
+                write_record(task.workdir, outcome)
             run = by_name[task.name]
             after = progress(task.workdir, run.config.train.steps)
-            action = "resumed" if before[task.name].checkpoint else "trained"
+            action = _action(outcome, before[task.name])
             rows[task.name] = result_row(run, task.workdir, after, action)
             write_results(results_path, list(rows.values()), axes)
             bar.update(1)
-            tqdm.write(_outcome_line(task.name, rows[task.name]))
+            tqdm.write(f"{task.name}: left as it is: {outcome['error']}" if action == "busy"
+                       else _outcome_line(task.name, rows[task.name]))
             if outcome["status"] == "stopped":
                 stop.set()
 
@@ -161,6 +174,14 @@ def estimate_seconds(config, left: float = 1.0,
     return left * (step_cost * flops + eval_flops) / flops_per_second + seconds_per_run
 
 
+def _action(outcome: dict, before: Progress) -> str:
+    """What this invocation did to a run: busy (another trainer held its workdir), resumed or
+    trained."""
+    if outcome["status"] == "busy":
+        return "busy"
+    return "resumed" if before.checkpoint else "trained"
+
+
 def _needs_training(state: Progress, retry_diverged: bool) -> bool:
     return not state.finished and (retry_diverged or state.status != "diverged")
 
@@ -186,7 +207,19 @@ def duration(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event):
+def owned(root: str, user: str):
+    """Holds `root` for this process (lm/train/workdir.py's lock, released even on kill -9):
+    a second `user` (sweep, study) on it gets SweepError naming the holder."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_files.held(root, user=user, flag="--runs_dir"))
+        except ConfigError as err:
+            raise SweepError(str(err)) from None
+        yield
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event, what: str = "sweep"):
     """SIGINT / SIGTERM set `stop` (the executors then start nothing and stop what runs)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -194,7 +227,7 @@ def _stop_on_signals(stop: threading.Event):
 
     def handle(signum, frame):
         if not stop.is_set():
-            print(f"\n{signal.Signals(signum).name}: stopping the sweep; running runs save a "
+            print(f"\n{signal.Signals(signum).name}: stopping the {what}; running runs save a "
                   "checkpoint. Rerun the same command to go on.", file=sys.stderr, flush=True)
         stop.set()
 

@@ -8,6 +8,7 @@ outcome of the run's latest attempt (status, error, traceback, wall seconds over
 import dataclasses
 import os
 
+from core.run_format import damaged
 from lm.errors import SweepError
 from lm.sweep.spec import Run
 from lm.train import workdir as run_files
@@ -49,6 +50,8 @@ def claim_root(root: str, sweep_name: str, config_path: str, runs: list[Run],
                       if any(run_files.exists(os.path.join(root, d, m))
                              for m in run_files.RUN_MARKERS))
     owner = run_files.read_json(path)
+    if owner and not all(isinstance(owner.get(key), str) for key in ("sweep", "config")):
+        raise damaged(path, "it lacks the sweep's name or file")
     if owner and owner["sweep"] != sweep_name:
         raise SweepError(f"{root} holds the runs of sweep {owner['sweep']!r} "
                          f"({owner['config']}), not of {sweep_name!r} ({config_path}); give "

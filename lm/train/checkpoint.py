@@ -3,6 +3,7 @@ resume that falls back past a corrupt latest checkpoint without deleting any goo
 
 Layout: WORKDIR/checkpoints/<step>/{state,meta}; a checkpoint that fails to restore is moved,
 not deleted, to WORKDIR/checkpoints_corrupt/<step> so that the next save of that step can land.
+A reader of a run (lm.sample) skips such a checkpoint, or one being written, and moves nothing.
 Arrays are saved with their shardings and restored onto the target shardings of the abstract
 state given (any mesh: save with fsdp=8, restore with data=2,fsdp=4 or on one device); in a
 multi-process run every process calls save and restore, and Orbax writes each shard once.
@@ -11,6 +12,7 @@ lm/train/workdir.py's path layer.
 """
 import contextlib
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from lm.errors import ConfigError
 from lm.train import workdir as run_files
 
 
@@ -61,10 +64,9 @@ class Checkpointer:
         try:
             yield
         except Exception as err:  # orbax wraps the writer's error in several types
-            first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             raise CheckpointWriteError(
                 f"writing a checkpoint to {self.directory} failed ({type(err).__name__}: "
-                f"{first_line}). Free space (or lower train.keep_checkpoints) and rerun the "
+                f"{_first_line(err)}). Free space (or lower train.keep_checkpoints) and rerun the "
                 "same command: the run resumes from its newest complete checkpoint") from err
 
     def restore_latest(self, abstract_state):
@@ -84,6 +86,29 @@ class Checkpointer:
                 f"in {self.corrupt_directory}. Start a new run with another --workdir, or "
                 "repair them and move them back.")
         return None
+
+    def restore_readable(self, abstract_state, step: int = -1, flag: str = "--step") -> tuple:
+        """(step, state, meta) for a reader of a run that may be writing still (lm.sample, a
+        branch): the checkpoint at `step`, or with -1 the newest one that restores. A newer one
+        that fails (being written, or damaged) is skipped with a one-line warning and left in
+        place: only the run's own resume (restore_latest) moves one aside. ConfigError, naming
+        `flag` (the reader's setting of `step`) and the steps to give instead, when `step`'s
+        checkpoint or every checkpoint fails."""
+        steps = self.steps()
+        for candidate in reversed(steps) if step == -1 else [step]:
+            try:
+                return candidate, *self.restore(candidate, abstract_state)
+            except Exception as err:  # orbax raises many types for truncated/missing files
+                damage = (f"the checkpoint at step {candidate} in {self.directory} is incomplete "
+                          f"or damaged ({type(err).__name__}: {_first_line(err)})")
+                if step != -1:
+                    others = [s for s in steps if s != step]
+                    raise ConfigError(f"{flag}={step}: {damage}; give another of its steps "
+                                      f"{others} (-1: the newest that restores)") from err
+                print(f"warning: {damage}; falling back to the previous one", file=sys.stderr,
+                      flush=True)
+        raise ConfigError(f"no checkpoint in {self.directory} restores (steps {steps}): train "
+                          "the run again, or repair them")
 
     def restore(self, step: int, abstract_state) -> tuple:
         """(state, meta) of the checkpoint at `step`, onto `abstract_state`'s shardings."""
@@ -119,6 +144,11 @@ class Checkpointer:
         self.wait()
         self._manager.close()
 
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message, at most 300 characters: Orbax's run to pages."""
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def _leaf_checksum(x) -> jax.Array:

@@ -24,6 +24,8 @@ def check_override_keys(argv: list[str], flag_name: str = "config",
     `default` file when argv gives none).
 
     ml_collections would fail with a bare AttributeError; this names the key and close matches.
+    A key given twice is refused too: ml_collections would keep the last value of a scalar but
+    concatenate two tuples, so one rule (each key once) is the only unsurprising one.
     """
     path = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag_name}=")), default)
     if path is None:
@@ -38,10 +40,16 @@ def check_override_keys(argv: list[str], flag_name: str = "config",
     except Exception as err:  # a syntax error, a bad argument (ladder size): the user's to fix
         raise ConfigError(f"config {path!r} cannot be loaded: {type(err).__name__}: {err}; fix "
                           "the file or the part after ':'") from err
+    seen = set()
     for flag in argv:
         if not flag.startswith(f"--{flag_name}."):
             continue
         key = flag[len(flag_name) + 3:].split("=", 1)[0]
+        if key in seen:
+            raise ConfigError(f"--{flag_name}.{key} is given twice; give each key once (a "
+                              "tuple field takes all its values in one flag, e.g. "
+                              "--config.data.eval_corpora=\"('en_docs', 'code_py')\")")
+        seen.add(key)
         node, walked = config, []
         for part in key.split("."):
             if not hasattr(node, "keys") or part not in node:

@@ -9,10 +9,13 @@ flags. The overrides go to
 ml_collections' config_flags, parsed on a FlagValues of their own (absl's global flags are not
 involved), once `check_override_keys` has refused an unknown key by name with its close matches.
 """
+import ast
+
 from absl import flags
 from ml_collections import config_flags
 
 from core import cli, user_modules
+from lm.errors import ConfigError
 from lm.train.config_checks import check_override_keys
 
 
@@ -32,6 +35,7 @@ def parse(parser: cli.Parser, argv: list[str]):
     user_modules.import_modules(args.imports)
     absl_argv = [parser.prog, f"--config={args.config}", *overrides]
     check_override_keys(absl_argv[1:])
+    refuse_duplicate_keys(overrides)
     values = flags.FlagValues()
     config = config_flags.DEFINE_config_file("config", None, flag_values=values,
                                              sys_argv=absl_argv)
@@ -43,6 +47,23 @@ def parse(parser: cli.Parser, argv: list[str]):
         parser.error(f"unrecognized arguments: {' '.join(positional)}")
     import_into(config.value, args.imports)
     return args, config.value
+
+
+def refuse_duplicate_keys(overrides: list[str]) -> None:
+    """ConfigError for a `--config.KEY={...}` whose dict literal names one key twice: the
+    parser keeps the last value silently (a mixture {"S": 0.9, "S": 0.0} never samples S)."""
+    for arg in overrides:
+        name, _, value = arg.partition("=")
+        try:
+            tree = ast.parse(value.strip(), mode="eval")
+        except SyntaxError:
+            continue  # not a literal: the field's own check names what it expects
+        for node in (n for n in ast.walk(tree) if isinstance(n, ast.Dict)):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            twice = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+            if twice:
+                raise ConfigError(f"{name} names {', '.join(map(repr, twice))} more than once "
+                                  f"({value}); give each key once")
 
 
 def import_into(config, imports: list[str]) -> None:

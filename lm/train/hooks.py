@@ -45,15 +45,19 @@ class Hook:
 
 
 def check_finite(checkpointer: Checkpointer) -> Hook:
-    """Stops the run at the first non-finite loss or norm, before that state can be saved."""
+    """Stops the run at the first non-finite metric (loss, a norm, ...), before that state can
+    be saved; the message names the metrics that are not finite (the loss and gradient norm may
+    well be, e.g. when the update norm overflows at a huge learning rate)."""
     def run(result: StepResult) -> None:
-        if all(math.isfinite(v) for v in result.metrics.values()):
+        bad = {k: v for k, v in result.metrics.items() if not math.isfinite(v)}
+        if not bad:
             return None
         checkpointer.wait()
         good = checkpointer.steps()
         raise FloatingPointError(
-            f"training loss {result.metrics['train/loss']}, gradient norm "
-            f"{result.metrics['train/grad_norm']} at step {result.step}: not finite; stopped "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at step {result.step}: "
+            f"not finite (training loss {result.metrics['train/loss']}, gradient norm "
+            f"{result.metrics['train/grad_norm']}); stopped "
             f"without saving. The last good checkpoint "
             f"({'step ' + str(good[-1]) if good else 'none'}) is kept in "
             f"{checkpointer.directory}. Lower optimizer.lr, raise schedule.warmup_steps or set "

@@ -24,20 +24,22 @@ def restore_or_init(run: Run, checkpointer: Checkpointer, metrics_log: MetricsLo
 
 
 def branch(run: Run, source: str, step: int, metrics_log: MetricsLog | None):
-    """(step, state, meta) of run `source`'s checkpoint at `step` (-1: its newest), read-only;
-    the branch's metrics.jsonl starts with the source's rows up to that step."""
+    """(step, state, meta) of run `source`'s checkpoint at `step` (-1: its newest that restores),
+    read-only; the branch's metrics.jsonl starts with the source's rows up to that step."""
     if not run_files.isdir(os.path.join(source, run_files.CHECKPOINTS)):
         raise ConfigError(f"train.branch_from={source!r} has no {run_files.CHECKPOINTS}/ "
                           "folder; give the workdir of a run that saved checkpoints")
     run_files.check_model(source, run.model_cfg)
     parent = Checkpointer(source, 1, read_only=True)
     steps = parent.steps()
-    step = steps[-1] if step == -1 and steps else step
-    if step not in steps:
+    if step != -1 and step not in steps:
         raise ConfigError(f"train.branch_step={step}: {source} has checkpoints at steps "
                           f"{steps}; use one of those (or -1, the newest)")
-    state, meta = parent.restore(step, run.rt.abstract_state)
-    parent.close()
+    try:  # the source may be training still: a checkpoint it is writing is skipped
+        step, state, meta = parent.restore_readable(run.rt.abstract_state, step,
+                                                    "train.branch_step")
+    finally:
+        parent.close()
     if metrics_log is not None:
         metrics_log.start_from([r for r in read_metrics(source) if r["step"] <= step])
         print(f"branched from {source} at step {step}", flush=True)

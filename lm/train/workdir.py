@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 
+from core import run_format
 from core.run_format import CONFIG, METRICS, MODEL  # the files scaling reads too
 from data import atomic
 from lm.errors import ConfigError
@@ -113,12 +114,16 @@ def listdir(path) -> list[str]:
     return [os.path.basename(p.rstrip("/")) for p in fs.ls(inner, detail=False)]
 
 
-def read_text(path) -> str:
+def read_bytes(path) -> bytes:
     fs, inner = _filesystem(path)
     if fs is None:
-        with open(inner) as f:
+        with open(inner, "rb") as f:
             return f.read()
-    return fs.cat_file(inner).decode()
+    return fs.cat_file(inner)
+
+
+def read_text(path) -> str:
+    return read_bytes(path).decode()
 
 
 def write_text(path, text: str) -> None:
@@ -152,12 +157,25 @@ def move(source, target) -> None:
         fs.mv(inner, target, recursive=True)
 
 
+class InUse(ConfigError):
+    """A directory that another live process holds (`held`): not a failure of the run that met
+    it, which a later attempt trains once the holder has ended."""
+
+
+def check_directory(path, flag: str) -> None:
+    """Raises ConfigError, naming `flag`, if local `path` exists and is not a directory."""
+    if is_local(path) and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag}={path} is a file, not a directory; give a new or existing "
+                          f"directory as {flag}")
+
+
 @contextlib.contextmanager
-def held(workdir: str):
-    """One trainer per workdir: holds an exclusive lock on WORKDIR/.lock while in the block; a
-    second trainer gets a ConfigError naming the holder. The kernel releases the lock when its
-    holder dies (kill -9, a crash, a reboot), so a dead trainer never blocks its resume. A URL
-    workdir (an object store has no locks) is not locked: run one trainer on it at a time."""
+def held(workdir: str, user: str = "trainer", flag: str = "--workdir"):
+    """One `user` per directory (a trainer per workdir; lm.sweep and lm.study per root): holds
+    an exclusive lock on DIR/.lock while in the block; a second one gets InUse naming the
+    holder. The kernel releases the lock when its holder dies (kill -9, a crash, a reboot), so
+    a dead holder never blocks its resume. A URL (an object store has no locks) is not locked:
+    run one at a time on it."""
     if not is_local(workdir):
         yield
         return
@@ -168,11 +186,11 @@ def held(workdir: str):
             f = stack.enter_context(atomic.locked(path, wait=False))
         except BlockingIOError:
             holder = path.read_text().strip() or "a process that has not written its name yet"
-            raise ConfigError(f"workdir {workdir} is in use by another trainer ({holder}); "
-                              "wait for it to finish or stop it (it saves a checkpoint on "
-                              "SIGTERM), or use another --workdir") from None
+            raise InUse(f"{flag.lstrip('-')} {workdir} is in use by another {user} ({holder}); "
+                        "wait for it to finish or stop it (it saves a checkpoint on SIGTERM), "
+                        f"or use another {flag}") from None
         except OSError as err:
-            raise ConfigError(f"cannot use --workdir={workdir}: {err.strerror} "
+            raise ConfigError(f"cannot use {flag}={workdir}: {err.strerror} "
                               f"({err.filename}); give a writable directory") from err
         f.seek(0)
         f.truncate()
@@ -192,8 +210,10 @@ def write_json(path, data) -> None:
 
 
 def read_json(path) -> dict:
-    """The JSON object at `path`, {} if there is none."""
-    return json.loads(read_text(path)) if exists(path) else {}
+    """The JSON object at `path`, {} if there is none; run_format.DamagedFile, naming the file
+    and the fix, if it is damaged (torn, edited, or not an object). Every JSON run file of lm
+    is read through here, so damage is one `error:` line rather than a traceback."""
+    return run_format.parse_json(read_bytes(path), path) if exists(path) else {}
 
 
 def write_run_files(workdir: str, config, record: dict) -> None:

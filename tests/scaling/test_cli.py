@@ -2,6 +2,7 @@
 batch-size sweep; the report files; clear errors for bad flags and data."""
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -154,3 +155,18 @@ def test_critical_batch_from_a_table(tmp_path):
 def test_bad_flags_get_a_clear_error(tmp_path, capsys, flags, message):
     assert cli.main([*SWEEP, *flags, f"--out={tmp_path}", "--bootstrap=2"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda text: text[:text.rindex(",")], r"line 16 has \d+ cells, the header \d+"),  # torn
+    (lambda text: text.replace("4", "\udcff", 1), "UnicodeDecodeError"),          # bad bytes
+])
+def test_a_damaged_table_is_one_error_line_naming_it(tmp_path, capsys, damage, problem):
+    path = tmp_path / "results.csv"
+    text = (DATA / "loss_to_loss_sweep.csv").read_text().splitlines(keepends=True)[:16]
+    path.write_bytes(damage("".join(text)).encode("utf-8", "surrogateescape"))
+    assert cli.main([f"--table={path}", "--law=compute", "--c-col=iso_flop",
+                     f"--out={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert re.match(rf"error: {path} is damaged \({problem}.*\); restore it from a copy", err)
+    assert err.count("\n") == 1

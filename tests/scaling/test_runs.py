@@ -242,3 +242,35 @@ def test_runs_with_one_directory_name_in_different_folders_stay_apart(tmp_path):
                        str(tmp_path)])
     assert sorted(table["name"]) == ["d32_l2/optimizer=adamw,lr=0.01",
                                      "d48_l2/optimizer=adamw,lr=0.01", "other"]
+
+
+@pytest.mark.parametrize("name, damage, problem", [
+    ("config.json", lambda text: text[:len(text) // 2], "JSONDecodeError"),  # torn mid-write
+    ("model.json", lambda text: "[]", "a JSON list, not an object"),          # edited
+    ("metrics.jsonl", lambda text: "{oops}\n" + text, "line 1 is not a JSON object"),
+])
+def test_a_damaged_run_file_is_one_error_line_naming_it(tmp_path, capsys, name, damage,
+                                                        problem):
+    run = write_run(tmp_path, "run", n=1000, steps=20, batch_size=4, loss_at=lambda s: 3.0)
+    path = os.path.join(run, name)
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(damage(text))
+    assert cli.main([f"--runs={run}", "--law=compute", f"--out={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} is damaged ({problem}") and err.count("\n") == 1, err
+
+
+def test_a_run_being_written_is_read_up_to_its_last_complete_row(tmp_path):
+    """A row being appended is not read, and a run that has not completed one is left out."""
+    write_run(tmp_path, "a", n=1000, steps=200, batch_size=4, loss_at=lambda s: 3.0, torn=True)
+    starting = write_run(tmp_path, "b", n=2000, steps=200, batch_size=4, loss_at=lambda s: 3.0)
+    with open(os.path.join(starting, "metrics.jsonl"), "w") as f:
+        f.write('{"step": 20, "tokens": 10')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = load_runs([str(tmp_path)])
+    assert list(table["name"]) == ["a"] and table["last_step"][0] == 200
+    assert any(f"{starting}: no complete row in metrics.jsonl yet" in str(w.message)
+               for w in caught)

@@ -59,8 +59,9 @@ def test_a_bad_search_file_is_refused_by_name(tmp_path, spaces, message):
         _preset(_search_file(tmp_path, spaces))
 
 
-def test_a_search_file_that_is_not_json_is_refused(tmp_path):
-    (tmp_path / "s.json").write_text("{lr: 3}")
+@pytest.mark.parametrize("text", [b"{lr: 3}", b'{"adamw": "\xff"}'])  # not JSON; not UTF-8
+def test_a_search_file_that_is_not_json_is_refused(tmp_path, text):
+    (tmp_path / "s.json").write_bytes(text)
     with pytest.raises(SweepError, match="not valid JSON"):
         _preset(f"--search={tmp_path / 's.json'}")
 

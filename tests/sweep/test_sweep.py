@@ -105,27 +105,33 @@ def test_a_rerun_skips_finished_runs_without_training(copied_root, data_root, mo
     assert "3 finished" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, tmp_path,
-                                                     monkeypatch, capsys):
-    """SIGTERM while the first run trains: it saves a checkpoint, the second never starts;
-    the rerun resumes the first (to the same losses as an uninterrupted run) and trains the
-    second."""
+def sigterm_at_step(monkeypatch, step: int) -> None:
+    """Sends this process SIGTERM once, while step `step` of the first run it trains is
+    computed (in-process runs: lm.train's loop takes the signal)."""
     real_build = runtime.build
     fired = []
 
-    def build(*args, **kwargs):  # SIGTERM while step 10 of the first run is computed
+    def build(*args, **kwargs):
         rt = real_build(*args, **kwargs)
 
         def train_step(state, windows):
             out = rt.train_step(state, windows)
-            if int(out[0].step) == 10 and not fired:
+            if int(out[0].step) == step and not fired:
                 fired.append(True)
                 signal.raise_signal(signal.SIGTERM)
             return out
         return rt._replace(train_step=train_step)
 
     monkeypatch.setattr(runtime, "build", build)
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_resumes_its_interrupted_run(finished_root, data_root, tmp_path,
+                                                     monkeypatch, capsys):
+    """SIGTERM while the first run trains: it saves a checkpoint, the second never starts;
+    the rerun resumes the first (to the same losses as an uninterrupted run) and trains the
+    second."""
+    sigterm_at_step(monkeypatch, 10)
     swp = tiny_sweep(data_root, lr_grid({"adamw": [1e-2, 3e-2]}))
     root = tmp_path / "root"
     assert run(swp, root) == 0

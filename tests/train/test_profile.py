@@ -1,5 +1,9 @@
 """lm/profile.py and train.profile_steps: a jax.profiler trace of the chosen steps, and its
-summary (top ops by self time)."""
+summary (top ops by self time), and a trace being written, which is skipped."""
+import os
+
+import jax
+import jax.numpy as jnp
 import pytest
 
 from lm import profile, train
@@ -14,8 +18,9 @@ def test_profile_steps_write_a_trace_of_those_steps(tiny_config, tmp_path):
     train.run(tiny_config, str(workdir))
     traces = list((workdir / "profile").rglob("*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
-    assert profile.newest_trace(str(workdir)) == str(traces[0])
-    [host] = [p for p in profile.summarize(str(traces[0]), top=5) if p["plane"] == "/host:CPU"]
+    path, trace = profile.read_newest(str(workdir))
+    assert path == str(traces[0])
+    [host] = [p for p in profile.summarize(trace, top=5) if p["plane"] == "/host:CPU"]
     assert len(host["ops"]) == 5 and host["span_ms"] > 0
     assert all(0 < op["self_ms"] <= op["total_ms"] + 1e-9 for op in host["ops"])
     assert not any(op["name"].startswith("$") for op in host["ops"])  # no Python frames
@@ -44,3 +49,20 @@ def test_bad_profile_steps_are_refused_before_compiling(tiny_config, tmp_path, s
     with pytest.raises(ConfigError, match=message):
         train.run(tiny_config, str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_trace_being_written_is_skipped_for_the_one_before(tmp_path, capsys):
+    with jax.profiler.trace(str(tmp_path / "profile")):
+        jnp.arange(8.0).sum().block_until_ready()
+    [whole] = (tmp_path / "profile").rglob("*.xplane.pb")
+    being_written = tmp_path / "profile" / "later" / "host.xplane.pb"
+    being_written.parent.mkdir()
+    being_written.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    os.utime(being_written, (whole.stat().st_mtime + 1,) * 2)
+    assert profile.main([str(tmp_path), "--top=3"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {being_written} is damaged" in err and f"trace: {whole}" in err
+    assert profile.main([str(being_written)]) == 2  # named on its own: the error, one line
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {being_written} is damaged (") and err.count("\n") == 1
+    assert "wait for its profile window (train.profile_steps) to end" in err

@@ -253,6 +253,16 @@ def test_unknown_override_key_names_the_key_and_close_matches():
     check_override_keys(["--config=configs/quickstart.py", "--config.model.n_heads=2"])
 
 
+def test_an_override_key_given_twice_is_refused():
+    """ml_collections would concatenate two tuples and keep the last scalar: one rule instead."""
+    for key, values in (("data.eval_corpora", ("\"('en_docs',)\"", "\"('code_py',)\"")),
+                        ("train.steps", ("10", "20"))):
+        with pytest.raises(ConfigError, match=rf"--config.{key} is given twice; give each key "
+                                              "once"):
+            check_override_keys(["--config=configs/quickstart.py",
+                                 *(f"--config.{key}={v}" for v in values)])
+
+
 @pytest.mark.slow
 def test_run_files_record_config_and_model(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
