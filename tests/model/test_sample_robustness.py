@@ -3,6 +3,7 @@ damaged is skipped with a one-line warning for the one before (lm/train/checkpoi
 restore_readable), a damaged --step is one error line naming the others, and a damaged
 config.json or data.json is one error line naming the file."""
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from core.run_format import DamagedFile
 from lm import sample, train
 from lm.train.checkpoint import Checkpointer
+from tests.train.test_checkpoint import DAMAGE
 
 
 def write_mid_save(checkpoints: Path, done: int, step: int) -> None:
@@ -65,7 +67,7 @@ def test_lm_sample_falls_back_past_a_checkpoint_being_written_or_damaged(short_c
     flip_bytes(workdir / "checkpoints" / "10")
     assert sample.main(args) == 0
     out, err = capsys.readouterr()
-    assert '"step": 5' in out and "step 10" in err and "the restored state differs" in err
+    assert '"step": 5' in out and "step 10" in err and re.search(DAMAGE, err), err
     assert (workdir / "checkpoints" / "10").is_dir()  # a reader moves nothing aside
 
     assert sample.main([*args, "--step=10"]) == 2
