@@ -46,6 +46,9 @@ setuptools.setup(
         # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
         # machine (on a CPU-only one, keep JAX_PLATFORMS=cpu for everything else)
         "tpu": ["jax[tpu]"],
+        # jax's CUDA plugin and NVIDIA libraries (~5.5 GB): GPU runs, and python -m lm.compile
+        # --topology=h100:8 (GPU nodes, lm/compile/gpus.py) on any machine, no GPU or driver
+        "cuda": ["jax[cuda12]"],
         # train.loggers=jsonl,tensorboard (event files without TensorFlow)
         "tensorboard": ["tensorboardX>=2.6"],
         # train.loggers=jsonl,wandb (Weights & Biases; WANDB_MODE=offline needs no account)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import topologies
 
+from lm.compile import gpus
 from lm.compile.chips import chip_of
 from lm.errors import ConfigError
 from lm.model import ModelConfig
@@ -30,16 +31,20 @@ _OOM = re.compile(r"memory required for HLO temporaries \((?P<need>[\d.]+)G\) ex
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
-_TOPOLOGY_FIX = "give a topology such as v5p:2x2x2, v4:2x2x1, v5e:4x4 or v6e:2x2"
+_TOPOLOGY_FIX = ("give a topology such as v5p:2x2x2, v4:2x2x1, v5e:4x4 or v6e:2x2 (TPU), or "
+                 "h100:8, h200:8, a100:8 or h100:2x8 (GPU nodes)")
 
 
 def topology_devices(name: str) -> list:
     """Compile-only devices of TPU topology `name`: "v5p:2x2x2", "v4:2x2x1", "v5e:4x4",
-    "v6e:2x2", ... (up to 512 chips; v4 is laid out as megacore chips). An empty name is
+    "v6e:2x2", ... (up to 512 chips; v4 is laid out as megacore chips), or of GPU nodes:
+    "h100:8", "h200:8", "a100:8", "h100:2x8" (lm/compile/gpus.py). An empty name is
     refused here: libtpu would take it for its default topology, and the compile would fail
     deep in Mosaic."""
     if not name.strip():
         raise ConfigError(f"--topology={name!r} is empty: {_TOPOLOGY_FIX}")
+    if gpus.is_gpu_topology(name):
+        return gpus.gpu_devices(name)
     extra = {"chip_config_name": "megacore"} if name.startswith("v4") else {}
     # Compile-only devices hold no chip: several processes (a training run's and this one, or
     # parallel tests) may load libtpu at once.
@@ -107,20 +112,40 @@ def report(compiled, facts: dict, config, devices) -> dict:
              "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes}
     total = sizes["arguments"] + sizes["outputs"] - sizes["aliased"] + sizes["temporaries"]
     hbm = chip.hbm_bytes if chip else None
-    cost = compiled.cost_analysis()
+    cost = compiled.cost_analysis() or {}  # None for a compile-only GPU
     cost = cost[0] if isinstance(cost, list) else cost
     seconds = cost.get("optimal_seconds")
+    text = compiled.as_text()
     out.update({f"{k}_bytes": v for k, v in sizes.items()})
     out.update({"total_bytes": total, "hbm_bytes": hbm, "fits": hbm is None or total <= hbm,
                 "xla_flops_per_chip": cost.get("flops"), "xla_estimated_step_s": seconds,
-                "collectives": collectives(compiled.as_text())})
-    if model_cfg.scan_layers:
+                "collectives": collectives(text), "custom_calls": custom_calls(text)})
+    if not cost:
+        out["note"] = ("XLA gives no cost analysis for this backend: no XLA step-time estimate; "
+                       "roofline_step_s is a lower bound from model FLOPs at the chip's bf16 "
+                       "peak and one read of the arguments at its memory bandwidth")
+        out["roofline_step_s"] = roofline_seconds(model_flops, sizes["arguments"], chip)
+    elif model_cfg.scan_layers:
         out["note"] = ("XLA's cost model counts a loop body once: with scan_layers its FLOPs "
                        "and step time cover one layer's share (compile without scan_layers "
                        "for a step-time estimate)")
     elif seconds and chip:
         out["estimated_mfu"] = model_flops / seconds / chip.bf16_flops_per_s
     return out
+
+
+def roofline_seconds(flops: float, bytes_read: int, chip) -> float | None:
+    """A lower bound on a step's time: its FLOPs at the chip's dense bf16 peak, or its bytes at
+    the chip's memory bandwidth, whichever is longer (None for an unknown chip)."""
+    if chip is None or not chip.memory_bytes_per_s:
+        return None
+    return max(flops / chip.bf16_flops_per_s, bytes_read / chip.memory_bytes_per_s)
+
+
+def custom_calls(hlo_text: str) -> list[str]:
+    """The custom-call targets of the program (its kernels outside XLA's own fusions: cuDNN's
+    fused attention `__cudnn$fmha...`, cuBLAS GEMMs, TPU kernels), each once, sorted."""
+    return sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo_text)))
 
 
 def collectives(hlo_text: str) -> list[dict]:
