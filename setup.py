@@ -44,7 +44,7 @@ setuptools.setup(
         "hf": ["datasets>=2.14"],  # hf: sources (Hugging Face datasets)
         "gcs": ["gcsfs"],  # gs:// sources and workdirs (TensorStore reads gs:// data itself)
         # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
-        # machine (on a CPU-only one, keep JAX_PLATFORMS=cpu for everything else)
+        # machine (on one without accelerators JAX runs on the CPU: core/accelerators.py)
         "tpu": ["jax[tpu]"],
         # jax's CUDA plugin and NVIDIA libraries (~5.5 GB): GPU runs, and python -m lm.compile
         # --topology=h100:8 (GPU nodes, lm/compile/gpus.py) on any machine, no GPU or driver

@@ -17,3 +17,6 @@ settings need under a data root: checked, or prepared all at once), `store` (Ten
 (training windows, mixtures, evaluation windows). ROOT is `--data_root`, else $OPTISCALE_DATA_DIR,
 else ~/.cache/optiscale.
 """
+from core.accelerators import cpu_unless_accelerators
+
+cpu_unless_accelerators()  # before JAX is imported: a CPU machine runs quietly on the CPU

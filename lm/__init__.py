@@ -9,3 +9,6 @@
 
 Dependencies point one way, study -> sweep -> train -> model; lm.errors is shared by all.
 """
+from core.accelerators import cpu_unless_accelerators
+
+cpu_unless_accelerators()  # before JAX is imported: a CPU machine runs quietly on the CPU

@@ -18,6 +18,9 @@ registers its optimizers on import (optim/registry.py imports it when `build` ne
 The names below load on first use, so `import optim.hparams` loads no JAX.
 """
 from core import lazy
+from core.accelerators import cpu_unless_accelerators
+
+cpu_unless_accelerators()  # before JAX is imported: a CPU machine runs quietly on the CPU
 
 __getattr__, __dir__ = lazy.exports(__name__, {
     "Optimizer": ".registry", "build": ".registry", "build_from_config": ".registry",

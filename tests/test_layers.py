@@ -28,7 +28,7 @@ LAYERS = {
     "data": (LOWER, "optim, data and scaling import nothing from lm, configs or benchmarks"),
     "scaling": (LOWER, "optim, data and scaling import nothing from lm, configs or benchmarks "
                        "(scaling reads run files through core/run_format.py)"),
-    "lm": ((), "lm/__init__.py imports nothing"),
+    "lm": (("core",), "lm/__init__.py imports only core (core.accelerators, before JAX)"),
     "lm.errors": ((), "lm.errors imports nothing of the project"),
     "lm.model": (LM_BELOW_STUDY,
                  "lm.model imports no other lm part (not train, sweep, study or compile)"),
