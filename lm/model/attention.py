@@ -60,16 +60,21 @@ def attend_cached(q, k_cache, v_cache, position, *, scale: float, dtype):
 
 
 def _einsum(q, k, v, scale, dtype, mask):
-    """The reference: each query head's group against its kv head as one 5-D einsum
-    (b, kv_heads, groups, T, S), keys where `mask` (T, S) is False left out. Laying the scores
-    out in 4-D when groups is 1 runs no faster on CPU (within 1% at d256_l4) and changes the
-    gradients' last bits, so the reference keeps the one layout for every head count."""
+    """The reference: scores (b, kv_heads, [groups,] T, S) as one einsum, keys where `mask`
+    (T, S) is False left out. Grouped-query heads get a group axis (each query head's group
+    against its kv head); with one query head per kv head the scores stay 4-D, which XLA's CPU
+    backend runs faster than the same contraction with a size-1 group axis."""
     batch, seq, heads, head_dim = q.shape
     kv_heads = k.shape[2]
-    q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+    if heads == kv_heads:
+        query_axes, score_axes = "btkh", "bkts"
+    else:
+        q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
+        query_axes, score_axes = "btkgh", "bkgts"
+    scores = jnp.einsum(f"{query_axes},bskh->{score_axes}", q, k,
+                        preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(jnp.where(mask, scores * scale, jnp.finfo(jnp.float32).min))
-    out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dtype), v,
+    out = jnp.einsum(f"{score_axes},bskh->{query_axes}", probs.astype(dtype), v,
                      preferred_element_type=jnp.float32)
     return out.reshape(batch, seq, heads, head_dim).astype(dtype)
 

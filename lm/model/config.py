@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lm.model import attention as attention_lib
+from lm.model import matmul
 from lm.model import mx as mx_lib
 from lm.model.layers import Norm
 from lm.model.settings import LOSS_FIELDS, MODEL
@@ -57,8 +58,10 @@ class _Derived:
                                 resolve_dtype(config.precision.activation_dtype, backend),
                                 **mx_lib.formats_from_config(config.precision),
                                 norm_affine=config.precision.norm_affine)
+        backend = backend or jax.default_backend()
         return dataclasses.replace(
-            model, attention=attention_lib.resolve(model.attention, backend))
+            model, attention=attention_lib.resolve(model.attention, backend),
+            flat_matmuls=matmul.flattens_tokens(backend))
 
     @property
     def compute_dtype(self):
@@ -102,12 +105,13 @@ class _Derived:
 # The fields: config.model's (lm/model/settings.py) less the loss settings, then what a run
 # resolves: the compute dtype, the precision of the matmuls (not of the parameters, so it may
 # change on resume: MX formats, lm/model/mx.py, and the layer kinds they apply to) and the
-# norms' affine handling. `attention` holds the kernel resolved for the run's backend.
+# norms' affine handling. `attention` holds the kernel resolved for the run's backend, and
+# `flat_matmuls` how its weight matmuls take the activations (lm/model/matmul.py).
 ModelConfig = dataclasses.make_dataclass(
     "ModelConfig",
     [(key, type(field.default)) for key, field in MODEL.fields.items() if key not in LOSS_FIELDS]
     + [("dtype", str), ("mx", mx_lib.MatmulFormats | None, None), ("mx_layers", tuple, ()),
-       ("norm_affine", str, "float32")],
+       ("norm_affine", str, "float32"), ("flat_matmuls", bool, False)],
     bases=(_Derived,), frozen=True)
 ModelConfig.__module__ = __name__  # where pickle finds it
 ModelConfig.__doc__ = ("Resolved model hyperparameters: config.model's fields "

@@ -32,6 +32,7 @@ class DenseGeneral(nn.Module):
     dtype: jnp.dtype
     mx: Any = None  # lm.model.mx.MatmulFormats of this layer, or None (not quantized)
     out_dtype: Any = None  # default: dtype
+    flat: bool = False  # x as one (tokens, k) matrix (lm/model/matmul.py)
 
     @nn.compact
     def __call__(self, x):
@@ -39,7 +40,8 @@ class DenseGeneral(nn.Module):
                             tuple(self.kernel_shape), jnp.float32)
         kernel = cast_sharded(kernel, self.dtype, self.kernel_axes)
         return matmul.einsum(self.spec, x, kernel, dtype=self.dtype, mx=self.mx,
-                             probe=mx_probe(self, self.mx), out_dtype=self.out_dtype)
+                             probe=mx_probe(self, self.mx), out_dtype=self.out_dtype,
+                             flat=self.flat)
 
 
 def cast_sharded(weight, dtype, axes):

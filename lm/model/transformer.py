@@ -72,7 +72,8 @@ class Attention(nn.Module):
             """(d_model, heads * head_dim) kernel: every weight is a plain matrix, which is what
             matrix optimizers (Muon, SOAP, Shampoo) precondition."""
             y = DenseGeneral("btd,dn->btn", (c.d_model, heads * c.head_dim), ("embed", axis),
-                             c.hidden_init_std, dt, c.mx_for("qkv"), name=name)(x)
+                             c.hidden_init_std, dt, c.mx_for("qkv"), flat=c.flat_matmuls,
+                             name=name)(x)
             y = checkpoint_name(y, name)
             return constrain(y.reshape(batch, seq, heads, c.head_dim),
                              ("batch", "seq", axis, "head_dim"))
@@ -102,7 +103,8 @@ class Attention(nn.Module):
                                           position, scale=c.attention_scale, dtype=dt)
         out = constrain(out.reshape(batch, seq, c.d_attn), ("batch", "seq", "heads"))
         out = DenseGeneral("btn,nd->btd", (c.d_attn, c.d_model), ("heads", "embed"),
-                           c.residual_init_std, dt, c.mx_for("attn_out"), name="out")(out)
+                           c.residual_init_std, dt, c.mx_for("attn_out"), flat=c.flat_matmuls,
+                           name="out")(out)
         return checkpoint_name(out, "attn_out")
 
 
@@ -117,7 +119,8 @@ class Mlp(nn.Module):
 
         def up(name):
             return DenseGeneral("btd,df->btf", (c.d_model, c.d_ff), ("embed", "mlp"),
-                                c.hidden_init_std, dt, c.mx_for("mlp"), name=name)(x)
+                                c.hidden_init_std, dt, c.mx_for("mlp"), flat=c.flat_matmuls,
+                                name=name)(x)
 
         if c.activation == "swiglu":
             h = nn.silu(up("gate").astype(jnp.float32)) * up("up").astype(jnp.float32)
@@ -125,7 +128,8 @@ class Mlp(nn.Module):
             h = nn.gelu(up("up").astype(jnp.float32))
         h = constrain(h, ("batch", "seq", "mlp"))
         return DenseGeneral("btf,fd->btd", (c.d_ff, c.d_model), ("mlp", "embed"),
-                            c.residual_init_std, dt, c.mx_for("mlp"), name="down")(h.astype(dt))
+                            c.residual_init_std, dt, c.mx_for("mlp"), flat=c.flat_matmuls,
+                            name="down")(h.astype(dt))
 
 
 class Block(nn.Module):
@@ -203,11 +207,12 @@ class Transformer(nn.Module):
             head_mx = c.mx_for("lm_head")
             weight = cast_sharded(embedding, dt, ("vocab", "embed"))
             logits = matmul.einsum("btd,vd->btv", x, weight, dtype=dt, mx=head_mx,
-                                   probe=mx_probe(self, head_mx), out_dtype=jnp.float32)
+                                   probe=mx_probe(self, head_mx), out_dtype=jnp.float32,
+                                   flat=c.flat_matmuls)
         else:
             logits = DenseGeneral("btd,dv->btv", (c.d_model, c.vocab_size), ("embed", "vocab"),
                                   c.init_std, dt, c.mx_for("lm_head"), out_dtype=jnp.float32,
-                                  name="unembed")(x)
+                                  flat=c.flat_matmuls, name="unembed")(x)
         logits = constrain(logits, ("batch", "seq", "vocab"))
         return logits / c.width_mult if c.mup_base_width else logits
 

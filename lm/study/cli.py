@@ -38,6 +38,7 @@ from core import cli, user_modules
 from lm.errors import SweepError
 from lm.study import presets
 from lm.study.phases import run_study
+from lm.sweep import slurm
 
 PARSER = cli.parser("python -m lm.study", __doc__)
 cli.add_path(PARSER, "runs_dir", old=("--out",),
@@ -80,13 +81,15 @@ PARSER.add_argument("--dry_run", action="store_true",
 PARSER.add_argument("--launch", choices=("here", "tpu"), default=None,
                     help="here: train the runs; tpu: write launch_tpu.sh scripts (default: "
                          "tpu for the paper preset, else here)")
-PARSER.add_argument("--executor", choices=("local", "ray"), default="local",
-                    help="where runs train: local processes or a Ray cluster")
+PARSER.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                    help="where runs train: local processes, a Ray cluster or SLURM jobs "
+                         "(the --slurm_* flags; see lm.sweep)")
 PARSER.add_argument("--processes", type=int, default=0,
                     help="local runs at once (default 0: the preset's, at most the cores)")
 PARSER.add_argument("--address", default="", help="ray: the cluster (see lm.sweep)")
 PARSER.add_argument("--cpus_per_run", type=float, default=1.0, help="ray: CPUs per run")
 PARSER.add_argument("--gpus_per_run", type=float, default=0.0, help="ray: GPUs per run")
+slurm.add_flags(PARSER)
 
 
 @cli.main(SweepError)
@@ -97,6 +100,7 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)
     if args.processes < 0:
         raise cli.UsageError(f"--processes={args.processes}: give 0 (the preset's) or more")
+    slurm.check_flags(PARSER, args)
     if args.runs_dir is None:
         if not args.dry_run:
             raise cli.UsageError("--runs_dir is required: the directory of the study's runs "

@@ -30,6 +30,7 @@ from lm.errors import ConfigError, SweepError
 from lm.study import cbs, hyperparameter_laws, overrides, presets, runs, tuning
 from lm.study import report as study_report
 from lm.study.tune import Result, point_id
+from lm.sweep import slurm
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import (
     OPTIMIZER_STEP_COST,
@@ -278,6 +279,8 @@ def _print_total(preset, final) -> None:
 def _executor(args, preset):
     if args.executor == "ray":
         return RayCluster(args.address, args.cpus_per_run, args.gpus_per_run)
+    if args.executor == "slurm":
+        return slurm.from_args(args)
     processes = args.processes or min(preset.processes, os.cpu_count() or 1)
     return LocalProcesses(processes) if processes > 1 else InProcess()
 

@@ -4,6 +4,7 @@
     python -m lm.sweep --sweep=configs/sweeps/optimizers.py --runs_dir=runs/sweeps/opt --dry_run
     python -m lm.sweep --sweep=... --runs_dir=... --processes=2     # 2 local runs at once
     python -m lm.sweep --sweep=... --runs_dir=... --executor=ray --address=auto --gpus_per_run=1
+    python -m lm.sweep --sweep=... --runs_dir=/shared/... --executor=slurm --slurm_partition=gpu
 
 --sweep was --config and --runs_dir was --root: both spellings still work.
 
@@ -14,6 +15,9 @@ finished runs and resumes interrupted ones from their checkpoints. A run that cr
 or whose loss turns non-finite (diverged) is recorded and the sweep goes on; the next invocation
 retries failed runs, and diverged ones only with --retry_diverged (they would diverge again).
 SIGINT / SIGTERM stop the sweep: running runs save a checkpoint, no new run starts.
+--executor=slurm submits each run as a SLURM job (or, with --slurm_array, one job array), requeued
+from its checkpoint on preemption or at its time limit (lm/sweep/slurm.py); with --dry_run it
+prints the sbatch script too.
 `--import=MODULE` imports a module of your own first (an optimizer it registers can be swept;
 core/user_modules.py), and every run imports it too (config.train.imports).
 
@@ -30,6 +34,7 @@ from absl import logging
 
 from core import cli, user_modules
 from lm.errors import SweepError
+from lm.sweep import slurm
 from lm.sweep.executors import InProcess, LocalProcesses, RayCluster
 from lm.sweep.runner import (
     DEFAULT_FLOPS_PER_SECOND,
@@ -45,8 +50,9 @@ PARSER.add_argument("--sweep", required=True, old=("--config",), metavar="FILE",
 cli.add_path(PARSER, "runs_dir", required=True, old=("--root",), use="the sweep's runs")
 PARSER.add_argument("--dry_run", action="store_true",
                     help="list the runs, their FLOPs and estimated time; train nothing")
-PARSER.add_argument("--executor", choices=("local", "ray"), default="local",
-                    help="where runs train: local processes or a Ray cluster")
+PARSER.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                    help="where runs train: local processes, a Ray cluster or SLURM jobs "
+                         "(the --slurm_* flags)")
 PARSER.add_argument("--processes", type=int, default=1,
                     help="local: runs at once (1: one after another, in this process)")
 PARSER.add_argument("--address", default="",
@@ -60,6 +66,7 @@ PARSER.add_argument("--flops_per_second", type=float, default=DEFAULT_FLOPS_PER_
                     help="--dry_run's time estimate: training FLOP/s of one process")
 PARSER.add_argument("--seconds_per_run", type=float, default=DEFAULT_SECONDS_PER_RUN,
                     help="--dry_run's time estimate: start-up and compilation per run")
+slurm.add_flags(PARSER)
 user_modules.add_flag(PARSER)
 
 
@@ -69,8 +76,11 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
     if args.processes < 1:
         raise cli.UsageError(f"--processes={args.processes} must be at least 1")
+    slurm.check_flags(PARSER, args)
     if args.executor == "ray":
         executor = RayCluster(args.address, args.cpus_per_run, args.gpus_per_run)
+    elif args.executor == "slurm":
+        executor = slurm.from_args(args)
     else:
         executor = LocalProcesses(args.processes) if args.processes > 1 else InProcess()
     user_modules.import_modules(args.imports)

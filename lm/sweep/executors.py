@@ -1,4 +1,5 @@
-"""Where a sweep's runs execute: here one after another, N local processes at once, or Ray tasks.
+"""Where a sweep's runs execute: here one after another, N local processes at once, or Ray tasks
+(SLURM jobs: lm/sweep/slurm.py).
 
 `executor.run(tasks, stop)` yields (task, outcome) as runs end; an outcome is `execute_run`'s
 dict, so a crash or a divergence is a result, not an exception. Once the `stop` event is set

@@ -89,8 +89,11 @@ def _run(sweep, runs, root, name, config_path, executor, dry_run, retry_diverged
     todo = [run for run in runs if _needs_training(before[run.name], retry_diverged)
             and (only is None or run.name in only)]
     skipped = {run.name for run in runs} - {run.name for run in todo}
+    tasks = [Task(run.name, run.config, workdirs[run.name]) for run in todo]
     if dry_run:
         print(plan_report(runs, before, skipped, name, root, flops_per_second, seconds_per_run))
+        if tasks and hasattr(executor, "describe"):  # what it would submit (slurm: sbatch)
+            print(executor.describe(tasks))
         return 0
 
     axes = ordered_keys([run.overrides for run in runs])
@@ -99,7 +102,6 @@ def _run(sweep, runs, root, name, config_path, executor, dry_run, retry_diverged
     results_path = os.path.join(root, "results.csv")
     write_results(results_path, list(rows.values()), axes)
     by_name = {run.name: run for run in runs}
-    tasks = [Task(run.name, run.config, workdirs[run.name]) for run in todo]
     signals = contextlib.nullcontext() if stop else stop_on_signals(stop := threading.Event())
     with signals, cli.progress(total=len(runs), initial=len(skipped), desc=name,
                                unit="run") as bar:

@@ -62,10 +62,11 @@ def make_loss_fn(model, z_loss: float, loss_chunk: int = 0):
 
 def mean_gradients(grad_fn, params, micro, zero_probes):
     """(objective, cross-entropy, gradient) averaged over the microbatches `micro` (M, rows,
-    seq_len + 1), and the MX counts summed, in a `lax.scan`: gradient accumulation, the same
-    update as one big batch in less memory. One microbatch runs through the same loop:
-    calling grad_fn directly compiles to a CPU program that moves the gradients' last bits, and
-    runs must stay bit-identical to earlier ones."""
+    seq_len + 1), and the MX counts summed: gradient accumulation in a `lax.scan`, the same
+    update as one big batch in less memory. One microbatch is one call of grad_fn, no loop."""
+    if micro.shape[0] == 1:
+        (objective, ce), (grads, counts) = grad_fn(params, micro[0], zero_probes)
+        return objective, ce, grads, counts
 
     def accumulate(carry, windows):
         (objective, ce), (grads, counts) = grad_fn(params, windows, zero_probes)

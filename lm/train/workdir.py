@@ -265,9 +265,9 @@ def check_data(workdir: str, inputs: dict) -> None:
 
 def _shape_fields(model_cfg: ModelConfig) -> dict:
     """The model fields that fix parameter shapes and meaning (how it is computed may change on
-    resume: the dtype, MX formats, attention kernel and rematerialization)."""
+    resume: the dtype, MX formats, attention kernel, rematerialization and matmul layout)."""
     fields = dict(vars(model_cfg))
-    for computation in ("dtype", "mx", "mx_layers", "attention", "remat"):
+    for computation in ("dtype", "mx", "mx_layers", "attention", "remat", "flat_matmuls"):
         fields.pop(computation)
     fields["norm_affine"] = model_cfg.norm_affine != "none"  # float32 <-> bfloat16 may change
     return fields

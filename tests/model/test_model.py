@@ -122,3 +122,33 @@ def test_loss_is_cross_entropy_plus_z_loss():
     assert float(reported) == pytest.approx(ce, rel=1e-6)
     assert float(objective) == pytest.approx(ce + 1e-2 * z, rel=1e-6)
     assert float(next_token_loss(logits, targets, 0.0)[0]) == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(tie_embeddings=False, n_kv_heads=2)],
+                         ids=["tied", "untied-gqa"])
+def test_flat_weight_matmuls_give_the_einsums_logits_and_gradients(variant):
+    """ModelConfig.flat_matmuls (CPU) multiplies (tokens, k) matrices: the same model, values
+    and gradients equal to float32 round-off."""
+    import dataclasses
+    cfg = small_cfg(**variant)
+    params = init_params(Transformer(cfg), jax.random.PRNGKey(0), 16)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 17), 0, cfg.vocab_size)
+
+    def loss_and_grads(flat):
+        model = Transformer(dataclasses.replace(cfg, flat_matmuls=flat))
+        return jax.value_and_grad(lambda p: next_token_loss(
+            model.apply({"params": p}, tokens[:, :-1]), tokens[:, 1:], 0.0)[0])(params)
+
+    (loss, grads), (flat_loss, flat_grads) = loss_and_grads(False), loss_and_grads(True)
+    tokens_by_width = f"f32[{3 * 16},{cfg.d_model}]"  # the activations as one matrix
+    assert tokens_by_width in str(jax.make_jaxpr(lambda: loss_and_grads(True))())
+    assert tokens_by_width not in str(jax.make_jaxpr(lambda: loss_and_grads(False))())
+    np.testing.assert_allclose(flat_loss, loss, rtol=1e-6)
+    for got, want in zip(jax.tree_util.tree_leaves(flat_grads), jax.tree_util.tree_leaves(grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_weight_matmuls_are_flattened_for_cpu_runs_only():
+    config = base.get_config()
+    assert {backend: ModelConfig.for_run(config, 61, backend).flat_matmuls
+            for backend in ("cpu", "gpu", "tpu")} == {"cpu": True, "gpu": False, "tpu": False}
