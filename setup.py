@@ -42,7 +42,9 @@ setuptools.setup(
     extras_require={
         "ray": ["ray>=2.9"],  # python -m lm.sweep --executor=ray
         "slurm": ["submitit>=1.5.4"],  # python -m lm.sweep --executor=slurm (lm/sweep/slurm.py)
-        "hf": ["datasets>=2.14"],  # hf: sources (Hugging Face datasets)
+        # hf: sources (Hugging Face datasets); python -m lm.export and train.init_from=hf:DIR
+        # (lm/hf/); lm-evaluation-harness
+        "hf": ["datasets>=2.14", "transformers>=5", "safetensors", "torch", "lm-eval"],
         "gcs": ["gcsfs"],  # gs:// sources and workdirs (TensorStore reads gs:// data itself)
         # libtpu: TPU runs, and python -m lm.compile's ahead-of-time TPU programs on any
         # machine (on one without accelerators JAX runs on the CPU: core/accelerators.py)
@@ -55,7 +57,8 @@ setuptools.setup(
         # train.loggers=jsonl,wandb (Weights & Biases; WANDB_MODE=offline needs no account)
         "wandb": ["wandb>=0.17"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "datasets>=2.14",
-                 "tensorboardX>=2.6", "tensorboard>=2.15", "wandb>=0.17", "submitit>=1.5.4"],
+                 "tensorboardX>=2.6", "tensorboard>=2.15", "wandb>=0.17", "submitit>=1.5.4",
+                 "transformers>=5", "safetensors", "torch", "lm-eval"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
     },
 )

@@ -47,6 +47,8 @@ PATHS = {
     "runs_dir": "a directory of runs (a sweep's or a study's, each run in its own workdir)",
     "data_root": "the data root (corpora/, tokenizers/, prepared/): a path or a gs:// URL",
     "report_dir": "the directory the report is written to",
+    "hf_dir": "a Hugging Face model directory (config.json, model.safetensors, the tokenizer's "
+              "files): a local path",
 }
 LINE_SECONDS = 60  # a progress line's period where stderr is not a terminal
 

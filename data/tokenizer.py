@@ -107,6 +107,10 @@ class HFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._hf.decode(list(ids), skip_special_tokens=False)
 
+    def to_str(self) -> str:
+        """Its tokenizer.json text (what lm.export writes)."""
+        return self._hf.to_str()
+
 
 def train_bpe(batches: Iterable[list[str]], vocab_size: int) -> str:
     """Trains a byte-level BPE on batches of documents; returns its tokenizer.json text. On a

@@ -4,7 +4,8 @@ the same rules:
 
     configs/     user-facing presets; benchmarks/ measure the library (and use its presets)
     lm.study     the optimizer comparison -> lm.sweep -> lm.train -> lm.model
-                 (lm.compile, lm.sample and lm.profile build on lm.train; lm.errors is below
+                 (lm.compile, lm.sample, lm.profile, lm.export and lm.evaluate build on
+                 lm.train; lm.hf sits between lm.train and lm.model; lm.errors is below
                  every lm part; only lm.study fits runs with scaling)
     optim, data, scaling   import nothing from lm, configs or benchmarks
     core         the JAX-free foundation (core/run_format.py: the run files that lm.train
@@ -18,8 +19,8 @@ from tests import REPO
 PACKAGES = ("core", "optim", "data", "scaling", "lm", "configs", "benchmarks")
 LOWER = ("core", "optim", "data", "scaling")
 LM_BELOW_STUDY = ("core", "optim", "data", "lm.errors")  # no scaling: that is the study's
-LIBRARY = LOWER + ("lm", "lm.errors", "lm.model", "lm.train", "lm.compile", "lm.sample",
-                   "lm.profile", "lm.sweep", "lm.study")
+LIBRARY = LOWER + ("lm", "lm.errors", "lm.model", "lm.hf", "lm.train", "lm.compile",
+                   "lm.sample", "lm.profile", "lm.export", "lm.evaluate", "lm.sweep", "lm.study")
 
 # part -> (the other parts it may import, the rule that an import of any other part breaks)
 LAYERS = {
@@ -32,12 +33,19 @@ LAYERS = {
     "lm.errors": ((), "lm.errors imports nothing of the project"),
     "lm.model": (LM_BELOW_STUDY,
                  "lm.model imports no other lm part (not train, sweep, study or compile)"),
-    "lm.train": (LM_BELOW_STUDY + ("lm.model",),
-                 "lm.train imports only lm.model of lm (not sweep, study or compile), and not "
-                 "scaling (it owns its run files)"),
+    "lm.hf": (LM_BELOW_STUDY + ("lm.model",),
+              "lm.hf (Hugging Face conversion) imports only lm.model of lm: lm.train uses it "
+              "for train.init_from"),
+    "lm.train": (LM_BELOW_STUDY + ("lm.model", "lm.hf"),
+                 "lm.train imports only lm.model and lm.hf of lm (not sweep, study or compile), "
+                 "and not scaling (it owns its run files)"),
     "lm.compile": (LM_BELOW_STUDY + ("lm.model", "lm.train"), "lm.compile builds on lm.train"),
     "lm.sample": (LM_BELOW_STUDY + ("lm.model", "lm.train"), "lm.sample builds on lm.train"),
     "lm.profile": (LM_BELOW_STUDY + ("lm.model", "lm.train"), "lm.profile builds on lm.train"),
+    "lm.export": (LM_BELOW_STUDY + ("lm.model", "lm.hf", "lm.train", "lm.sample"),
+                  "lm.export builds on lm.sample and lm.hf"),
+    "lm.evaluate": (LM_BELOW_STUDY + ("lm.model", "lm.train", "lm.sample"),
+                    "lm.evaluate builds on lm.sample and lm.train"),
     "lm.sweep": (LM_BELOW_STUDY + ("lm.model", "lm.train"),
                  "lm.sweep builds on lm.train and does not import lm.study"),
     "lm.study": (LOWER + ("lm.errors", "lm.model", "lm.train", "lm.sweep"),

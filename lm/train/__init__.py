@@ -5,6 +5,8 @@ workdir)` from Python.
     restore.py        resume from a checkpoint, branch from another run, or start fresh
     loop.py           the loop: steps, hooks, metrics rows, signals, the summary
     hooks.py          the per-step work, each with its interval: rows, evaluation, checkpoints
+    harness.py        the run's model as an lm-evaluation-harness LM; harness tasks on it
+                      (python -m lm.evaluate, train.harness_tasks)
     step.py           the pure train and eval steps
     runtime.py        those steps jitted and sharded on the run's mesh
     sharding.py       the device mesh, logical axis rules, shardings of state and batches

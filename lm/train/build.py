@@ -10,6 +10,7 @@ import jax
 import optim
 from data import tokenizer
 from lm.errors import ConfigError
+from lm.hf import load as hf_load
 from lm.model import ModelConfig
 from lm.model.info import count_pytree_params, model_info
 from lm.train import batches, runtime, sharding
@@ -50,6 +51,9 @@ def build(config, workdir: str) -> Run:
             raise ValueError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
                              f"tokenizer's {vocab_size} tokens; use 0 (the tokenizer's size) "
                              f"or a padded size >= {vocab_size}")
+        if config.train.init_from:  # checked before any data is prepared
+            hf_load.check(config, ModelConfig.for_run(config,
+                                                      config.model.vocab_size or vocab_size))
         data = batches.load(config)  # prepares data on first use
     except ValueError as err:
         raise ConfigError(str(err)) from err

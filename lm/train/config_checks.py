@@ -104,6 +104,13 @@ def check_config(config, backend: str | None = None) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     loggers.check(t.get("loggers", "jsonl"))
+    if t.get("harness_tasks"):
+        try:
+            from lm.train import harness
+        except ImportError as err:
+            raise ConfigError(f"train.harness_tasks needs lm-evaluation-harness ({err}); pip "
+                              "install lm_eval, or set train.harness_tasks=''") from err
+        harness.check_tasks(harness.task_names(t.harness_tasks), t.harness_include_path)
     if t.get("profile_steps"):
         first, last = profile_window(t.profile_steps)
         _require(2 <= first <= last <= t.steps,

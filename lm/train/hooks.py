@@ -117,6 +117,16 @@ def evaluate(every: int, eval_step, eval_params, eval_sets: dict, batch_sharding
     return Hook("evaluate", every, run, at_end=True, uses_state=True)
 
 
+def harness(every: int, eval_params, evaluate_tasks) -> Hook:
+    """lm-evaluation-harness tasks on the live parameters `eval_params(opt_state, params)`:
+    `evaluate_tasks(params, step)` returns the row's harness/<task>/<metric> fields
+    (lm/train/harness.py)."""
+    def run(result: StepResult) -> dict:
+        return evaluate_tasks(eval_params(result.state.opt_state, result.state.params),
+                              result.step)
+    return Hook("harness", every, run, at_end=True, uses_state=True)
+
+
 def save_checkpoint(every: int, checkpointer: Checkpointer, tokens_per_step: int) -> Hook:
     def run(result: StepResult) -> None:
         checkpointer.save(result.step, result.state,

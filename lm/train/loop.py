@@ -142,6 +142,11 @@ def default_hooks(run: Run, checkpointer: Checkpointer, spikes: LossSpikes) -> l
     profiling = ([hooks.profile(profile_window(t.profile_steps),
                                 os.path.join(run.workdir, run_files.PROFILE))] if t.profile_steps
                  else [])
+    harness = []
+    if t.get("harness_tasks"):
+        # lm_eval loads only for the runs that use it
+        from lm.train.harness import training_evaluator
+        harness = [hooks.harness(t.harness_every, eval_params, training_evaluator(run))]
     return [hooks.check_finite(checkpointer),
             hooks.count_loss_spikes(spikes),
             *profiling,
@@ -149,6 +154,7 @@ def default_hooks(run: Run, checkpointer: Checkpointer, spikes: LossSpikes) -> l
             hooks.layer_stats(t.layer_stats_every),
             hooks.evaluate(t.eval_every, run.rt.eval_step, eval_params, run.data.eval_sets,
                            run.rt.sharder.batch),
+            *harness,
             hooks.save_checkpoint(t.checkpoint_every, checkpointer, run.tokens_per_step)]
 
 

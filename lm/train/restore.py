@@ -1,12 +1,17 @@
 """Where a run starts: the newest good checkpoint of its own workdir, else another run's
-checkpoint (a branch, train.branch_from), else fresh parameters."""
+checkpoint (a branch, train.branch_from), else a Hugging Face model's weights
+(train.init_from), else fresh parameters."""
 import os
 
+import jax
+
 from lm.errors import ConfigError
+from lm.hf import load as hf_load
 from lm.train import workdir as run_files
 from lm.train.build import Run
 from lm.train.checkpoint import Checkpointer
 from lm.train.metrics_log import MetricsLog, read_metrics
+from lm.train.step import init_state
 
 
 def restore_or_init(run: Run, checkpointer: Checkpointer, metrics_log: MetricsLog | None):
@@ -15,6 +20,8 @@ def restore_or_init(run: Run, checkpointer: Checkpointer, metrics_log: MetricsLo
     train = run.config.train
     if restored is None and train.branch_from:
         restored = branch(run, train.branch_from, train.branch_step, metrics_log)
+    if restored is None and train.init_from:
+        return 0, init_from(run, train.init_from)
     if restored is None:
         return 0, run.rt.init_state()
     step, state, _ = restored
@@ -44,3 +51,14 @@ def branch(run: Run, source: str, step: int, metrics_log: MetricsLog | None):
         metrics_log.start_from([r for r in read_metrics(source) if r["step"] <= step])
         print(f"branched from {source} at step {step}", flush=True)
     return step, state, meta
+
+
+def init_from(run: Run, source: str):
+    """The step-0 state of a run whose parameters are hf:DIR's (lm/hf/load.py): the optimizer
+    state starts fresh, as in a new run, sharded as the run's."""
+    params = hf_load.params(source, run.model_cfg, run.rt.abstract_state.params)
+    state = jax.jit(lambda p: init_state(p, run.optimizer.tx),
+                    out_shardings=run.rt.state_shardings)(params)
+    if run.primary:
+        print(f"initialised from {source}", flush=True)
+    return state

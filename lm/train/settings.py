@@ -21,6 +21,14 @@ LOGGERS = ("jsonl", "tensorboard", "wandb")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
+def _harness_both(t) -> str:
+    if bool(t["harness_tasks"]) != bool(t["harness_every"]):
+        return (f"train.harness_tasks={t['harness_tasks']!r} with train.harness_every="
+                f"{t['harness_every']}: set both (tasks, and the steps between runs of them) or "
+                "neither")
+    return ""
+
+
 def _microbatches_divide(t) -> str:
     if t["batch_size"] % t["microbatches"]:
         return (f"train.batch_size={t['batch_size']} is not divisible by train.microbatches="
@@ -38,6 +46,15 @@ TRAIN = Section("train", "the training loop (lm/train/loop.py and its hooks)", d
     keep_checkpoints=positive(3, "newest checkpoints kept"),
     log_every=positive(10, "write a metrics row every this many steps"),
     layer_stats_every=nonnegative(100, "RMS of each parameter, gradient and update; 0 disables"),
+    harness_tasks=Field("", "lm-evaluation-harness tasks, comma-separated, run on the live "
+                            "parameters every harness_every steps (lm/train/harness.py); rows get "
+                            "harness/<task>/<metric>; \"\" disables"),
+    harness_every=nonnegative(0, "run harness_tasks every this many steps (and at the end); 0 "
+                                 "disables"),
+    harness_limit=nonnegative(0, "harness_tasks: the first this many documents of each task (0: "
+                                 "all)"),
+    harness_include_path=Field("", "harness_tasks: a directory of task YAML files besides the "
+                                   "harness's own"),
     loggers=Field("jsonl", "metric writers, comma-separated: jsonl (WORKDIR/metrics.jsonl, "
                            "always written: resume, sweeps and fits read it), tensorboard "
                            "(WORKDIR/tb/), wandb (WANDB_MODE=offline writes WORKDIR/wandb/)"),
@@ -55,10 +72,13 @@ TRAIN = Section("train", "the training loop (lm/train/loop.py and its hooks)", d
                           "copies its metrics up to there; config changes apply from then on"),
     branch_step=Field(-1, "the step branch_from starts at; -1: its newest checkpoint",
                       minimum=-1),
+    init_from=Field("", "hf:DIR: a workdir without checkpoints starts from the weights of a "
+                        "Hugging Face model directory (Llama, Qwen3, Arcee or Starcoder2, e.g. "
+                        "lm.export's), whose config must match config.model (lm/hf/load.py)"),
     imports=Field("", "python modules imported before the run is built, comma-separated: "
                       "dotted names or .py paths (--import; core/user_modules.py), e.g. one "
                       "registering an optimizer defined outside optiscale"),
-), rules=(_microbatches_divide,))
+), rules=(_microbatches_divide, _harness_both))
 
 # Logical axis -> comma-separated mesh axes ("" = unsharded), in rule priority order
 # (lm/train/sharding.py): an axis already used by an earlier dim of an array is skipped.

@@ -12,6 +12,8 @@ JSON ones are written and checked, and the path layer every run-file access goes
     WORKDIR/train.log          the output of a run that executes away from the console
     WORKDIR/provenance.json    versions, git commit and devices of each leg (provenance.py)
     WORKDIR/profile/           jax.profiler traces (train.profile_steps)
+    WORKDIR/eval/              lm-evaluation-harness results, harness_step<N>.json (lm.evaluate,
+                               train.harness_tasks)
     WORKDIR/wandb_id.txt       the W&B run id (train.loggers=wandb), so a resume continues it
     WORKDIR/sweep_run.json     lm.sweep's record of the run's latest attempt
     WORKDIR/.lock              held by the trainer that runs in it: pid, host and start time
@@ -45,6 +47,7 @@ from lm.model import ModelConfig
 DATA = "data.json"
 PROVENANCE = "provenance.json"
 PROFILE = "profile"
+HARNESS = "eval"
 WANDB_ID = "wandb_id.txt"
 CHECKPOINTS = "checkpoints"
 CORRUPT_CHECKPOINTS = "checkpoints_corrupt"
