@@ -26,7 +26,7 @@ import time
 import optim
 from core import user_modules
 from core.run_format import damaged
-from lm.errors import ConfigError, SweepError
+from lm.errors import SweepError, as_sweep_error
 from lm.study import cbs, hyperparameter_laws, overrides, presets, runs, tuning
 from lm.study import report as study_report
 from lm.study.tune import Result, point_id
@@ -215,10 +215,8 @@ def run_study(args) -> int:
     same command resumes it (args.stop, the event the phases' sweeps share)."""
     start = time.perf_counter()
     out = os.path.abspath(args.runs_dir)
-    try:
+    with as_sweep_error():
         run_files.check_directory(out, "--runs_dir")
-    except ConfigError as err:
-        raise SweepError(str(err)) from None
     args.runs_dir = out
     if args.dry_run:  # reads only: a study running in `out` does not stop it
         return _study(out, args, start)

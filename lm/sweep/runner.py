@@ -16,7 +16,7 @@ import threading
 from tqdm import tqdm
 
 from core import cli
-from lm.errors import ConfigError, SweepError
+from lm.errors import SweepError, as_sweep_error
 from lm.sweep.executors import InProcess, Task
 from lm.sweep.results import (
     best_learning_rates,
@@ -67,11 +67,9 @@ def run_sweep(sweep: Sweep, root: str, *, name: str, config_path: str, executor=
     event, which it sets on signals (lm.study's, over its phases); else this sweep stops on
     SIGINT / SIGTERM. Unless `dry_run`, the root is held (`owned`) while the sweep runs."""
     runs = expand(sweep)
-    try:
+    with as_sweep_error("--runs_dir: "):
         run_files.check_filesystems(root)
         run_files.check_directory(root, "--runs_dir")
-    except ConfigError as err:
-        raise SweepError(f"--runs_dir: {err}") from err
     root = run_files.absolute(root)
     with contextlib.nullcontext() if dry_run else owned(root, "sweep"):
         return _run(sweep, runs, root, name, config_path, executor, dry_run, retry_diverged,
@@ -213,10 +211,8 @@ def owned(root: str, user: str):
     """Holds `root` for this process (lm/train/workdir.py's lock, released even on kill -9):
     a second `user` (sweep, study) on it gets SweepError naming the holder."""
     with contextlib.ExitStack() as stack:
-        try:
+        with as_sweep_error():
             stack.enter_context(run_files.held(root, user=user, flag="--runs_dir"))
-        except ConfigError as err:
-            raise SweepError(str(err)) from None
         yield
 
 
